@@ -1,0 +1,677 @@
+//! `redis-dsg bench`: throughput, latency and memory of the real binary
+//! against a private `redis-server`, next to the ceiling `redis-benchmark`
+//! measures on the same server in the same run. Figures are reported as
+//! ratios to that ceiling, because the machine is shared and noisy.
+//!
+//! Phases: the `redis-benchmark` ceiling (pipelined LPUSH and LPOP); one
+//! generator at interval 0; one and two consumer processes draining a
+//! pre-filled backlog with processing time 0; end-to-end message age at a
+//! fixed rate; consumer memory with 10,000 messages in flight.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use clap::Args;
+use fred::bytes::Bytes;
+use fred::prelude::*;
+use serde::Serialize;
+
+use crate::cli::Cli;
+use crate::config::{Config, RedisUrl};
+use crate::exit;
+use crate::local_redis::{LocalRedis, find_on_path, free_port};
+use crate::message::{GENERATED_LEN, MessageWriter};
+use crate::process::peak_rss_of;
+use crate::redis::Redis;
+use crate::replica::Replica;
+
+/// Flags of `bench`.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Size of the pre-filled backlog the consumers drain.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub messages: u64,
+    /// Seconds the generator and latency phases measure.
+    #[arg(long, default_value_t = 5)]
+    pub seconds: u64,
+    /// Generator rate (msgs/s) for the latency phase.
+    #[arg(long, default_value_t = 10_000)]
+    pub latency_rate: u64,
+    /// Messages held at once in the memory phase.
+    #[arg(long, default_value_t = 10_000)]
+    pub in_flight: u64,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Everything one run measured.
+#[derive(Debug, Default, Serialize)]
+pub struct BenchReport {
+    /// `redis-server --version`.
+    pub redis_version: String,
+    /// CPU cores available.
+    pub cores: usize,
+    /// `redis-benchmark -P 64 -c 50 -t lpush` requests (elements) per second.
+    pub ceiling_lpush_per_second: Option<f64>,
+    /// `redis-benchmark -P 64 -c 50 -t lpop` requests per second.
+    pub ceiling_lpop_per_second: Option<f64>,
+    /// Generator at interval 0, messages per second.
+    pub generator_per_second: f64,
+    /// Backlog drained by one consumer process, messages per second.
+    pub drain_1_consumer_per_second: f64,
+    /// Backlog drained by two consumer processes, messages per second.
+    pub drain_2_consumers_per_second: f64,
+    /// Median message age at the fixed rate, milliseconds.
+    pub age_p50_ms: f64,
+    /// 99th percentile message age at the fixed rate, milliseconds.
+    pub age_p99_ms: f64,
+    /// The fixed rate of the latency phase.
+    pub latency_rate: u64,
+    /// Peak RSS of the generator process, bytes.
+    pub generator_peak_rss_bytes: u64,
+    /// Peak RSS of the single draining consumer, bytes.
+    pub consumer_peak_rss_bytes: u64,
+    /// RSS of a consumer holding `in_flight` messages, bytes.
+    pub consumer_rss_at_in_flight_bytes: u64,
+    /// Messages held in the memory phase.
+    pub in_flight: u64,
+}
+
+/// Runs the benchmark; returns the exit code.
+pub async fn run(cli: &Cli, args: &BenchArgs) -> i32 {
+    match measure(cli, args).await {
+        Ok(report) => {
+            if args.json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&report).unwrap_or_default()
+                );
+            } else {
+                print!("{}", render(&report));
+            }
+            exit::OK
+        }
+        Err(e) => {
+            eprintln!("redis-dsg bench: {e}");
+            exit::FAILURE
+        }
+    }
+}
+
+struct Bench {
+    exe: PathBuf,
+    url: String,
+    port: Option<u16>,
+    redis: Redis,
+    logs: PathBuf,
+    run_id: String,
+}
+
+async fn measure(cli: &Cli, args: &BenchArgs) -> Result<BenchReport, String> {
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let external = cli
+        .redis_url
+        .clone()
+        .or_else(|| std::env::var("REDIS_URL").ok());
+    let local = match external {
+        Some(_) => None,
+        None => Some(LocalRedis::start()?),
+    };
+    let url = match (
+        &local,
+        cli.redis_url
+            .clone()
+            .or_else(|| std::env::var("REDIS_URL").ok()),
+    ) {
+        (Some(l), _) => l.url(),
+        (None, Some(u)) => u,
+        (None, None) => return Err("no Redis".into()),
+    };
+    let mut config = Config::default();
+    config.redis.url = RedisUrl::new(url.clone());
+    let redis = Redis::connect_once(&config.redis)
+        .await
+        .map_err(|e| e.to_string())?;
+    let logs = std::env::temp_dir().join(format!("redis-dsg-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&logs).map_err(|e| e.to_string())?;
+    let bench = Bench {
+        exe,
+        port: local.as_ref().map(LocalRedis::port),
+        url,
+        redis,
+        logs,
+        run_id: format!("{:08x}", rand::random::<u32>()),
+    };
+    let mut report = BenchReport {
+        redis_version: redis_version(),
+        cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        latency_rate: args.latency_rate,
+        in_flight: args.in_flight,
+        ..Default::default()
+    };
+
+    progress("ceiling: redis-benchmark -P 64 -c 50 -t lpush,lpop");
+    if let Some(port) = bench.port {
+        let (push, pop) = redis_benchmark(port);
+        report.ceiling_lpush_per_second = push;
+        report.ceiling_lpop_per_second = pop;
+    }
+
+    progress("generator at interval 0");
+    let (rate, rss) = bench.generator(args.seconds).await?;
+    report.generator_per_second = rate;
+    report.generator_peak_rss_bytes = rss;
+
+    progress(&format!("drain {} messages with 1 consumer", args.messages));
+    let (rate, rss) = bench.drain(args.messages, 1).await?;
+    report.drain_1_consumer_per_second = rate;
+    report.consumer_peak_rss_bytes = rss;
+
+    progress(&format!(
+        "drain {} messages with 2 consumers",
+        args.messages
+    ));
+    report.drain_2_consumers_per_second = bench.drain(args.messages, 2).await?.0;
+
+    progress(&format!("message age at {} msgs/s", args.latency_rate));
+    let (p50, p99) = bench.latency(args.latency_rate, args.seconds).await?;
+    report.age_p50_ms = p50 * 1000.0;
+    report.age_p99_ms = p99 * 1000.0;
+
+    progress(&format!(
+        "consumer memory with {} messages in flight",
+        args.in_flight
+    ));
+    report.consumer_rss_at_in_flight_bytes = bench.memory(args.in_flight).await?;
+
+    bench.redis.quit().await;
+    let _ = std::fs::remove_dir_all(&bench.logs);
+    drop(local);
+    Ok(report)
+}
+
+fn progress(what: &str) {
+    eprintln!("redis-dsg bench: {what} …");
+}
+
+fn redis_version() -> String {
+    Command::new("redis-server")
+        .arg("--version")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| {
+            s.split_whitespace()
+                .find(|w| w.starts_with("v="))
+                .map(|v| v[2..].to_string())
+        })
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// Runs `redis-benchmark`; its LPUSH and LPOP requests per second.
+fn redis_benchmark(port: u16) -> (Option<f64>, Option<f64>) {
+    if find_on_path("redis-benchmark").is_none() {
+        eprintln!("redis-dsg bench: redis-benchmark is not on PATH; no ceiling");
+        return (None, None);
+    }
+    let out = Command::new("redis-benchmark")
+        .args(["-h", "127.0.0.1", "-p", &port.to_string()])
+        .args([
+            "-q",
+            "-P",
+            "64",
+            "-c",
+            "50",
+            "-n",
+            "2000000",
+            "-t",
+            "lpush,lpop",
+        ])
+        .output();
+    let Ok(out) = out else { return (None, None) };
+    let text = String::from_utf8_lossy(&out.stdout).replace('\r', "\n");
+    let rate = |name: &str| {
+        text.lines()
+            .filter(|l| l.trim_start().starts_with(name))
+            .filter_map(|l| {
+                l.split(':')
+                    .nth(1)?
+                    .split_whitespace()
+                    .next()?
+                    .parse::<f64>()
+                    .ok()
+            })
+            .next_back()
+    };
+    (rate("LPUSH"), rate("LPOP"))
+}
+
+impl Bench {
+    fn env(&self, queue: &str, mode: &str, extra: &[(&str, String)]) -> Vec<(String, String)> {
+        let mut env: Vec<(String, String)> = vec![
+            ("MODE".into(), mode.into()),
+            ("REDIS_URL".into(), self.url.clone()),
+            ("REDIS_QUEUE".into(), queue.into()),
+            ("REDIS_ERROR_QUEUE".into(), format!("{queue}:errors")),
+            ("DSG_PROCESSOR__MAX_MS".into(), "0".into()),
+            ("DSG_PROCESSOR__INVALID_RATIO".into(), "0".into()),
+            ("RUST_LOG".into(), "warn".into()),
+        ];
+        env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.clone())));
+        env
+    }
+
+    fn queue(&self, phase: &str) -> String {
+        format!("bench:{}:{phase}", self.run_id)
+    }
+
+    async fn start(&self, name: &str, env: &[(String, String)]) -> Result<Replica, String> {
+        let mut r = Replica::start(
+            &self.exe,
+            free_port(),
+            env,
+            &self.logs.join(format!("{name}.log")),
+        )
+        .map_err(|e| format!("cannot start {name}: {e}"))?;
+        if !r.wait_ready(Duration::from_secs(20)).await {
+            return Err(format!(
+                "{name} did not become ready; log: {}",
+                log_tail(r.log())
+            ));
+        }
+        Ok(r)
+    }
+
+    async fn clean(&self, queue: &str) {
+        let keys = crate::keys::Keys::new(queue, &format!("{queue}:errors"));
+        let _: Result<(), _> = self
+            .redis
+            .client()
+            .unlink(vec![
+                keys.queue.clone(),
+                keys.error_queue.clone(),
+                keys.lease(),
+                keys.epoch(),
+                keys.consumers(),
+            ])
+            .await;
+    }
+
+    async fn generator(&self, seconds: u64) -> Result<(f64, u64), String> {
+        let queue = self.queue("generator");
+        let env = self.env(&queue, "generator", &[("GENERATOR_INTERVAL", "0".into())]);
+        let mut g = self.start("generator", &env).await?;
+        wait_for(
+            || async { g.status().await.is_some_and(|s| s["role"] == "generator") },
+            Duration::from_secs(15),
+        )
+        .await;
+        let (t0, n0) = (Instant::now(), counter_of(&g, "generated").await);
+        tokio::time::sleep(Duration::from_secs(seconds)).await;
+        let (t1, n1) = (Instant::now(), counter_of(&g, "generated").await);
+        let rss = g
+            .pid()
+            .and_then(|p| peak_rss_of(&p.to_string()))
+            .unwrap_or(0);
+        g.stop(Duration::from_secs(10));
+        self.clean(&queue).await;
+        Ok(((n1 - n0) as f64 / (t1 - t0).as_secs_f64(), rss))
+    }
+
+    /// Pushes `n` well-formed messages.
+    async fn prefill(&self, queue: &str, n: u64) -> Result<(), String> {
+        let mut writer = MessageWriter::new();
+        let mut left = n;
+        let client = self.redis.client();
+        while left > 0 {
+            let pipeline = client.pipeline();
+            for _ in 0..20 {
+                if left == 0 {
+                    break;
+                }
+                let k = left.min(1000);
+                left -= k;
+                let mut buf = Vec::with_capacity(k as usize * GENERATED_LEN);
+                let mut ends = Vec::with_capacity(k as usize);
+                for _ in 0..k {
+                    writer.write_now(&mut buf);
+                    ends.push(buf.len());
+                }
+                let all = Bytes::from(buf);
+                let mut start = 0;
+                let batch: Vec<Value> = ends
+                    .into_iter()
+                    .map(|end| {
+                        let v = Value::Bytes(all.slice(start..end));
+                        start = end;
+                        v
+                    })
+                    .collect();
+                let _: () = pipeline
+                    .lpush(queue, batch)
+                    .await
+                    .map_err(|e| e.to_string())?;
+            }
+            let _: Vec<Value> = pipeline.all().await.map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    }
+
+    async fn drain(&self, n: u64, consumers: usize) -> Result<(f64, u64), String> {
+        let queue = self.queue(&format!("drain{consumers}"));
+        self.prefill(&queue, n).await?;
+        let env = self.env(&queue, "consumer", &[]);
+        let mut procs = Vec::new();
+        for i in 0..consumers {
+            let r = Replica::start(
+                &self.exe,
+                free_port(),
+                &env,
+                &self.logs.join(format!("drain{consumers}-{i}.log")),
+            )
+            .map_err(|e| e.to_string())?;
+            procs.push(r);
+        }
+        // Measure from the first processed message to the last, so process
+        // start-up does not count.
+        let mut first: Option<(Instant, u64)> = None;
+        let deadline = Instant::now() + Duration::from_secs(600);
+        let mut done;
+        loop {
+            done = 0;
+            for p in &procs {
+                done += processed_of(p).await;
+            }
+            let now = Instant::now();
+            if first.is_none() && done > 0 {
+                first = Some((now, done));
+            }
+            if done >= n || now > deadline {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let end = Instant::now();
+        let rss = procs
+            .first()
+            .and_then(|p| p.pid())
+            .and_then(|p| peak_rss_of(&p.to_string()))
+            .unwrap_or(0);
+        for p in procs.iter_mut() {
+            p.stop(Duration::from_secs(10));
+        }
+        self.clean(&queue).await;
+        let (t0, n0) = first.ok_or("nothing was processed")?;
+        if done < n {
+            return Err(format!(
+                "only {done} of {n} messages were processed within 10 minutes"
+            ));
+        }
+        Ok(((done - n0) as f64 / (end - t0).as_secs_f64().max(1e-6), rss))
+    }
+
+    async fn latency(&self, rate: u64, seconds: u64) -> Result<(f64, f64), String> {
+        let queue = self.queue("latency");
+        let g_env = self.env(
+            &queue,
+            "generator",
+            &[
+                ("GENERATOR_INTERVAL", "0".into()),
+                ("DSG_GENERATOR__RATE", rate.to_string()),
+            ],
+        );
+        let c_env = self.env(&queue, "consumer", &[]);
+        let mut c = self.start("latency-consumer", &c_env).await?;
+        let mut g = self.start("latency-generator", &g_env).await?;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let before = scrape_histogram(c.port(), "dsg_message_age_seconds").await;
+        tokio::time::sleep(Duration::from_secs(seconds)).await;
+        let after = scrape_histogram(c.port(), "dsg_message_age_seconds").await;
+        g.stop(Duration::from_secs(10));
+        c.stop(Duration::from_secs(10));
+        self.clean(&queue).await;
+        let delta: Vec<(f64, f64)> = after
+            .iter()
+            .map(|(le, n)| {
+                (
+                    *le,
+                    n - before
+                        .iter()
+                        .find(|(l, _)| l == le)
+                        .map_or(0.0, |(_, b)| *b),
+                )
+            })
+            .collect();
+        Ok((quantile(&delta, 0.5), quantile(&delta, 0.99)))
+    }
+
+    async fn memory(&self, in_flight: u64) -> Result<u64, String> {
+        let queue = self.queue("memory");
+        self.prefill(&queue, in_flight * 2).await?;
+        // Every message takes 30 s, so the consumer fills up to its limit
+        // and holds it while we measure.
+        let env = self.env(
+            &queue,
+            "consumer",
+            &[
+                ("CONSUMER_MAX_GOROUTINES", in_flight.to_string()),
+                ("DSG_PROCESSOR__MIN_MS", "30000".into()),
+                ("DSG_PROCESSOR__MAX_MS", "30000".into()),
+                ("DSG_SHUTDOWN__TIMEOUT_MS", "3000".into()),
+            ],
+        );
+        let mut c = self.start("memory-consumer", &env).await?;
+        wait_for(
+            || async {
+                c.status()
+                    .await
+                    .is_some_and(|s| s["in_flight"].as_u64() == Some(in_flight))
+            },
+            Duration::from_secs(20),
+        )
+        .await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let rss = c
+            .pid()
+            .and_then(|p| crate::process::rss_of(&p.to_string()))
+            .unwrap_or(0);
+        c.stop(Duration::from_secs(10));
+        self.clean(&queue).await;
+        Ok(rss)
+    }
+}
+
+async fn wait_for<F, Fut>(mut cond: F, timeout: Duration) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if cond().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
+
+async fn counter_of(r: &Replica, name: &str) -> u64 {
+    r.status()
+        .await
+        .and_then(|s| s["counters"][name].as_u64())
+        .unwrap_or(0)
+}
+
+async fn processed_of(r: &Replica) -> u64 {
+    match r.status().await {
+        Some(s) => ["processed_ok", "invalid", "malformed", "oversized"]
+            .iter()
+            .map(|n| s["counters"][n].as_u64().unwrap_or(0))
+            .sum(),
+        None => 0,
+    }
+}
+
+fn log_tail(path: &Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(10)..].join("\n")
+}
+
+/// Cumulative `(le, count)` buckets of a histogram from `/metrics`.
+pub async fn scrape_histogram(port: u16, name: &str) -> Vec<(f64, f64)> {
+    let Some((_, body)) = crate::http_client::get(port, "/metrics", Duration::from_secs(2)).await
+    else {
+        return Vec::new();
+    };
+    parse_histogram(&body, name)
+}
+
+/// Parses cumulative buckets of `name` from Prometheus text.
+pub fn parse_histogram(text: &str, name: &str) -> Vec<(f64, f64)> {
+    let prefix = format!("{name}_bucket{{");
+    text.lines()
+        .filter(|l| l.starts_with(&prefix))
+        .filter_map(|l| {
+            let le = l.split("le=\"").nth(1)?.split('"').next()?;
+            let le = if le == "+Inf" {
+                f64::INFINITY
+            } else {
+                le.parse().ok()?
+            };
+            let count: f64 = l.rsplit(' ').next()?.parse().ok()?;
+            Some((le, count))
+        })
+        .collect()
+}
+
+/// The `q` quantile of cumulative buckets, interpolated linearly within a
+/// bucket (as Prometheus' `histogram_quantile`).
+pub fn quantile(buckets: &[(f64, f64)], q: f64) -> f64 {
+    let mut b: Vec<(f64, f64)> = buckets.to_vec();
+    b.sort_by(|x, y| x.0.total_cmp(&y.0));
+    let Some(&(_, total)) = b.last() else {
+        return f64::NAN;
+    };
+    if total <= 0.0 {
+        return f64::NAN;
+    }
+    let rank = q * total;
+    let mut prev = (0.0, 0.0);
+    for &(le, count) in &b {
+        if count >= rank {
+            if le.is_infinite() {
+                return prev.0;
+            }
+            let in_bucket = count - prev.1;
+            let frac = if in_bucket > 0.0 {
+                (rank - prev.1) / in_bucket
+            } else {
+                0.0
+            };
+            return prev.0 + (le - prev.0) * frac;
+        }
+        prev = (le, count);
+    }
+    prev.0
+}
+
+fn render(r: &BenchReport) -> String {
+    let ratio = |v: f64, c: Option<f64>| c.map_or("-".to_string(), |c| format!("{:.2}", v / c));
+    let per_s = |v: f64| format!("{:>12.0} /s", v);
+    let opt = |v: Option<f64>| v.map_or(format!("{:>14}", "-"), per_s);
+    let mb = |b: u64| format!("{:>11.1} MB", b as f64 / 1_048_576.0);
+    let mut s = format!(
+        "redis-dsg bench: redis-server {} on loopback, {} cores\n\n{:<48} {:>14}  {}\n",
+        r.redis_version, r.cores, "measure", "value", "ratio to ceiling"
+    );
+    let mut line = |name: &str, value: String, ratio: String| {
+        s.push_str(&format!("{name:<48} {value:>14}  {ratio}\n"));
+    };
+    line(
+        "ceiling: redis-benchmark LPUSH -P 64 -c 50",
+        opt(r.ceiling_lpush_per_second),
+        "1.00".into(),
+    );
+    line(
+        "ceiling: redis-benchmark LPOP -P 64 -c 50",
+        opt(r.ceiling_lpop_per_second),
+        "1.00".into(),
+    );
+    line(
+        "generator, GENERATOR_INTERVAL=0",
+        per_s(r.generator_per_second),
+        format!(
+            "{} of LPUSH",
+            ratio(r.generator_per_second, r.ceiling_lpush_per_second)
+        ),
+    );
+    line(
+        "drain backlog, 1 consumer process",
+        per_s(r.drain_1_consumer_per_second),
+        format!(
+            "{} of LPOP",
+            ratio(r.drain_1_consumer_per_second, r.ceiling_lpop_per_second)
+        ),
+    );
+    line(
+        "drain backlog, 2 consumer processes",
+        per_s(r.drain_2_consumers_per_second),
+        format!(
+            "{} of LPOP",
+            ratio(r.drain_2_consumers_per_second, r.ceiling_lpop_per_second)
+        ),
+    );
+    line(
+        &format!("message age p50 at {} msgs/s", r.latency_rate),
+        format!("{:>11.2} ms", r.age_p50_ms),
+        String::new(),
+    );
+    line(
+        &format!("message age p99 at {} msgs/s", r.latency_rate),
+        format!("{:>11.2} ms", r.age_p99_ms),
+        String::new(),
+    );
+    line(
+        "peak RSS, generator",
+        mb(r.generator_peak_rss_bytes),
+        String::new(),
+    );
+    line(
+        "peak RSS, consumer draining",
+        mb(r.consumer_peak_rss_bytes),
+        String::new(),
+    );
+    line(
+        &format!("RSS, consumer with {} in flight", r.in_flight),
+        mb(r.consumer_rss_at_in_flight_bytes),
+        String::new(),
+    );
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantiles_interpolate_like_prometheus() {
+        let b = vec![
+            (0.001, 50.0),
+            (0.002, 90.0),
+            (0.005, 100.0),
+            (f64::INFINITY, 100.0),
+        ];
+        assert!((quantile(&b, 0.5) - 0.001).abs() < 1e-9);
+        assert!((quantile(&b, 0.7) - 0.0015).abs() < 1e-9);
+        assert!((quantile(&b, 0.95) - 0.0035).abs() < 1e-9);
+        let text = "x_bucket{le=\"0.001\"} 5\nx_bucket{le=\"+Inf\"} 7\nx_count 7\n";
+        assert_eq!(
+            parse_histogram(text, "x"),
+            vec![(0.001, 5.0), (f64::INFINITY, 7.0)]
+        );
+    }
+}

@@ -1,0 +1,415 @@
+//! Every Redis key name and every Lua script the service uses.
+//!
+//! Keys derived from the queue name share the queue's hash slot, so every
+//! multi-key script also runs on Redis Cluster: a queue without a `{…}` hash
+//! tag gets derived keys `{<queue>}:<suffix>` (Redis hashes only the part
+//! inside the braces); a queue that has a tag gets `<queue>:<suffix>`.
+//!
+//! | key | type | what it holds |
+//! |---|---|---|
+//! | `<queue>` | list | messages; producers `LPUSH`, consumers take from the right |
+//! | `<error_queue>` | list | error entries ([`crate::error_entry`]) |
+//! | `{q}:lease` | string, TTL | `<holder id> <epoch>`: who generates |
+//! | `{q}:epoch` | counter | the last fencing epoch handed out |
+//! | `{q}:lease:released` | pub/sub channel | release notices |
+//! | `{q}:consumers` | set | ids of registered consumers |
+//! | `{q}:consumer:<id>` | string, TTL | a consumer's heartbeat |
+//! | `{q}:inflight:<id>` | hash | delivery id → message, what a consumer holds |
+//! | `{q}:landing:<id>` | list | at most one message a blocking wait just took |
+
+use std::sync::LazyLock;
+
+/// The key names for one queue.
+#[derive(Debug, Clone)]
+pub struct Keys {
+    /// The message list.
+    pub queue: String,
+    /// The error list.
+    pub error_queue: String,
+    base: String,
+}
+
+impl Keys {
+    /// Key names for `queue` and `error_queue`.
+    pub fn new(queue: &str, error_queue: &str) -> Keys {
+        let base = if hash_tag(queue).is_some() {
+            queue.to_string()
+        } else {
+            format!("{{{queue}}}")
+        };
+        Keys {
+            queue: queue.to_string(),
+            error_queue: error_queue.to_string(),
+            base,
+        }
+    }
+
+    fn derived(&self, suffix: &str) -> String {
+        format!("{}:{suffix}", self.base)
+    }
+
+    /// The generator lease.
+    pub fn lease(&self) -> String {
+        self.derived("lease")
+    }
+
+    /// The fencing epoch counter.
+    pub fn epoch(&self) -> String {
+        self.derived("epoch")
+    }
+
+    /// The pub/sub channel on which a releasing holder announces it.
+    pub fn release_channel(&self) -> String {
+        self.derived("lease:released")
+    }
+
+    /// The set of registered consumer ids.
+    pub fn consumers(&self) -> String {
+        self.derived("consumers")
+    }
+
+    /// A consumer's heartbeat key.
+    pub fn heartbeat(&self, consumer: &str) -> String {
+        self.derived(&format!("consumer:{consumer}"))
+    }
+
+    /// A consumer's in-flight hash.
+    pub fn inflight(&self, consumer: &str) -> String {
+        self.derived(&format!("inflight:{consumer}"))
+    }
+
+    /// A consumer's landing list for blocking waits.
+    pub fn landing(&self, consumer: &str) -> String {
+        self.derived(&format!("landing:{consumer}"))
+    }
+
+    /// Whether every derived key lands in the queue's hash slot. False only
+    /// for queue names with unbalanced braces (e.g. `a}b`), which validation
+    /// rejects.
+    pub fn derived_keys_share_slot(&self) -> bool {
+        let slot = fred::util::redis_keyslot(self.queue.as_bytes());
+        [self.lease(), self.inflight("x"), self.consumers()]
+            .iter()
+            .all(|k| fred::util::redis_keyslot(k.as_bytes()) == slot)
+    }
+
+    /// Whether the error list shares the queue's slot (then moving a message
+    /// to it is one atomic script even on Redis Cluster).
+    pub fn error_queue_shares_slot(&self) -> bool {
+        fred::util::redis_keyslot(self.queue.as_bytes())
+            == fred::util::redis_keyslot(self.error_queue.as_bytes())
+    }
+}
+
+/// The hash tag Redis would use for `key`: the text between the first `{`
+/// and the first `}` after it, when not empty.
+fn hash_tag(key: &str) -> Option<&str> {
+    let open = key.find('{')?;
+    let close = key[open + 1..].find('}')? + open + 1;
+    (close > open + 1).then(|| &key[open + 1..close])
+}
+
+/// A Lua script with its SHA1, run with `EVALSHA` and, when the server does
+/// not know it yet (first use, Redis restart, another Cluster node), with
+/// `EVAL`, which also caches it there.
+#[derive(Debug)]
+pub struct Script {
+    /// A short name for logs and metrics.
+    pub name: &'static str,
+    /// The Lua source.
+    pub lua: &'static str,
+    /// The SHA1 of the source.
+    pub sha1: String,
+}
+
+impl Script {
+    fn new(name: &'static str, lua: &'static str) -> Script {
+        let sha1 = fred::types::scripts::Script::from_lua(lua)
+            .sha1()
+            .to_string();
+        Script { name, lua, sha1 }
+    }
+}
+
+/// Prefix of a structured error entry (see [`crate::error_entry`]); the Lua
+/// scripts below strip it to recover a message's original bytes.
+pub const ERROR_ENTRY_PREFIX: &str = "DSGERR1 ";
+
+/// Takes the lease if nobody holds it, with a new fencing epoch.
+///
+/// KEYS: lease, epoch counter. ARGV: holder id, TTL (ms).
+/// Returns `{1, token, epoch}` when taken, `{0, current token, PTTL}` when
+/// held. `INCR` and `SET NX PX` run in one atomic step, so every
+/// acquisition has its own epoch and no two holders ever share one.
+pub static ACQUIRE_LEASE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        "acquire_lease",
+        r#"
+local current = redis.call('GET', KEYS[1])
+if current then
+  return {0, current, redis.call('PTTL', KEYS[1])}
+end
+local epoch = redis.call('INCR', KEYS[2])
+local token = ARGV[1] .. ' ' .. epoch
+redis.call('SET', KEYS[1], token, 'NX', 'PX', ARGV[2])
+return {1, token, epoch}
+"#,
+    )
+});
+
+/// Extends the lease only while it still holds this holder's token.
+///
+/// KEYS: lease. ARGV: token, TTL (ms). Returns 1 when renewed, 0 when the
+/// lease is gone or someone else's (the caller must stop generating).
+pub static RENEW_LEASE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        "renew_lease",
+        r#"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 1
+end
+return 0
+"#,
+    )
+});
+
+/// Gives the lease up and announces it, only while it holds this token.
+///
+/// KEYS: lease. ARGV: token, release channel. Returns 1 when released.
+/// Standbys subscribed to the channel try to acquire at once.
+pub static RELEASE_LEASE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        "release_lease",
+        r#"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('DEL', KEYS[1])
+  redis.call('PUBLISH', ARGV[2], ARGV[1])
+  return 1
+end
+return 0
+"#,
+    )
+});
+
+/// The generator's only write path: pushes the batch only while the lease
+/// holds this holder's token.
+///
+/// KEYS: lease, queue. ARGV: token, messages… Returns the queue length
+/// after the push, or -1 when fenced off (nothing written). The check and
+/// the push are one atomic step, so a deposed holder cannot append a single
+/// message, however long it was paused.
+pub static FENCED_PUSH: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        "fenced_push",
+        r#"
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then
+  return -1
+end
+return redis.call('LPUSH', KEYS[2], unpack(ARGV, 2))
+"#,
+    )
+});
+
+/// Registers the consumer and moves up to N messages into its in-flight
+/// hash, each under its own delivery id.
+///
+/// KEYS: queue, in-flight hash, landing list, heartbeat, consumer set.
+/// ARGV: N, first delivery id, heartbeat TTL (ms), max message bytes,
+/// consumer id, heartbeat value.
+/// Returns `{id, message, id, message, …}`; a message larger than the limit
+/// is returned as its size (an integer) instead of its bytes, so it never
+/// crosses the network twice. What the landing list holds (a message a
+/// blocking wait took) is adopted first. Atomic: every message is in exactly
+/// one of queue, landing list or in-flight hash at all times, and the
+/// consumer is registered (so a reaper can recover it) before it holds
+/// anything.
+pub static FETCH: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        "fetch",
+        r#"
+redis.call('SET', KEYS[4], ARGV[6], 'PX', ARGV[3])
+redis.call('SADD', KEYS[5], ARGV[5])
+local n = tonumber(ARGV[1])
+local msgs = redis.call('RPOP', KEYS[3], n) or {}
+if #msgs < n then
+  local more = redis.call('RPOP', KEYS[1], n - #msgs)
+  if more then
+    for _, m in ipairs(more) do msgs[#msgs + 1] = m end
+  end
+end
+if #msgs == 0 then return {} end
+local id = tonumber(ARGV[2])
+local max = tonumber(ARGV[4])
+local fields, out = {}, {}
+for i, m in ipairs(msgs) do
+  local d = id + i - 1
+  fields[#fields + 1] = d
+  fields[#fields + 1] = m
+  out[#out + 1] = d
+  if #m > max then out[#out + 1] = #m else out[#out + 1] = m end
+end
+redis.call('HSET', KEYS[2], unpack(fields))
+return out
+"#,
+    )
+});
+
+/// Moves messages this consumer still holds to the error list, each behind
+/// its entry header, and forgets them.
+///
+/// KEYS: in-flight hash, error list. ARGV: pairs of (delivery id, header).
+/// Returns one flag per pair: 1 moved, 0 already reclaimed by a reaper (a
+/// late acknowledgement). The message bytes never leave Redis, and a
+/// message is in the hash or in the error list, never both or neither.
+pub static ACK_ERROR: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        "ack_error",
+        r#"
+local moved = {}
+for i = 1, #ARGV, 2 do
+  local body = redis.call('HGET', KEYS[1], ARGV[i])
+  if body then
+    redis.call('LPUSH', KEYS[2], ARGV[i + 1] .. body)
+    redis.call('HDEL', KEYS[1], ARGV[i])
+    moved[#moved + 1] = 1
+  else
+    moved[#moved + 1] = 0
+  end
+end
+return moved
+"#,
+    )
+});
+
+/// Returns everything a consumer holds to the consuming end of the queue and
+/// unregisters it.
+///
+/// KEYS: heartbeat, in-flight hash, landing list, queue, consumer set.
+/// ARGV: consumer id, `force` (`1` for a consumer returning its own work;
+/// otherwise only when the heartbeat has expired).
+/// Returns the number of messages returned, or -1 when the consumer is alive.
+/// The oldest delivery ends up rightmost, so it is taken next. Atomic: a
+/// consumer that is alive never loses its messages to a reaper, and a
+/// message is never both returned and held.
+pub static RETURN_INFLIGHT: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        "return_inflight",
+        r#"
+if ARGV[2] ~= '1' and redis.call('EXISTS', KEYS[1]) == 1 then
+  return -1
+end
+local returned = 0
+local landing = redis.call('LRANGE', KEYS[3], 0, -1)
+for _, m in ipairs(landing) do
+  redis.call('RPUSH', KEYS[4], m)
+  returned = returned + 1
+end
+local flat = redis.call('HGETALL', KEYS[2])
+local held = {}
+for i = 1, #flat, 2 do
+  held[#held + 1] = {tonumber(flat[i]), flat[i + 1]}
+end
+table.sort(held, function(a, b) return a[1] > b[1] end)
+for _, h in ipairs(held) do
+  redis.call('RPUSH', KEYS[4], h[2])
+  returned = returned + 1
+end
+redis.call('DEL', KEYS[2], KEYS[3])
+if ARGV[2] == '1' then redis.call('DEL', KEYS[1]) end
+redis.call('SREM', KEYS[5], ARGV[1])
+return returned
+"#,
+    )
+});
+
+/// Refreshes a consumer's heartbeat and membership.
+///
+/// KEYS: heartbeat, consumer set. ARGV: consumer id, TTL (ms), value.
+/// Returns 1 when the heartbeat was still alive, 0 when it had expired (a
+/// reaper may have returned this consumer's messages meanwhile).
+pub static HEARTBEAT: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        "heartbeat",
+        r#"
+local alive = redis.call('EXISTS', KEYS[1])
+redis.call('SET', KEYS[1], ARGV[3], 'PX', ARGV[2])
+redis.call('SADD', KEYS[2], ARGV[1])
+return alive
+"#,
+    )
+});
+
+/// Removes entries from the old end of the error list only if they are
+/// still exactly the ones the caller printed.
+///
+/// KEYS: error list. ARGV: SHA1 of each printed entry, oldest first.
+/// Returns how many were removed (all or none). Used after the printed
+/// entries reached their reader, so an interrupted drain never loses one.
+pub static CONFIRM_DRAINED: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        "confirm_drained",
+        r#"
+local n = #ARGV
+local tail = redis.call('LRANGE', KEYS[1], -n, -1)
+if #tail ~= n then return 0 end
+for i = 1, n do
+  if redis.sha1hex(tail[n - i + 1]) ~= ARGV[i] then return 0 end
+end
+redis.call('LTRIM', KEYS[1], 0, -n - 1)
+return n
+"#,
+    )
+});
+
+/// Moves the oldest error entries back to the queue with their original
+/// bytes.
+///
+/// KEYS: error list, queue. ARGV: how many at most.
+/// Returns the entries moved (whole, for printing). Each message goes to
+/// the head of the queue (as if newly produced) with the header stripped;
+/// entries written by the original go-redis-dsg (`m:"…" e:"…"`) give back
+/// their message. Atomic: an entry is in one list or the other.
+pub static REQUEUE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        "requeue",
+        r#"
+local entries = redis.call('RPOP', KEYS[1], ARGV[1])
+if not entries then return {} end
+for _, e in ipairs(entries) do
+  local body = e
+  if string.sub(e, 1, 8) == 'DSGERR1 ' then
+    local nl = string.find(e, '\n', 9, true)
+    if nl then body = string.sub(e, nl + 1) end
+  else
+    local m = string.match(e, '^m:"(.*)" e:"[^"]*"$')
+    if m then body = m end
+  end
+  redis.call('LPUSH', KEYS[2], body)
+end
+return entries
+"#,
+    )
+});
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn derived_keys_share_the_queue_slot() {
+        for q in ["a", "orders", "{tenant}.orders", "x{y}z", "with space"] {
+            let k = Keys::new(q, "errors");
+            assert!(k.derived_keys_share_slot(), "{q}: {}", k.lease());
+        }
+        assert_eq!(Keys::new("a", "e").lease(), "{a}:lease");
+        assert_eq!(Keys::new("{t}q", "e").inflight("c1"), "{t}q:inflight:c1");
+        assert!(!Keys::new("a}b", "e").derived_keys_share_slot());
+    }
+
+    #[test]
+    fn error_entry_prefix_matches_the_lua_scripts() {
+        assert_eq!(ERROR_ENTRY_PREFIX.len(), 8);
+        assert!(REQUEUE.lua.contains(&format!("'{ERROR_ENTRY_PREFIX}'")));
+    }
+}

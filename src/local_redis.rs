@@ -1,0 +1,205 @@
+//! A throwaway `redis-server` on a free loopback port, for the demo, the
+//! benchmark and the tests. It keeps nothing on disk unless asked, and is
+//! killed when dropped.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A `redis-server` child process.
+#[derive(Debug)]
+pub struct LocalRedis {
+    child: Option<Child>,
+    port: u16,
+    dir: PathBuf,
+    binary: PathBuf,
+    extra_args: Vec<String>,
+}
+
+/// Finds `redis-server`; when missing, installs it with apt where that is
+/// possible (root and apt-get present), else says exactly what to install.
+pub fn ensure_installed() -> Result<PathBuf, String> {
+    if let Some(p) = find_on_path("redis-server") {
+        return Ok(p);
+    }
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    if root && find_on_path("apt-get").is_some() {
+        eprintln!("redis-dsg: redis-server is missing; installing it with apt-get …");
+        let ok = |args: &[&str]| {
+            Command::new("apt-get")
+                .args(args)
+                .env("DEBIAN_FRONTEND", "noninteractive")
+                .stdout(Stdio::null())
+                .status()
+                .map(|s| s.success())
+                .unwrap_or(false)
+        };
+        if ok(&["install", "-y", "-q", "redis-server"])
+            || (ok(&["update", "-q"]) && ok(&["install", "-y", "-q", "redis-server"]))
+        {
+            // Debian starts a system service on install; we use our own.
+            if let Some(p) = find_on_path("redis-server") {
+                return Ok(p);
+            }
+        }
+        return Err("installing redis-server with apt-get failed; install it yourself (apt-get install redis-server) or set REDIS_URL".into());
+    }
+    Err("redis-server is not installed. Install it (Debian/Ubuntu: sudo apt-get install redis-server; \
+         Fedora: sudo dnf install redis; macOS: brew install redis) or point REDIS_URL at a running Redis."
+        .into())
+}
+
+/// The full path of `name` on `PATH`.
+pub fn find_on_path(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|d| d.join(name))
+        .find(|p| is_executable(p))
+}
+
+fn is_executable(p: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    p.metadata()
+        .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        .unwrap_or(false)
+}
+
+/// A loopback port that was free a moment ago.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or(0)
+}
+
+impl LocalRedis {
+    /// Starts a server without persistence on a free port.
+    pub fn start() -> Result<LocalRedis, String> {
+        Self::start_with(&[])
+    }
+
+    /// Starts a server with extra `redis-server` arguments (e.g.
+    /// `["--appendonly", "yes"]`).
+    pub fn start_with(extra_args: &[&str]) -> Result<LocalRedis, String> {
+        let binary = ensure_installed()?;
+        let port = free_port();
+        let dir =
+            std::env::temp_dir().join(format!("redis-dsg-redis-{}-{port}", std::process::id()));
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        let mut r = LocalRedis {
+            child: None,
+            port,
+            dir,
+            binary,
+            extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
+        };
+        r.spawn()?;
+        Ok(r)
+    }
+
+    fn spawn(&mut self) -> Result<(), String> {
+        let mut cmd = Command::new(&self.binary);
+        cmd.args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
+            .arg("--dir")
+            .arg(&self.dir)
+            .args(["--logfile", "redis.log"])
+            .args(&self.extra_args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        let child = cmd
+            .spawn()
+            .map_err(|e| format!("cannot start {}: {e}", self.binary.display()))?;
+        self.child = Some(child);
+        self.wait_ready(Duration::from_secs(10))
+    }
+
+    fn wait_ready(&mut self, timeout: Duration) -> Result<(), String> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Some(c) = self.child.as_mut()
+                && let Ok(Some(status)) = c.try_wait()
+            {
+                return Err(format!(
+                    "redis-server exited at start ({status}); see {}",
+                    self.dir.join("redis.log").display()
+                ));
+            }
+            if ping(self.port) {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Err(format!(
+            "redis-server on port {} did not answer within {timeout:?}",
+            self.port
+        ))
+    }
+
+    /// Its port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// `127.0.0.1:<port>`, as `REDIS_URL` takes it.
+    pub fn url(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// Its process id, while running.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Its working directory (log file, persistence files).
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Kills it with SIGKILL (a crash) and waits for it to be gone.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts it again on the same port with the same settings.
+    pub fn restart(&mut self) -> Result<(), String> {
+        self.kill();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            match self.spawn() {
+                Ok(()) => return Ok(()),
+                // The old socket may linger a moment.
+                Err(e) if Instant::now() > deadline => return Err(e),
+                Err(_) => std::thread::sleep(Duration::from_millis(100)),
+            }
+        }
+    }
+}
+
+impl Drop for LocalRedis {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Whether a Redis server on `port` answers `PING`.
+pub fn ping(port: u16) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
+    if s.write_all(b"PING\r\n").is_err() {
+        return false;
+    }
+    let mut buf = [0u8; 7];
+    s.read_exact(&mut buf).is_ok() && &buf == b"+PONG\r\n"
+}

@@ -1,0 +1,318 @@
+//! Connections to Redis (fred): a pool for ordinary commands, a separate
+//! client for blocking waits (a connection blocked in `BLMOVE` holds up every
+//! command queued behind it), and subscriber clients for lease notices.
+//!
+//! The service connects lazily and reconnects forever with exponential
+//! backoff; one-shot commands connect once and fail fast.
+
+use std::time::Duration;
+
+use fred::prelude::*;
+use fred::types::Value;
+
+use crate::config::RedisConfig;
+use crate::keys::Script;
+
+/// A Redis failure, classified for metrics and exit codes.
+#[derive(Debug, thiserror::Error)]
+pub enum RedisError {
+    /// The server could not be reached or the connection broke.
+    #[error("Redis unavailable: {0}")]
+    Unavailable(#[source] fred::error::Error),
+    /// The server answered with an error, or an answer had the wrong shape.
+    #[error("Redis error: {0}")]
+    Command(#[source] fred::error::Error),
+    /// A reply did not have the shape a script promises.
+    #[error("unexpected reply from Redis script {script}: {detail}")]
+    Reply {
+        /// The script's name.
+        script: &'static str,
+        /// What was wrong.
+        detail: String,
+    },
+}
+
+impl From<fred::error::Error> for RedisError {
+    fn from(e: fred::error::Error) -> Self {
+        match e.kind() {
+            ErrorKind::IO | ErrorKind::Timeout | ErrorKind::Canceled | ErrorKind::Backpressure => {
+                RedisError::Unavailable(e)
+            }
+            _ if e.details().contains("connection") || e.details().contains("Connection") => {
+                RedisError::Unavailable(e)
+            }
+            _ => RedisError::Command(e),
+        }
+    }
+}
+
+/// Parses a `REDIS_URL` value: `host:port` or a `redis://`, `rediss://`,
+/// `redis-sentinel://`, `redis-cluster://` (and TLS variants) URL.
+pub fn parse_url(url: &str) -> Result<Config, String> {
+    let url = url.trim();
+    if url.is_empty() {
+        return Err("must not be empty; use host:port or redis://host:port".into());
+    }
+    let full = if url.contains("://") {
+        url.to_string()
+    } else {
+        let (host, port) = url
+            .rsplit_once(':')
+            .ok_or_else(|| format!("{url:?} is neither host:port nor a redis:// URL"))?;
+        if host.is_empty() {
+            return Err(format!("{url:?} has no host"));
+        }
+        port.parse::<u16>()
+            .map_err(|_| format!("{url:?}: port {port:?} is not a number from 0 to 65535"))?;
+        format!("redis://{url}")
+    };
+    let scheme = full.split("://").next().unwrap_or_default();
+    const SCHEMES: [&str; 6] = [
+        "redis",
+        "rediss",
+        "redis-sentinel",
+        "rediss-sentinel",
+        "redis-cluster",
+        "rediss-cluster",
+    ];
+    if !SCHEMES.contains(&scheme) {
+        return Err(format!(
+            "scheme {scheme:?} is not supported; use one of {}",
+            SCHEMES.join(", ")
+        ));
+    }
+    let after = &full[scheme.len() + 3..];
+    let host_part = after.rsplit('@').next().unwrap_or(after);
+    if host_part.is_empty() || host_part.starts_with('/') || host_part.starts_with(':') {
+        return Err(format!(
+            "{:?} has no host",
+            crate::config::redact_url(&full)
+        ));
+    }
+    Config::from_url(&full).map_err(|e| {
+        format!(
+            "{:?} is not a valid Redis URL: {}",
+            crate::config::redact_url(&full),
+            e.details()
+        )
+    })
+}
+
+fn fred_config(cfg: &RedisConfig, fail_fast: bool) -> Result<Config, RedisError> {
+    let mut config = parse_url(&cfg.url.expose()).map_err(|detail| RedisError::Reply {
+        script: "config",
+        detail,
+    })?;
+    if let Some(user) = &cfg.username {
+        config.username = Some(user.clone());
+    }
+    if let Some(password) = &cfg.password {
+        config.password = Some(password.expose().to_string());
+    }
+    config.fail_fast = fail_fast;
+    Ok(config)
+}
+
+fn builder(cfg: &RedisConfig, fail_fast: bool) -> Result<Builder, RedisError> {
+    let mut builder = Builder::from_config(fred_config(cfg, fail_fast)?);
+    let command_timeout = cfg.command_timeout();
+    let connect_timeout = Duration::from_millis(cfg.connect_timeout_ms);
+    builder
+        .with_connection_config(|c| {
+            c.connection_timeout = connect_timeout;
+            c.internal_command_timeout = connect_timeout;
+            c.tcp = TcpConfig {
+                nodelay: Some(true),
+                ..Default::default()
+            };
+            // A connection that stops answering (a partition without a RST)
+            // is closed and reconnected instead of hanging forever.
+            c.unresponsive.max_timeout = Some(command_timeout * 2);
+            c.unresponsive.interval = Duration::from_millis(500).min(command_timeout);
+        })
+        .with_performance_config(|p| {
+            p.default_command_timeout = command_timeout;
+        });
+    if !fail_fast {
+        let max = u32::try_from(cfg.reconnect_max_delay_ms).unwrap_or(u32::MAX);
+        builder.set_policy(ReconnectPolicy::new_exponential(0, 50, max, 2));
+    }
+    Ok(builder)
+}
+
+/// The service's Redis connections.
+#[derive(Clone)]
+pub struct Redis {
+    pool: Pool,
+    blocking: Client,
+    builder: Builder,
+    command_timeout: Duration,
+}
+
+impl std::fmt::Debug for Redis {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Redis")
+            .field("pool_size", &self.pool.size())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Redis {
+    /// Builds the clients for the long-running service; they connect in the
+    /// background and reconnect forever. Call [`Redis::connect`] once.
+    pub fn for_service(cfg: &RedisConfig) -> Result<Redis, RedisError> {
+        Self::build(cfg, false, cfg.open_connections())
+    }
+
+    /// Connects once, for a one-shot command: fails if Redis cannot be
+    /// reached within the connect timeout.
+    pub async fn connect_once(cfg: &RedisConfig) -> Result<Redis, RedisError> {
+        let redis = Self::build(cfg, true, 1)?;
+        let timeout = Duration::from_millis(cfg.connect_timeout_ms) + Duration::from_secs(1);
+        let init = async {
+            redis.pool.init().await?;
+            redis.blocking.init().await?;
+            Ok::<_, fred::error::Error>(())
+        };
+        match tokio::time::timeout(timeout, init).await {
+            Ok(Ok(())) => Ok(redis),
+            Ok(Err(e)) => Err(RedisError::Unavailable(e)),
+            Err(_) => Err(RedisError::Unavailable(fred::error::Error::new(
+                ErrorKind::Timeout,
+                format!("no connection to {} within {timeout:?}", cfg.url),
+            ))),
+        }
+    }
+
+    fn build(cfg: &RedisConfig, fail_fast: bool, size: usize) -> Result<Redis, RedisError> {
+        let builder = builder(cfg, fail_fast)?;
+        Ok(Redis {
+            pool: builder.build_pool(size)?,
+            blocking: builder.build()?,
+            command_timeout: cfg.command_timeout(),
+            builder,
+        })
+    }
+
+    /// Starts the background connection tasks (they retry until connected).
+    pub fn connect(&self) {
+        drop(self.pool.connect_pool());
+        drop(self.blocking.connect());
+    }
+
+    /// Resolves once every connection is up.
+    pub async fn wait_connected(&self) -> Result<(), RedisError> {
+        self.pool.wait_for_connect().await?;
+        self.blocking.wait_for_connect().await?;
+        Ok(())
+    }
+
+    /// Whether the pool has at least one live connection.
+    pub fn is_connected(&self) -> bool {
+        self.pool.clients().iter().any(|c| c.is_connected())
+    }
+
+    /// The pool for ordinary commands.
+    pub fn pool(&self) -> &Pool {
+        &self.pool
+    }
+
+    /// One client of the pool (for scripts, pub/sub publishing, pipelines).
+    pub fn client(&self) -> &Client {
+        self.pool.next_connected()
+    }
+
+    /// The client reserved for blocking commands.
+    pub fn blocking(&self) -> &Client {
+        &self.blocking
+    }
+
+    /// The per-command timeout.
+    pub fn command_timeout(&self) -> Duration {
+        self.command_timeout
+    }
+
+    /// A new subscriber client with the same settings (connect it yourself).
+    pub fn subscriber(&self) -> Result<fred::clients::SubscriberClient, RedisError> {
+        Ok(self.builder.build_subscriber_client()?)
+    }
+
+    /// `PING` with the command timeout: is Redis answering now?
+    pub async fn ping(&self) -> bool {
+        let opts = Options {
+            max_attempts: Some(1),
+            timeout: Some(self.command_timeout.min(Duration::from_secs(2))),
+            ..Default::default()
+        };
+        self.client()
+            .with_options(&opts)
+            .ping::<String>(None)
+            .await
+            .is_ok()
+    }
+
+    /// Runs `script` exactly once (no automatic resend after a connection
+    /// drop: the scripts move messages, so a resend could run them twice).
+    /// An unknown script (first use, Redis restarted) is sent whole with
+    /// `EVAL`, which also caches it on that server.
+    pub async fn run<R: FromValue>(
+        &self,
+        script: &Script,
+        keys: Vec<String>,
+        args: Vec<Value>,
+    ) -> Result<R, RedisError> {
+        let opts = Options {
+            max_attempts: Some(1),
+            ..Default::default()
+        };
+        let client = self.client().with_options(&opts);
+        match client
+            .evalsha::<R, _, _, _>(script.sha1.as_str(), keys.clone(), args.clone())
+            .await
+        {
+            Err(e) if e.details().starts_with("NOSCRIPT") => {
+                Ok(client.eval(script.lua, keys, args).await?)
+            }
+            other => Ok(other?),
+        }
+    }
+
+    /// Closes every connection.
+    pub async fn quit(&self) {
+        let _ = self.pool.quit().await;
+        let _ = self.blocking.quit().await;
+    }
+}
+
+/// An integer script argument (fred has no `From<u64>` for `Value`).
+pub fn int(v: u64) -> Value {
+    Value::Integer(i64::try_from(v).unwrap_or(i64::MAX))
+}
+
+/// The bytes of a bulk-string reply.
+pub fn value_bytes(v: Value) -> Option<fred::bytes::Bytes> {
+    match v {
+        Value::Bytes(b) => Some(b),
+        Value::String(s) => Some(s.into_inner()),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn url_forms() {
+        assert!(parse_url("127.0.0.1:6379").is_ok());
+        assert!(parse_url("redis-host:6380").is_ok());
+        assert!(parse_url("redis://user:pw@host:6379/2").is_ok());
+        assert!(parse_url("rediss://host:6380").is_ok());
+        assert!(parse_url("host").is_err());
+        assert!(parse_url("host:99999").is_err());
+        assert!(parse_url("http://host:1").is_err());
+        assert!(parse_url("redis://").is_err());
+        let e = parse_url("redis://u:secret@:1").expect_err("no host");
+        assert!(!e.contains("secret"), "{e}");
+    }
+}
