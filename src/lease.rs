@@ -283,16 +283,22 @@ impl LeaseClient {
 
     /// Waits until this instance holds the lease, or `stop` fires. Listens
     /// to release notices; otherwise sleeps for the lease's remaining TTL,
-    /// at most the ping interval.
+    /// at most the ping interval. `on_waiting` runs whenever an attempt
+    /// did not win (the caller then knows it is not the generator).
     pub async fn wait_for_lease(
         &self,
         notices: &mut Notices,
         state: &InstanceState,
         metrics: &Metrics,
         stop: &CancellationToken,
+        on_waiting: &(dyn Fn() + Sync),
     ) -> Option<Lease> {
         loop {
-            let wait = match self.try_acquire().await {
+            let attempt = self.try_acquire().await;
+            if !matches!(attempt, Ok(Attempt::Acquired(_))) {
+                on_waiting();
+            }
+            let wait = match attempt {
                 Ok(Attempt::Acquired(lease)) => return Some(lease),
                 Ok(Attempt::Held { token, remaining }) => {
                     let (holder, epoch) = parse_token(&token);

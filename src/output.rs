@@ -57,14 +57,16 @@ impl ConfirmedStdout {
         }
         let mut wait = Duration::from_micros(200);
         loop {
+            // Checked before the reader's presence: a reader that took
+            // everything and then exited (`head -1`) did get it.
+            if unread_bytes(self.fd)? == 0 {
+                return Ok(());
+            }
             if reader_gone(self.fd) {
                 return Err(io::Error::new(
                     io::ErrorKind::BrokenPipe,
                     "the reader closed the pipe",
                 ));
-            }
-            if unread_bytes(self.fd)? == 0 {
-                return Ok(());
             }
             tokio::time::sleep(wait).await;
             wait = (wait * 2).min(Duration::from_millis(20));

@@ -111,15 +111,20 @@ async fn contend(ctx: &RoleContext, gate: &watch::Sender<bool>, stop: &Cancellat
     );
     let mut notices = Notices::subscribe(&ctx.redis, &ctx.keys);
     let may_consume = ctx.config.mode.may_consume();
-    loop {
+    // Until an attempt says someone else holds the lease, the instance is
+    // deciding (standby) and does not consume.
+    let on_waiting = || {
         if may_consume {
             ctx.state.set_role(Role::Consumer);
             let _ = gate.send(true);
         } else {
             ctx.state.set_role(Role::Standby);
         }
+    };
+    loop {
+        ctx.state.set_role(Role::Standby);
         let Some(lease) = lease_client
-            .wait_for_lease(&mut notices, &ctx.state, &ctx.metrics, stop)
+            .wait_for_lease(&mut notices, &ctx.state, &ctx.metrics, stop, &on_waiting)
             .await
         else {
             break;

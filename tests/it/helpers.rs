@@ -1,0 +1,213 @@
+//! Test helpers: a private `redis-server` per test, the real binary as child
+//! processes, and assertions read straight from Redis.
+
+use std::time::{Duration, Instant};
+
+use fred::bytes::Bytes;
+use fred::prelude::*;
+use redis_dsg::config::{Config, RedisUrl};
+use redis_dsg::local_redis::{LocalRedis, free_port};
+use redis_dsg::redis::{Redis, value_bytes};
+use redis_dsg::replica::Replica;
+
+/// The binary under test.
+pub fn exe() -> std::path::PathBuf {
+    env!("CARGO_BIN_EXE_redis-dsg").into()
+}
+
+/// One test's world: its own redis-server and a client to inspect it.
+pub struct TestEnv {
+    pub redis: LocalRedis,
+    pub client: Redis,
+    pub queue: String,
+    pub errors: String,
+    pub logs: tempfile::TempDir,
+}
+
+impl TestEnv {
+    pub async fn new() -> TestEnv {
+        let redis = LocalRedis::start().expect("redis-server starts");
+        let client = connect(&redis.url()).await;
+        TestEnv {
+            redis,
+            client,
+            queue: "q".into(),
+            errors: "errors".into(),
+            logs: tempfile::tempdir().expect("tempdir"),
+        }
+    }
+
+    /// Environment for a replica: this Redis, short timings so tests are
+    /// quick, plus `extra` (which wins).
+    pub fn env(&self, extra: &[(&str, &str)]) -> Vec<(String, String)> {
+        let mut env: Vec<(String, String)> = [
+            ("REDIS_URL", self.redis.url()),
+            ("REDIS_QUEUE", self.queue.clone()),
+            ("REDIS_ERROR_QUEUE", self.errors.clone()),
+            ("GENERATOR_PING_INTERVAL", "1".into()),
+            ("DSG_LEASE__TTL_MS", "1000".into()),
+            ("DSG_LEASE__RENEW_DEADLINE_MS", "700".into()),
+            ("DSG_LEASE__RETRY_PERIOD_MS", "200".into()),
+            ("DSG_CONSUMER__HEARTBEAT_TTL_MS", "1000".into()),
+            ("DSG_CONSUMER__HEARTBEAT_INTERVAL_MS", "250".into()),
+            ("DSG_CONSUMER__REAPER_INTERVAL_MS", "300".into()),
+            ("DSG_CONSUMER__BLOCK_TIMEOUT_MS", "200".into()),
+            ("DSG_REDIS__COMMAND_TIMEOUT_MS", "1000".into()),
+            ("DSG_REDIS__CONNECT_TIMEOUT_MS", "1000".into()),
+            ("DSG_REDIS__RECONNECT_MAX_DELAY_MS", "200".into()),
+            ("DSG_SHUTDOWN__TIMEOUT_MS", "5000".into()),
+            ("RUST_LOG", "info".into()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+        for (k, v) in extra {
+            env.retain(|(name, _)| name != k);
+            env.push((k.to_string(), v.to_string()));
+        }
+        env
+    }
+
+    /// Starts a replica (not waiting for readiness).
+    pub fn start(&self, name: &str, extra: &[(&str, &str)]) -> Replica {
+        Replica::start(
+            &exe(),
+            free_port(),
+            &self.env(extra),
+            &self.logs.path().join(format!("{name}.log")),
+        )
+        .expect("replica starts")
+    }
+
+    /// Starts a replica and waits until it is ready.
+    pub async fn spawn(&self, name: &str, extra: &[(&str, &str)]) -> Replica {
+        let mut r = self.start(name, extra);
+        assert!(
+            r.wait_ready(Duration::from_secs(15)).await,
+            "{name} not ready:\n{}",
+            log(&r)
+        );
+        r
+    }
+
+    pub async fn push(&self, key: &str, messages: &[Vec<u8>]) {
+        for chunk in messages.chunks(1000) {
+            let values: Vec<Value> = chunk
+                .iter()
+                .map(|m| Value::Bytes(Bytes::from(m.clone())))
+                .collect();
+            let _: u64 = self
+                .client
+                .client()
+                .lpush(key, values)
+                .await
+                .expect("lpush");
+        }
+    }
+
+    pub async fn llen(&self, key: &str) -> u64 {
+        self.client.client().llen(key).await.expect("llen")
+    }
+
+    /// All elements, oldest (rightmost) first.
+    pub async fn all(&self, key: &str) -> Vec<Vec<u8>> {
+        let v: Vec<Value> = self
+            .client
+            .client()
+            .lrange(key, 0, -1)
+            .await
+            .expect("lrange");
+        v.into_iter()
+            .rev()
+            .filter_map(value_bytes)
+            .map(|b| b.to_vec())
+            .collect()
+    }
+
+    pub async fn hlen(&self, key: &str) -> u64 {
+        self.client.client().hlen(key).await.expect("hlen")
+    }
+}
+
+pub async fn connect(url: &str) -> Redis {
+    let mut c = Config::default();
+    c.redis.url = RedisUrl::new(url);
+    Redis::connect_once(&c.redis)
+        .await
+        .expect("test client connects")
+}
+
+/// A well-formed message whose id encodes `n`.
+pub fn numbered(n: u64) -> Vec<u8> {
+    format!("00000000-0000-4000-8000-{n:012} 2026-01-01T00:00:00.000000Z").into_bytes()
+}
+
+/// The number encoded by [`numbered`], if `payload` is one.
+pub fn number_of(payload: &[u8]) -> Option<u64> {
+    let s = std::str::from_utf8(payload).ok()?;
+    s.strip_prefix("00000000-0000-4000-8000-")?
+        .get(..12)?
+        .parse()
+        .ok()
+}
+
+/// Polls `cond` every 20 ms until it holds or `timeout` passes.
+pub async fn eventually<F, Fut>(timeout: Duration, mut cond: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if cond().await {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+pub async fn role(r: &Replica) -> Option<String> {
+    r.status()
+        .await
+        .and_then(|s| s["role"].as_str().map(String::from))
+}
+
+pub async fn counter(r: &Replica, name: &str) -> u64 {
+    r.status()
+        .await
+        .and_then(|s| s["counters"][name].as_u64())
+        .unwrap_or(0)
+}
+
+/// The last lines of a replica's log, for failure messages.
+pub fn log(r: &Replica) -> String {
+    let text = std::fs::read_to_string(r.log()).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(30)..].join("\n")
+}
+
+/// Payloads in the error list, decoded, oldest first.
+pub async fn error_payloads(env: &TestEnv) -> Vec<(String, Vec<u8>)> {
+    env.all(&env.errors)
+        .await
+        .iter()
+        .map(|e| {
+            let d = redis_dsg::error_entry::decode(e);
+            (d.reason, d.payload)
+        })
+        .collect()
+}
+
+/// Runs the binary to completion with `env` and `args`.
+pub fn run_cli(env: &[(String, String)], args: &[&str]) -> std::process::Output {
+    std::process::Command::new(exe())
+        .args(args)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .output()
+        .expect("binary runs")
+}

@@ -1,0 +1,7 @@
+//! Integration tests: real redis-server processes on free ports and the
+//! real binary. Each test names the DESIGN.md contract it proves.
+
+mod cli;
+mod election;
+mod helpers;
+mod runtime;

@@ -1,0 +1,505 @@
+//! The core runtime against a real redis-server and the real binary:
+//! generation, consumption, crash safety, shutdown, probes and metrics.
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use crate::helpers::*;
+
+#[tokio::test]
+async fn generator_writes_well_formed_messages_at_the_interval() {
+    let env = TestEnv::new().await;
+    let mut g = env
+        .spawn(
+            "gen",
+            &[("MODE", "generator"), ("GENERATOR_INTERVAL", "100")],
+        )
+        .await;
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            env.llen(&env.queue).await >= 1
+        })
+        .await
+    );
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    g.stop(Duration::from_secs(5));
+    let messages = env.all(&env.queue).await;
+    assert!(
+        (8..=25).contains(&messages.len()),
+        "{} messages in ~1.5 s at 100 ms",
+        messages.len()
+    );
+    let mut times = Vec::new();
+    for m in &messages {
+        let parsed = redis_dsg::message::parse(m)
+            .unwrap_or_else(|e| panic!("{:?}: {e}", String::from_utf8_lossy(m)));
+        assert_eq!(m.len(), redis_dsg::message::GENERATED_LEN);
+        assert!(String::from_utf8_lossy(m).ends_with('Z'));
+        times.push(parsed.created_at);
+    }
+    // Oldest first: timestamps ascend, about 100 ms apart.
+    let mut gaps: Vec<f64> = times
+        .windows(2)
+        .map(|w| (w[1] - w[0]).as_seconds_f64())
+        .collect();
+    assert!(gaps.iter().all(|g| *g >= 0.0), "{gaps:?}");
+    gaps.sort_by(f64::total_cmp);
+    let median = gaps[gaps.len() / 2];
+    assert!((0.07..=0.2).contains(&median), "median gap {median}");
+}
+
+#[tokio::test]
+async fn generator_interval_zero_batches_messages() {
+    let env = TestEnv::new().await;
+    let mut g = env
+        .spawn("gen", &[("MODE", "generator"), ("GENERATOR_INTERVAL", "0")])
+        .await;
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            env.llen(&env.queue).await >= 5_000
+        })
+        .await
+    );
+    g.stop(Duration::from_secs(5));
+    let generated = env.llen(&env.queue).await;
+    let sample = env.all(&env.queue).await;
+    assert!(sample.iter().all(|m| redis_dsg::message::parse(m).is_ok()));
+    assert!(generated >= 5_000);
+}
+
+#[tokio::test]
+async fn contract4_consumer_routes_invalid_and_malformed_with_reasons() {
+    let env = TestEnv::new().await;
+    let good: Vec<Vec<u8>> = (0..200).map(numbered).collect();
+    let bad: Vec<Vec<u8>> = vec![
+        b"hello".to_vec(),
+        vec![0xff, 0x00, 0xfe, b'\n', b' '],
+        b"not-a-uuid 2026-01-01T00:00:00Z".to_vec(),
+        b"0f8fad5b-d9cb-469f-a165-70867728950e yesterday".to_vec(),
+        Vec::new(),
+    ];
+    env.push(&env.queue, &good).await;
+    env.push(&env.queue, &bad).await;
+    // The original's format is well-formed too.
+    env.push(
+        &env.queue,
+        &[
+            b"0f8fad5b-d9cb-469f-a165-70867728950e at 2017-03-01 12:34:56.789 +0300 MSK m=+0.01"
+                .to_vec(),
+        ],
+    )
+    .await;
+    let c = env
+        .spawn(
+            "consumer",
+            &[
+                ("MODE", "consumer"),
+                ("DSG_PROCESSOR__MAX_MS", "5"),
+                ("DSG_PROCESSOR__INVALID_RATIO", "0.3"),
+            ],
+        )
+        .await;
+    assert!(
+        eventually(Duration::from_secs(15), || async {
+            env.llen(&env.queue).await == 0
+                && counter(&c, "processed_ok").await
+                    + counter(&c, "invalid").await
+                    + counter(&c, "malformed").await
+                    == 206
+        })
+        .await,
+        "{}",
+        log(&c)
+    );
+    let errors = error_payloads(&env).await;
+    let malformed: BTreeSet<Vec<u8>> = errors
+        .iter()
+        .filter(|(r, _)| r == "malformed")
+        .map(|(_, p)| p.clone())
+        .collect();
+    assert_eq!(
+        malformed,
+        bad.iter().cloned().collect::<BTreeSet<_>>(),
+        "malformed payloads kept byte for byte"
+    );
+    let invalid = errors.iter().filter(|(r, _)| r == "invalid").count() as u64;
+    assert_eq!(invalid, counter(&c, "invalid").await);
+    // 30 % of 201 well-formed: far from 0 and from all.
+    assert!((20..=120).contains(&invalid), "{invalid}");
+    assert_eq!(counter(&c, "processed_ok").await + invalid, 201);
+    let entry = redis_dsg::error_entry::decode(&env.all(&env.errors).await[0]);
+    assert!(entry.consumer.is_some_and(|id| !id.is_empty()));
+    assert!(entry.failed_at.is_some());
+    assert!(!entry.detail.is_empty());
+}
+
+#[tokio::test]
+async fn contract4_oversized_messages_go_to_the_error_list_unprocessed() {
+    let env = TestEnv::new().await;
+    let big = vec![b'x'; 5000];
+    env.push(&env.queue, &[big.clone(), numbered(1)]).await;
+    let c = env
+        .spawn(
+            "consumer",
+            &[
+                ("MODE", "consumer"),
+                ("DSG_PROCESSOR__MAX_MS", "0"),
+                ("DSG_PROCESSOR__INVALID_RATIO", "0"),
+                ("DSG_CONSUMER__MAX_MESSAGE_BYTES", "1024"),
+            ],
+        )
+        .await;
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            counter(&c, "oversized").await == 1 && counter(&c, "processed_ok").await == 1
+        })
+        .await
+    );
+    let errors = error_payloads(&env).await;
+    assert_eq!(errors, vec![("oversized".to_string(), big)]);
+}
+
+/// Every message the consumer held when it was SIGKILLed comes back and is
+/// processed by another consumer. The processor declares every message
+/// invalid, so each processed message lands in the error list, and the ids
+/// there can be counted.
+#[tokio::test]
+async fn contract3_consumer_killed_with_sigkill_loses_no_message() {
+    let env = TestEnv::new().await;
+    let n = 300;
+    env.push(&env.queue, &(0..n).map(numbered).collect::<Vec<_>>())
+        .await;
+    let slow = [
+        ("MODE", "consumer"),
+        ("DSG_PROCESSOR__MIN_MS", "3000"),
+        ("DSG_PROCESSOR__MAX_MS", "3000"),
+        ("DSG_PROCESSOR__INVALID_RATIO", "1"),
+        ("CONSUMER_MAX_GOROUTINES", "100"),
+    ];
+    let mut a = env.spawn("a", &slow).await;
+    let a_id = a.status().await.expect("status")["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    let inflight_key = format!("{{{}}}:inflight:{a_id}", env.queue);
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            env.hlen(&inflight_key).await == 100
+        })
+        .await
+    );
+    a.signal(libc::SIGKILL);
+    a.wait_timeout(Duration::from_secs(5)).expect("killed");
+    assert_eq!(
+        env.hlen(&inflight_key).await,
+        100,
+        "a dead consumer's messages wait in its hash"
+    );
+
+    let b = env
+        .spawn(
+            "b",
+            &[
+                ("MODE", "consumer"),
+                ("DSG_PROCESSOR__MAX_MS", "0"),
+                ("DSG_PROCESSOR__INVALID_RATIO", "1"),
+            ],
+        )
+        .await;
+    assert!(
+        eventually(Duration::from_secs(20), || async {
+            env.llen(&env.errors).await >= n
+        })
+        .await,
+        "{}",
+        log(&b)
+    );
+    let ids: Vec<u64> = error_payloads(&env)
+        .await
+        .iter()
+        .filter_map(|(_, p)| number_of(p))
+        .collect();
+    let unique: BTreeSet<u64> = ids.iter().copied().collect();
+    assert_eq!(
+        unique,
+        (0..n).collect::<BTreeSet<_>>(),
+        "every message processed"
+    );
+    assert_eq!(
+        ids.len() as u64,
+        n,
+        "the killed consumer acknowledged nothing, so nothing twice"
+    );
+    assert_eq!(counter(&b, "recovered").await, 100);
+    assert_eq!(env.hlen(&inflight_key).await, 0);
+}
+
+#[tokio::test]
+async fn contract7_sigterm_exits_zero_within_timeout_and_loses_nothing() {
+    let env = TestEnv::new().await;
+    let n = 400;
+    env.push(&env.queue, &(0..n).map(numbered).collect::<Vec<_>>())
+        .await;
+    let mut c = env
+        .spawn(
+            "c",
+            &[
+                ("MODE", "consumer"),
+                ("DSG_PROCESSOR__MIN_MS", "200"),
+                ("DSG_PROCESSOR__MAX_MS", "600"),
+                ("DSG_PROCESSOR__INVALID_RATIO", "1"),
+                ("CONSUMER_MAX_GOROUTINES", "50"),
+                ("DSG_SHUTDOWN__TIMEOUT_MS", "4000"),
+            ],
+        )
+        .await;
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            env.llen(&env.errors).await >= 20
+        })
+        .await
+    );
+    let sent = Instant::now();
+    c.signal(libc::SIGTERM);
+    let status = c
+        .wait_timeout(Duration::from_secs(6))
+        .expect("exits within the timeout");
+    assert!(status.success(), "{status}\n{}", log(&c));
+    assert!(
+        sent.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        sent.elapsed()
+    );
+    // Finished messages are in the error list, the rest back in the queue.
+    let mut ids: Vec<u64> = error_payloads(&env)
+        .await
+        .iter()
+        .filter_map(|(_, p)| number_of(p))
+        .collect();
+    ids.extend(
+        env.all(&env.queue)
+            .await
+            .iter()
+            .filter_map(|p| number_of(p)),
+    );
+    ids.sort();
+    assert_eq!(
+        ids,
+        (0..n).collect::<Vec<_>>(),
+        "each message exactly once, in errors or back in the queue"
+    );
+    let consumers: Vec<String> = fred::prelude::SetsInterface::smembers(
+        env.client.client(),
+        format!("{{{}}}:consumers", env.queue),
+    )
+    .await
+    .expect("smembers");
+    assert!(
+        consumers.is_empty(),
+        "a stopped consumer unregisters: {consumers:?}"
+    );
+}
+
+#[tokio::test]
+async fn contract7_sigterm_returns_unfinished_work_when_processing_outlasts_the_timeout() {
+    let env = TestEnv::new().await;
+    let n = 50;
+    env.push(&env.queue, &(0..n).map(numbered).collect::<Vec<_>>())
+        .await;
+    let mut c = env
+        .spawn(
+            "c",
+            &[
+                ("MODE", "consumer"),
+                ("DSG_PROCESSOR__MIN_MS", "60000"),
+                ("DSG_PROCESSOR__MAX_MS", "60000"),
+                ("DSG_SHUTDOWN__TIMEOUT_MS", "2000"),
+            ],
+        )
+        .await;
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            env.llen(&env.queue).await == 0
+        })
+        .await
+    );
+    let sent = Instant::now();
+    c.signal(libc::SIGTERM);
+    let status = c.wait_timeout(Duration::from_secs(5)).expect("exits");
+    assert!(status.success(), "{status}\n{}", log(&c));
+    assert!(
+        sent.elapsed() < Duration::from_millis(3000),
+        "{:?}",
+        sent.elapsed()
+    );
+    let back: Vec<u64> = env
+        .all(&env.queue)
+        .await
+        .iter()
+        .filter_map(|p| number_of(p))
+        .collect();
+    // Returned in their original order: the oldest is taken next.
+    assert_eq!(back, (0..n).collect::<Vec<_>>());
+}
+
+#[tokio::test]
+async fn contract6_healthz_stays_up_while_redis_is_down_and_readyz_follows() {
+    let mut env = TestEnv::new().await;
+    let c = env.spawn("c", &[("MODE", "consumer")]).await;
+    let code = |path: &'static str| {
+        let port = c.port();
+        async move {
+            redis_dsg::http_client::get(port, path, Duration::from_secs(3))
+                .await
+                .map(|(code, _)| code)
+        }
+    };
+    assert_eq!(code("/readyz").await, Some(200));
+    env.redis.kill();
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            code("/readyz").await == Some(503)
+        })
+        .await
+    );
+    assert_eq!(code("/healthz").await, Some(200));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(code("/healthz").await, Some(200));
+    env.redis.restart().expect("redis restarts");
+    assert!(
+        eventually(Duration::from_secs(15), || async {
+            code("/readyz").await == Some(200)
+        })
+        .await,
+        "{}",
+        log(&c)
+    );
+    // And it works again: it consumes what is pushed now.
+    env.client = connect(&env.redis.url()).await;
+    env.push(&env.queue, &[numbered(7)]).await;
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            env.llen(&env.queue).await == 0
+        })
+        .await,
+        "{}",
+        log(&c)
+    );
+}
+
+#[tokio::test]
+async fn metrics_expose_every_documented_name() {
+    let env = TestEnv::new().await;
+    let _g = env
+        .spawn("g", &[("MODE", "generator"), ("GENERATOR_INTERVAL", "10")])
+        .await;
+    let c = env
+        .spawn("c", &[("MODE", "consumer"), ("DSG_PROCESSOR__MAX_MS", "1")])
+        .await;
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            counter(&c, "processed_ok").await > 0
+        })
+        .await
+    );
+    let (code, body) = redis_dsg::http_client::get(c.port(), "/metrics", Duration::from_secs(2))
+        .await
+        .expect("metrics");
+    assert_eq!(code, 200);
+    for name in [
+        "dsg_messages_generated_total",
+        "dsg_messages_processed_total{outcome=\"ok\"}",
+        "dsg_messages_processed_total{outcome=\"invalid\"}",
+        "dsg_messages_processed_total{outcome=\"malformed\"}",
+        "dsg_in_flight_messages",
+        "dsg_processing_duration_seconds_bucket",
+        "dsg_queue_length{queue=\"q\"}",
+        "dsg_queue_length{queue=\"errors\"}",
+        "dsg_messages_recovered_total",
+        "dsg_redis_errors_total",
+        "dsg_is_generator",
+        "dsg_lease_epoch",
+        "dsg_lease_transitions_total",
+        "dsg_generator_fenced_writes_rejected_total",
+    ] {
+        assert!(body.contains(name), "{name} missing from\n{body}");
+    }
+    if let Some(promtool) = redis_dsg::local_redis::find_on_path("promtool") {
+        use std::io::Write;
+        let mut child = std::process::Command::new(promtool)
+            .args(["check", "metrics"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("promtool runs");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(body.as_bytes())
+            .expect("write");
+        let out = child.wait_with_output().expect("promtool");
+        assert!(
+            out.status.success(),
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let status = c.status().await.expect("status");
+    for key in ["id", "role", "queue", "error_queue", "counters"] {
+        assert!(!status[key].is_null(), "/status lacks {key}: {status}");
+    }
+}
+
+#[tokio::test]
+async fn status_config_and_logs_never_show_secrets() {
+    let redis =
+        redis_dsg::local_redis::LocalRedis::start_with(&["--requirepass", "hunter2-secret"])
+            .expect("redis");
+    let url = format!("redis://:hunter2-secret@127.0.0.1:{}", redis.port());
+    let logs = tempfile::tempdir().expect("tempdir");
+    let env = vec![
+        ("REDIS_URL".to_string(), url.clone()),
+        ("RUST_LOG".to_string(), "debug".to_string()),
+    ];
+    let mut c = redis_dsg::replica::Replica::start(
+        &exe(),
+        redis_dsg::local_redis::free_port(),
+        &env,
+        &logs.path().join("c.log"),
+    )
+    .expect("start");
+    assert!(c.wait_ready(Duration::from_secs(15)).await, "{}", log(&c));
+    let (_, body) = redis_dsg::http_client::get(c.port(), "/status", Duration::from_secs(2))
+        .await
+        .expect("status");
+    assert!(!body.contains("hunter2"), "{body}");
+    assert!(body.contains(":***@"), "{body}");
+    let out = run_cli(&env, &["config"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success());
+    assert!(
+        !text.contains("hunter2") && text.contains(":***@"),
+        "{text}"
+    );
+    let out = run_cli(&env, &["status"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    c.stop(Duration::from_secs(5));
+    let logs = std::fs::read_to_string(c.log()).unwrap_or_default();
+    assert!(!logs.is_empty());
+    assert!(!logs.contains("hunter2"), "{logs}");
+    // A wrong password is refused with a message that does not echo it.
+    let bad = vec![(
+        "REDIS_URL".to_string(),
+        format!("redis://:wrong-pw@127.0.0.1:{}", redis.port()),
+    )];
+    let out = run_cli(&bad, &["errors", "count"]);
+    assert_ne!(out.status.code(), Some(0));
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("wrong-pw"));
+}
