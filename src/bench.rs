@@ -44,6 +44,16 @@ pub struct BenchArgs {
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// Measure failover instead: handover after SIGTERM and takeover after
+    /// SIGKILL of the generator among 3 replicas.
+    #[arg(long)]
+    pub failover: bool,
+    /// Trials per signal and TTL (with --failover).
+    #[arg(long, default_value_t = 20)]
+    pub trials: usize,
+    /// Lease TTLs to measure, milliseconds (with --failover).
+    #[arg(long, value_delimiter = ',', default_values_t = [10_000u64, 1_000])]
+    pub ttl_ms: Vec<u64>,
 }
 
 /// Everything one run measured.
@@ -81,6 +91,25 @@ pub struct BenchReport {
 
 /// Runs the benchmark; returns the exit code.
 pub async fn run(cli: &Cli, args: &BenchArgs) -> i32 {
+    if args.failover {
+        return match failover(cli, args).await {
+            Ok(series) => {
+                if args.json {
+                    println!(
+                        "{}",
+                        serde_json::to_string_pretty(&series).unwrap_or_default()
+                    );
+                } else {
+                    print!("{}", crate::failover_bench::render(&series));
+                }
+                exit::OK
+            }
+            Err(e) => {
+                eprintln!("redis-dsg bench: {e}");
+                exit::FAILURE
+            }
+        };
+    }
     match measure(cli, args).await {
         Ok(report) => {
             if args.json {
@@ -109,25 +138,20 @@ struct Bench {
     run_id: String,
 }
 
-async fn measure(cli: &Cli, args: &BenchArgs) -> Result<BenchReport, String> {
-    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+/// A private redis-server (unless `REDIS_URL` is given), a client, a log
+/// directory.
+async fn setup(cli: &Cli) -> Result<(Option<LocalRedis>, String, Redis, PathBuf), String> {
     let external = cli
         .redis_url
         .clone()
         .or_else(|| std::env::var("REDIS_URL").ok());
-    let local = match external {
-        Some(_) => None,
-        None => Some(LocalRedis::start()?),
-    };
-    let url = match (
-        &local,
-        cli.redis_url
-            .clone()
-            .or_else(|| std::env::var("REDIS_URL").ok()),
-    ) {
-        (Some(l), _) => l.url(),
-        (None, Some(u)) => u,
-        (None, None) => return Err("no Redis".into()),
+    let (local, url) = match external {
+        Some(u) => (None, u),
+        None => {
+            let l = LocalRedis::start()?;
+            let url = l.url();
+            (Some(l), url)
+        }
     };
     let mut config = Config::default();
     config.redis.url = RedisUrl::new(url.clone());
@@ -136,6 +160,26 @@ async fn measure(cli: &Cli, args: &BenchArgs) -> Result<BenchReport, String> {
         .map_err(|e| e.to_string())?;
     let logs = std::env::temp_dir().join(format!("redis-dsg-bench-{}", std::process::id()));
     std::fs::create_dir_all(&logs).map_err(|e| e.to_string())?;
+    Ok((local, url, redis, logs))
+}
+
+async fn failover(
+    cli: &Cli,
+    args: &BenchArgs,
+) -> Result<Vec<crate::failover_bench::FailoverSeries>, String> {
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let (local, url, redis, logs) = setup(cli).await?;
+    let series =
+        crate::failover_bench::measure(&exe, &url, &redis, &logs, &args.ttl_ms, args.trials).await;
+    redis.quit().await;
+    let _ = std::fs::remove_dir_all(&logs);
+    drop(local);
+    series
+}
+
+async fn measure(cli: &Cli, args: &BenchArgs) -> Result<BenchReport, String> {
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let (local, url, redis, logs) = setup(cli).await?;
     let bench = Bench {
         exe,
         port: local.as_ref().map(LocalRedis::port),
@@ -192,7 +236,8 @@ async fn measure(cli: &Cli, args: &BenchArgs) -> Result<BenchReport, String> {
     Ok(report)
 }
 
-fn progress(what: &str) {
+/// Reports a benchmark phase on standard error.
+pub fn progress(what: &str) {
     eprintln!("redis-dsg bench: {what} …");
 }
 

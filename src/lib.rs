@@ -16,6 +16,7 @@ pub mod demo;
 pub mod error_entry;
 pub mod error_list;
 pub mod exit;
+pub mod failover_bench;
 pub mod generator;
 pub mod http;
 pub mod http_client;
