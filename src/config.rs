@@ -306,6 +306,9 @@ pub struct ConsumerConfig {
     pub reaper_interval_ms: u64,
     /// Larger messages go to the error list as `oversized`, unprocessed.
     pub max_message_bytes: usize,
+    /// When set, every message processed `ok` is pushed to this list in the
+    /// same atomic step that acknowledges it (off by default).
+    pub output_queue: Option<String>,
 }
 
 /// The built-in processor that simulates work.
@@ -377,6 +380,7 @@ impl Default for Config {
                 heartbeat_interval_ms: 2_000,
                 reaper_interval_ms: 3_000,
                 max_message_bytes: 1024 * 1024,
+                output_queue: None,
             },
             processor: ProcessorConfig {
                 min_ms: 0,
@@ -796,6 +800,17 @@ pub fn validate(c: &Config) -> Vec<(&'static str, String)> {
             "consumer.max_message_bytes",
             "must be between 1 and 536870912 (Redis' own limit)".into(),
         ));
+    }
+    if let Some(out) = &k.output_queue {
+        if out.is_empty() {
+            p.push(("consumer.output_queue", "must not be empty when set".into()));
+        }
+        if out == &c.redis.queue || out == &c.redis.error_queue {
+            p.push((
+                "consumer.output_queue",
+                format!("must differ from redis.queue and redis.error_queue (is {out:?})"),
+            ));
+        }
     }
     let pr = &c.processor;
     if pr.min_ms > pr.max_ms {

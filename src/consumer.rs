@@ -28,7 +28,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::ConsumerConfig;
 use crate::error_entry::{self, Reason};
-use crate::keys::{ACK_ERROR, FETCH, HEARTBEAT, Keys, RETURN_INFLIGHT};
+use crate::keys::{ACK_ERROR, ACK_OUTPUT, FETCH, HEARTBEAT, Keys, RETURN_INFLIGHT};
 use crate::message;
 use crate::metrics::{Metrics, Outcome};
 use crate::processor::{SimulatedProcessor, Verdict};
@@ -424,11 +424,24 @@ impl Consumer {
             if ok_ids.is_empty() {
                 return Ok(0);
             }
-            self.redis
-                .client()
-                .hdel::<u64, _, _>(inflight.as_str(), ok_ids.clone())
-                .await
-                .map_err(RedisError::from)
+            match &self.cfg.output_queue {
+                // The hand-off and the acknowledgement are one step.
+                Some(output) => {
+                    self.redis
+                        .run::<u64>(
+                            &ACK_OUTPUT,
+                            vec![inflight.clone(), output.clone()],
+                            ok_ids.iter().map(|id| Value::from(id.as_str())).collect(),
+                        )
+                        .await
+                }
+                None => self
+                    .redis
+                    .client()
+                    .hdel::<u64, _, _>(inflight.as_str(), ok_ids.clone())
+                    .await
+                    .map_err(RedisError::from),
+            }
         };
         let errs = async {
             if error_args.is_empty() {

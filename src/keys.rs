@@ -255,6 +255,32 @@ return out
     )
 });
 
+/// Hands processed messages over to the output list, exactly once.
+///
+/// KEYS: in-flight hash, output list. ARGV: delivery ids.
+/// Each message this consumer still holds is pushed to the output list and
+/// forgotten in the same step; returns how many. A message already
+/// reclaimed by a reaper (this consumer was presumed dead) is not pushed:
+/// its new owner will, so each message instance taken from the queue
+/// reaches the output list once.
+pub static ACK_OUTPUT: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        "ack_output",
+        r#"
+local moved = 0
+for i = 1, #ARGV do
+  local body = redis.call('HGET', KEYS[1], ARGV[i])
+  if body then
+    redis.call('LPUSH', KEYS[2], body)
+    redis.call('HDEL', KEYS[1], ARGV[i])
+    moved = moved + 1
+  end
+end
+return moved
+"#,
+    )
+});
+
 /// Moves messages this consumer still holds to the error list, each behind
 /// its entry header, and forgets them.
 ///

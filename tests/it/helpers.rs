@@ -111,17 +111,24 @@ impl TestEnv {
 
     /// All elements, oldest (rightmost) first.
     pub async fn all(&self, key: &str) -> Vec<Vec<u8>> {
-        let v: Vec<Value> = self
-            .client
-            .client()
-            .lrange(key, 0, -1)
-            .await
-            .expect("lrange");
-        v.into_iter()
-            .rev()
-            .filter_map(value_bytes)
-            .map(|b| b.to_vec())
-            .collect()
+        // In pages, so a million entries stay within the command timeout.
+        let mut out = Vec::new();
+        let mut start = 0i64;
+        loop {
+            let page: Vec<Value> = self
+                .client
+                .client()
+                .lrange(key, start, start + 49_999)
+                .await
+                .expect("lrange");
+            if page.is_empty() {
+                break;
+            }
+            start += page.len() as i64;
+            out.extend(page.into_iter().filter_map(value_bytes).map(|b| b.to_vec()));
+        }
+        out.reverse();
+        out
     }
 
     pub async fn hlen(&self, key: &str) -> u64 {

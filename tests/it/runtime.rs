@@ -503,3 +503,38 @@ async fn status_config_and_logs_never_show_secrets() {
     assert_ne!(out.status.code(), Some(0));
     assert!(!String::from_utf8_lossy(&out.stderr).contains("wrong-pw"));
 }
+
+/// A crash-free batched run: every message reaches the output list exactly
+/// once (ids counted), with two consumers fetching in batches.
+#[tokio::test]
+async fn contract3_batched_consumption_of_a_million_messages_loses_and_duplicates_none() {
+    let env = TestEnv::new().await;
+    let n: u64 = std::env::var("DSG_TEST_MESSAGES").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000_000);
+    env.push(&env.queue, &(0..n).map(numbered).collect::<Vec<_>>()).await;
+    let fast = [
+        ("MODE", "consumer"),
+        ("DSG_PROCESSOR__MAX_MS", "0"),
+        ("DSG_PROCESSOR__INVALID_RATIO", "0"),
+        ("DSG_CONSUMER__OUTPUT_QUEUE", "{q}:out"),
+        ("RUST_LOG", "warn"),
+    ];
+    let a = env.spawn("a", &fast).await;
+    let b = env.spawn("b", &fast).await;
+    assert!(
+        eventually(Duration::from_secs(600), || async { env.llen("{q}:out").await >= n }).await,
+        "{}\n{}",
+        log(&a),
+        log(&b)
+    );
+    let out = env.all("{q}:out").await;
+    let mut seen = vec![false; n as usize];
+    for m in &out {
+        let i = number_of(m).expect("numbered") as usize;
+        assert!(!seen[i], "message {i} delivered twice");
+        seen[i] = true;
+    }
+    assert_eq!(out.len() as u64, n);
+    assert_eq!(env.llen(&env.queue).await, 0);
+    assert_eq!(env.llen(&env.errors).await, 0);
+    assert_eq!(counter(&a, "processed_ok").await + counter(&b, "processed_ok").await, n);
+}

@@ -1,0 +1,227 @@
+{{/*
+Expand the name of the chart.
+*/}}
+{{- define "redis-dsg.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+Create a default fully qualified app name.
+We truncate at 63 chars because some Kubernetes name fields are limited to this (by the DNS naming spec).
+If release name contains chart name it will be used as a full name.
+*/}}
+{{- define "redis-dsg.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
+Create chart name and version as used by the chart label.
+*/}}
+{{- define "redis-dsg.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+Common labels
+*/}}
+{{- define "redis-dsg.labels" -}}
+helm.sh/chart: {{ include "redis-dsg.chart" . }}
+{{ include "redis-dsg.selectorLabels" . }}
+{{- if .Chart.AppVersion }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+{{- end }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end }}
+
+{{/*
+Selector labels of the redis-dsg pods. The in-cluster Redis and the test pod
+carry other names so that no selector of the chart ever picks them.
+*/}}
+{{- define "redis-dsg.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "redis-dsg.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{/*
+Create the name of the service account to use
+*/}}
+{{- define "redis-dsg.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "redis-dsg.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{/*
+Name of the in-cluster Redis (Deployment, Service), when redis.enabled.
+*/}}
+{{- define "redis-dsg.redisName" -}}
+{{- printf "%s-redis" (include "redis-dsg.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+Labels of the in-cluster Redis.
+*/}}
+{{- define "redis-dsg.redisSelectorLabels" -}}
+app.kubernetes.io/name: {{ printf "%s-redis" (include "redis-dsg.name" .) | trunc 63 | trimSuffix "-" }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{/*
+The effective Redis URL: config.redis.url, else the in-cluster Redis, else a
+Service named "redis" in the release namespace.
+*/}}
+{{- define "redis-dsg.redisUrl" -}}
+{{- if .Values.config.redis.url }}
+{{- .Values.config.redis.url }}
+{{- else if .Values.redis.enabled }}
+{{- printf "redis://%s:6379" (include "redis-dsg.redisName" .) }}
+{{- else }}
+{{- "redis://redis:6379" }}
+{{- end }}
+{{- end }}
+
+{{/*
+The Redis URL taken apart as a dict: scheme (empty for host:port), host
+(host:port, default port 6379), db (string, "0" when absent), tls ("true"
+for rediss).
+*/}}
+{{- define "redis-dsg.redisEndpoint" -}}
+{{- $url := include "redis-dsg.redisUrl" . }}
+{{- $scheme := "" }}
+{{- $host := $url }}
+{{- $db := "0" }}
+{{- if contains "://" $url }}
+{{- $parsed := urlParse $url }}
+{{- $scheme = $parsed.scheme }}
+{{- $host = $parsed.host }}
+{{- $path := trimPrefix "/" $parsed.path }}
+{{- if $path }}{{ $db = $path }}{{ end }}
+{{- end }}
+{{- if not (regexMatch ":[0-9]+$" $host) }}
+{{- $host = printf "%s:6379" $host }}
+{{- end }}
+{{- dict "scheme" $scheme "host" $host "port" (regexFind "[0-9]+$" $host) "db" $db "tls" (ternary "true" "false" (hasPrefix "rediss" $scheme)) | toJson }}
+{{- end }}
+
+{{/*
+Name of the Secret holding the Redis password, empty when there is none.
+*/}}
+{{- define "redis-dsg.passwordSecretName" -}}
+{{- if .Values.auth.existingSecret }}
+{{- .Values.auth.existingSecret }}
+{{- else if .Values.auth.password }}
+{{- include "redis-dsg.fullname" . }}
+{{- end }}
+{{- end }}
+
+{{/*
+Key of the password in that Secret.
+*/}}
+{{- define "redis-dsg.passwordSecretKey" -}}
+{{- if .Values.auth.existingSecret }}
+{{- .Values.auth.existingSecretPasswordKey }}
+{{- else }}
+{{- "password" }}
+{{- end }}
+{{- end }}
+
+{{/*
+One TOML value: strings quoted, integral numbers without a fraction (Helm
+reads every number as a float), other numbers and booleans as they are.
+*/}}
+{{- define "redis-dsg.tomlValue" -}}
+{{- if kindIs "string" . }}
+{{- toJson . }}
+{{- else if and (kindIs "float64" .) (eq (float64 (int64 .)) .) }}
+{{- int64 . }}
+{{- else }}
+{{- . }}
+{{- end }}
+{{- end }}
+
+{{/*
+The TOML configuration file. Values keys are the TOML keys in camelCase;
+snakecase turns them back (intervalMs -> interval_ms). config.redis.url is
+replaced by the effective URL.
+*/}}
+{{- define "redis-dsg.configToml" -}}
+# redis-dsg configuration rendered by the Helm chart (values: config.*).
+# Credentials come from the environment (DSG_REDIS__USERNAME, DSG_REDIS__PASSWORD).
+mode = {{ toJson .Values.config.mode }}
+{{- range $section := list "http" "redis" "generator" "lease" "consumer" "processor" "shutdown" }}
+{{- $values := index $.Values.config $section }}
+
+[{{ $section }}]
+{{- range $key := keys $values | sortAlpha }}
+{{- $value := index $values $key }}
+{{- if and (eq $section "redis") (eq $key "url") }}
+url = {{ include "redis-dsg.redisUrl" $ | toJson }}
+{{- else }}
+{{ snakecase $key }} = {{ include "redis-dsg.tomlValue" $value }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
+The environment of a redis-dsg container (service pods and the test pod).
+*/}}
+{{- define "redis-dsg.env" -}}
+- name: DSG_CONFIG
+  value: /etc/redis-dsg/config.toml
+- name: DSG_LOG_FORMAT
+  value: {{ .Values.logFormat | quote }}
+- name: RUST_LOG
+  value: {{ .Values.logLevel | quote }}
+{{- with .Values.auth.username }}
+- name: DSG_REDIS__USERNAME
+  value: {{ . | quote }}
+{{- end }}
+{{- with include "redis-dsg.passwordSecretName" . }}
+- name: DSG_REDIS__PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ . }}
+      key: {{ include "redis-dsg.passwordSecretKey" $ }}
+{{- end }}
+{{- end }}
+
+{{/*
+Refuse settings that cannot work, with a message naming them.
+*/}}
+{{- define "redis-dsg.validate" -}}
+{{- if le (mul (int64 .Values.terminationGracePeriodSeconds) 1000) (int64 .Values.config.shutdown.timeoutMs) }}
+{{- fail (printf "terminationGracePeriodSeconds (%d s) must exceed config.shutdown.timeoutMs (%d ms): Kubernetes would kill pods before they finish their shutdown" (int64 .Values.terminationGracePeriodSeconds) (int64 .Values.config.shutdown.timeoutMs)) }}
+{{- end }}
+{{- if and .Values.autoscaling.enabled .Values.keda.enabled }}
+{{- fail "autoscaling.enabled and keda.enabled are mutually exclusive: both would own the Deployment's replica count" }}
+{{- end }}
+{{- if and .Values.keda.enabled (regexMatch "^rediss?-(sentinel|cluster)://" (include "redis-dsg.redisUrl" .)) }}
+{{- fail "keda.enabled supports host:port, redis:// and rediss:// URLs only (the redis lists scaler)" }}
+{{- end }}
+{{- if and .Values.auth.existingSecret .Values.auth.password }}
+{{- fail "set auth.existingSecret or auth.password, not both" }}
+{{- end }}
+{{- end }}
+
+{{/*
+Labels of the in-cluster Redis objects: the chart's common labels with the
+Redis selector labels in place of the redis-dsg ones.
+*/}}
+{{- define "redis-dsg.redisLabels" -}}
+helm.sh/chart: {{ include "redis-dsg.chart" . }}
+{{ include "redis-dsg.redisSelectorLabels" . }}
+app.kubernetes.io/component: redis
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end }}
