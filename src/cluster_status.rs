@@ -85,16 +85,15 @@ pub async fn read(redis: &Redis, keys: &Keys) -> Result<FleetStatus, RedisError>
         for m in &members {
             let _: () = p.pttl(keys.heartbeat(m)).await?;
             let _: () = p.hlen(keys.inflight(m)).await?;
-            let _: () = p.llen(keys.landing(m)).await?;
         }
         let replies: Vec<i64> = p.all().await?;
-        for (m, r) in members.into_iter().zip(replies.chunks(3)) {
+        for (m, r) in members.into_iter().zip(replies.chunks(2)) {
             let ttl = u64::try_from(r[0]).ok();
             consumers.push(ConsumerStatus {
                 id: m,
                 alive: r[0] != -2,
                 heartbeat_ttl_ms: ttl,
-                in_flight: (r[1].max(0) + r[2].max(0)) as u64,
+                in_flight: r[1].max(0) as u64,
             });
         }
     }

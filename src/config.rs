@@ -294,9 +294,9 @@ pub struct ConsumerConfig {
     pub max_concurrency: usize,
     /// Messages moved into in-flight storage per round trip, at most.
     pub fetch_batch: usize,
-    /// How long one blocking wait on an empty queue lasts before the consumer
-    /// looks around (shutdown, role change) and waits again.
-    pub block_timeout_ms: u64,
+    /// Longest pause between polls of an empty queue (polls start 1 ms
+    /// apart and slow down while the queue stays empty).
+    pub idle_poll_max_ms: u64,
     /// A consumer whose heartbeat is older than this is presumed dead and
     /// its in-flight messages go back to the queue.
     pub heartbeat_ttl_ms: u64,
@@ -375,7 +375,7 @@ impl Default for Config {
             consumer: ConsumerConfig {
                 max_concurrency: 10_000,
                 fetch_batch: 100,
-                block_timeout_ms: 1_000,
+                idle_poll_max_ms: 50,
                 heartbeat_ttl_ms: 10_000,
                 heartbeat_interval_ms: 2_000,
                 reaper_interval_ms: 3_000,
@@ -698,6 +698,17 @@ pub fn validate(c: &Config) -> Vec<(&'static str, String)> {
             p.push((path, "must not be empty".into()));
         }
     }
+    if !c.redis.queue.is_empty()
+        && !crate::keys::Keys::new(&c.redis.queue, &c.redis.error_queue).derived_keys_share_slot()
+    {
+        p.push((
+            "redis.queue",
+            format!(
+                "{:?} has unbalanced braces: the keys derived from it would not share its hash slot; use a name without braces or with one {{tag}}",
+                c.redis.queue
+            ),
+        ));
+    }
     if c.redis.queue == c.redis.error_queue {
         p.push((
             "redis.error_queue",
@@ -771,8 +782,11 @@ pub fn validate(c: &Config) -> Vec<(&'static str, String)> {
     if !(1..=1000).contains(&k.fetch_batch) {
         p.push(("consumer.fetch_batch", "must be between 1 and 1000".into()));
     }
-    if k.block_timeout_ms < 10 {
-        p.push(("consumer.block_timeout_ms", "must be at least 10".into()));
+    if !(1..=10_000).contains(&k.idle_poll_max_ms) {
+        p.push((
+            "consumer.idle_poll_max_ms",
+            "must be between 1 and 10000".into(),
+        ));
     }
     if k.heartbeat_interval_ms == 0 {
         p.push((

@@ -2,7 +2,8 @@
 //!
 //! A message is moved atomically from the queue into this consumer's
 //! in-flight hash ([`crate::keys::FETCH`]) before it is processed, and
-//! removed from it only after processing finished: `ok` → `HDEL`; invalid,
+//! removed from it only after processing finished: `ok` → `HDEL` (or the
+//! hand-off to the output list, [`crate::keys::ACK_OUTPUT`]); invalid,
 //! malformed or oversized → moved to the error list in the same step
 //! ([`crate::keys::ACK_ERROR`]). Acknowledgements are batched and cost
 //! O(batch), never O(messages in flight). A consumer that dies leaves its
@@ -13,14 +14,18 @@
 //! before a message is fetched and given back only after its
 //! acknowledgement reached Redis, so the consumer never holds more than the
 //! limit, whatever the backlog.
+//!
+//! An empty queue is polled, with a pause that starts at 1 ms and grows to
+//! `idle_poll_max_ms`, instead of waited on with a blocking pop: a blocking
+//! pop returns the whole message to the client, and an oversized message
+//! must never be read into memory. An empty poll writes nothing in Redis.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use fred::bytes::Bytes;
 use fred::prelude::*;
 use fred::types::Value;
-use fred::types::lists::LMoveDirection;
 use time::OffsetDateTime;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio::task::JoinSet;
@@ -28,7 +33,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::ConsumerConfig;
 use crate::error_entry::{self, Reason};
-use crate::keys::{ACK_ERROR, ACK_OUTPUT, FETCH, HEARTBEAT, Keys, RETURN_INFLIGHT};
+use crate::keys::{ACK_ERROR, ACK_OUTPUT, ADOPT, FETCH, HEARTBEAT, Keys, RETURN_INFLIGHT};
 use crate::message;
 use crate::metrics::{Metrics, Outcome};
 use crate::processor::{SimulatedProcessor, Verdict};
@@ -57,6 +62,30 @@ struct Ack {
     header: Option<String>,
     _permit: OwnedSemaphorePermit,
 }
+
+/// Routes each acknowledgement to the acker of its kind.
+#[derive(Debug, Clone)]
+struct AckSender {
+    ok: mpsc::UnboundedSender<Ack>,
+    err: mpsc::UnboundedSender<Ack>,
+}
+
+impl AckSender {
+    fn send(&self, ack: Ack) {
+        let tx = if ack.header.is_some() {
+            &self.err
+        } else {
+            &self.ok
+        };
+        // The ackers live until every sender is gone.
+        let _ = tx.send(ack);
+    }
+}
+
+/// How long after the last message the consumer keeps polling fast.
+const HOT_WINDOW: Duration = Duration::from_millis(100);
+/// The longest pause between polls within the hot window.
+const HOT_POLL_MAX: Duration = Duration::from_millis(2);
 
 /// One consumer instance.
 #[derive(Debug)]
@@ -98,56 +127,82 @@ impl Consumer {
     }
 
     /// Consumes while `gate` is true, until `stop` fires; then finishes
-    /// in-flight work within `drain_budget`, returns what is left to the
-    /// queue, and unregisters.
+    /// in-flight work within `drain_budget` (counted from `stop`), returns
+    /// what is left to the queue within `return_budget` more, and
+    /// unregisters.
     pub async fn run(
         self: Arc<Self>,
         mut gate: watch::Receiver<bool>,
         stop: CancellationToken,
         drain_budget: Duration,
+        return_budget: Duration,
     ) {
+        // The drain deadline counts from the stop signal, not from when the
+        // fetch loop noticed it (a fetch may be waiting on a slow Redis).
+        let stopped_at = Arc::new(OnceLock::new());
+        {
+            let (stop, stopped_at) = (stop.clone(), stopped_at.clone());
+            tokio::spawn(async move {
+                stop.cancelled().await;
+                let _ = stopped_at.set(Instant::now());
+            });
+        }
         let heartbeat_stop = CancellationToken::new();
         let heartbeat = tokio::spawn(self.clone().heartbeat_loop(heartbeat_stop.clone()));
-        // The acker gives up retrying only once the drain budget is spent.
+        // Successes and failures are acknowledged by separate tasks, so a
+        // failing error list never holds up successes. They give up
+        // retrying only once the drain budget is spent.
         let give_up = CancellationToken::new();
-        let (ack_tx, ack_rx) = mpsc::unbounded_channel();
-        let acker = tokio::spawn(self.clone().acker(ack_rx, give_up.clone()));
+        let (ok_tx, ok_rx) = mpsc::unbounded_channel();
+        let (err_tx, err_rx) = mpsc::unbounded_channel();
+        let ok_acker = tokio::spawn(self.clone().acker(ok_rx, give_up.clone()));
+        let err_acker = tokio::spawn(self.clone().acker(err_rx, give_up.clone()));
+        let ack_tx = AckSender {
+            ok: ok_tx,
+            err: err_tx,
+        };
         let permits = Arc::new(Semaphore::new(self.cfg.max_concurrency));
         let mut tasks = JoinSet::new();
 
         self.fetch_loop(&mut gate, &stop, &permits, &mut tasks, &ack_tx)
             .await;
 
-        let deadline = tokio::time::Instant::now() + drain_budget;
+        let start = stopped_at.get().copied().unwrap_or_else(Instant::now);
+        let deadline = start + drain_budget;
         let held = tasks.len();
         if held > 0 {
             tracing::info!(held, "finishing in-flight messages before stopping");
         }
-        let finished = tokio::time::timeout_at(deadline, async {
+        let finished = tokio::time::timeout_at(deadline.into(), async {
             while tasks.join_next().await.is_some() {}
         })
         .await;
         if finished.is_err() {
+            let unfinished = tasks.len();
             tracing::warn!(
-                unfinished = tasks.len(),
+                unfinished,
                 "drain budget spent; returning unfinished messages to the queue"
             );
             tasks.abort_all();
             while tasks.join_next().await.is_some() {}
+            // Aborted tasks never reach the acker.
+            self.metrics.add_in_flight(-(unfinished as i64));
         }
         drop(ack_tx);
         // Acks already queued get until the deadline to reach Redis.
         let give_up_at = give_up.clone();
         tokio::spawn(async move {
-            tokio::time::sleep_until(deadline).await;
+            tokio::time::sleep_until(deadline.into()).await;
             give_up_at.cancel();
         });
-        let _ = acker.await;
-        // Stop the heartbeat first: one arriving after the return would
-        // register this consumer again.
+        let _ = tokio::join!(ok_acker, err_acker);
+        // Stop the heartbeat first, without waiting for a call in flight
+        // (Redis may be down): a heartbeat landing after the return only
+        // registers an empty consumer, which the reapers remove.
         heartbeat_stop.cancel();
+        heartbeat.abort();
         let _ = heartbeat.await;
-        self.return_all(deadline.into_std()).await;
+        self.return_all(deadline + return_budget).await;
     }
 
     async fn fetch_loop(
@@ -156,21 +211,25 @@ impl Consumer {
         stop: &CancellationToken,
         permits: &Arc<Semaphore>,
         tasks: &mut JoinSet<()>,
-        ack_tx: &mpsc::UnboundedSender<Ack>,
+        ack_tx: &AckSender,
     ) {
         // Delivery ids only need to be unique within this consumer's hash;
         // a local counter that never goes back saves a round trip.
         let mut next_id: u64 = 1;
         let mut errors = 0u32;
-        // A blocking wait may have parked one message in the landing list;
-        // it is adopted even while paused, or it would wait for the pause.
-        let mut landing_pending = false;
+        // Ids of fetches whose reply never arrived: the script may have run,
+        // leaving messages in our hash that no task processes. They are
+        // re-read and processed (even while paused).
+        let mut unknown: Vec<u64> = Vec::new();
+        let mut idle_wait = Duration::ZERO;
+        let mut last_message = Instant::now();
+        let idle_max = Duration::from_millis(self.cfg.idle_poll_max_ms);
         loop {
             while tasks.try_join_next().is_some() {}
             if stop.is_cancelled() {
                 return;
             }
-            if !*gate.borrow() && !landing_pending {
+            if !*gate.borrow() && unknown.is_empty() {
                 tokio::select! {
                     _ = stop.cancelled() => return,
                     changed = gate.changed() => {
@@ -179,7 +238,13 @@ impl Consumer {
                     }
                 }
             }
-            let want = self.cfg.fetch_batch.min(permits.available_permits()).max(1);
+            let want = if unknown.is_empty() {
+                self.cfg.fetch_batch
+            } else {
+                unknown.len().min(1000)
+            }
+            .min(permits.available_permits())
+            .max(1);
             let mut permit = tokio::select! {
                 _ = stop.cancelled() => return,
                 p = permits.clone().acquire_many_owned(want as u32) => match p {
@@ -187,19 +252,47 @@ impl Consumer {
                     Err(_) => return,
                 },
             };
-            let first = next_id;
-            next_id += want as u64;
-            match self.fetch(want, first).await {
+            let result = if unknown.is_empty() {
+                let first = next_id;
+                next_id += want as u64;
+                let r = self.fetch(want, first).await;
+                if r.is_err() {
+                    unknown.extend(first..first + want as u64);
+                }
+                r
+            } else {
+                let ids: Vec<u64> = unknown.iter().take(want).copied().collect();
+                let r = self.adopt(&ids).await;
+                if r.is_ok() {
+                    unknown.drain(..ids.len());
+                }
+                r
+            };
+            match result {
                 Ok(deliveries) => {
                     errors = 0;
-                    landing_pending = false;
                     if deliveries.is_empty() {
                         drop(permit);
-                        if *gate.borrow() {
-                            landing_pending = self.block_wait(stop).await;
+                        if !*gate.borrow() {
+                            continue;
+                        }
+                        // Fast polls right after traffic, slower when idle.
+                        let cap = if last_message.elapsed() < HOT_WINDOW {
+                            HOT_POLL_MAX
+                        } else {
+                            idle_max
+                        };
+                        idle_wait = (idle_wait * 2)
+                            .clamp(Duration::from_millis(1), cap.max(Duration::from_millis(1)));
+                        tokio::select! {
+                            _ = stop.cancelled() => return,
+                            _ = gate.changed() => {}
+                            _ = tokio::time::sleep(idle_wait) => {}
                         }
                         continue;
                     }
+                    idle_wait = Duration::ZERO;
+                    last_message = Instant::now();
                     self.metrics.add_in_flight(deliveries.len() as i64);
                     for d in deliveries {
                         // `permit` holds `want` ≥ number of deliveries.
@@ -208,8 +301,7 @@ impl Consumer {
                         let tx = ack_tx.clone();
                         tasks.spawn(async move {
                             let ack = this.handle(d, one).await;
-                            // The acker lives until every sender is gone.
-                            let _ = tx.send(ack);
+                            tx.send(ack);
                         });
                     }
                 }
@@ -220,9 +312,6 @@ impl Consumer {
                     if errors == 1 || errors % 50 == 0 {
                         tracing::warn!(error = %e, "fetch failed; retrying");
                     }
-                    // The fetch may have run without its reply reaching us:
-                    // what it moved is in our hash and comes back through
-                    // the reaper or our own return at shutdown, never lost.
                     let delay =
                         Duration::from_millis(50u64 << errors.min(5)).min(Duration::from_secs(2));
                     tokio::select! {
@@ -243,7 +332,6 @@ impl Consumer {
                 vec![
                     self.keys.queue.clone(),
                     self.keys.inflight(&self.id),
-                    self.keys.landing(&self.id),
                     self.keys.heartbeat(&self.id),
                     self.keys.consumers(),
                 ],
@@ -257,63 +345,26 @@ impl Consumer {
                 ],
             )
             .await?;
-        let mut out = Vec::with_capacity(reply.len() / 2);
-        let mut it = reply.into_iter();
-        while let (Some(id), Some(body)) = (it.next(), it.next()) {
-            let id = id.as_u64().ok_or_else(|| RedisError::Reply {
-                script: FETCH.name,
-                detail: "delivery id is not a number".into(),
-            })?;
-            let body = match body {
-                Value::Integer(size) => Body::Oversized(size.max(0) as u64),
-                other => Body::Bytes(value_bytes(other).unwrap_or_default()),
-            };
-            out.push(Delivery { id, body });
-        }
-        Ok(out)
+        deliveries(reply, FETCH.name)
     }
 
-    /// Waits on the empty queue with `BLMOVE` into the landing list (a Lua
-    /// script cannot block). Returns whether a message landed.
-    async fn block_wait(&self, stop: &CancellationToken) -> bool {
-        if stop.is_cancelled() {
-            return false;
-        }
-        let block = Duration::from_millis(self.cfg.block_timeout_ms);
-        let opts = Options {
-            max_attempts: Some(1),
-            // The client timeout must outlast the server-side block.
-            timeout: Some(block + self.redis.command_timeout()),
-            ..Default::default()
-        };
-        let moved = self
+    /// Re-reads what the hash holds under `ids` (see [`crate::keys::ADOPT`]).
+    async fn adopt(&self, ids: &[u64]) -> Result<Vec<Delivery>, RedisError> {
+        let mut args = Vec::with_capacity(ids.len() + 1);
+        args.push(int(self.cfg.max_message_bytes as u64));
+        args.extend(ids.iter().map(|&id| int(id)));
+        let reply: Vec<Value> = self
             .redis
-            .blocking()
-            .with_options(&opts)
-            .blmove::<Option<Bytes>, _, _>(
-                self.keys.queue.as_str(),
-                self.keys.landing(&self.id),
-                LMoveDirection::Right,
-                LMoveDirection::Left,
-                block.as_secs_f64(),
-            )
-            .await;
-        match moved {
-            Ok(Some(_)) => true,
-            Ok(None) => false,
-            // A server-side block timeout arrives as an error of kind Timeout.
-            Err(e) if *e.kind() == ErrorKind::Timeout => false,
-            Err(e) => {
-                self.metrics.record_redis_error("block");
-                tracing::debug!(error = %e, "blocking wait failed");
-                tokio::select! {
-                    _ = stop.cancelled() => {}
-                    _ = tokio::time::sleep(Duration::from_millis(200)) => {}
-                }
-                // It may have moved a message before failing.
-                true
-            }
+            .run(&ADOPT, vec![self.keys.inflight(&self.id)], args)
+            .await?;
+        let found = deliveries(reply, ADOPT.name)?;
+        if !found.is_empty() {
+            tracing::info!(
+                adopted = found.len(),
+                "processing messages of a fetch whose reply was lost"
+            );
         }
+        Ok(found)
     }
 
     /// Processes one message and says how it ended.
@@ -364,8 +415,8 @@ impl Consumer {
         }
     }
 
-    /// Sends acknowledgements in batches; permits go back when their
-    /// acknowledgement reached Redis.
+    /// Sends acknowledgements (all successes or all failures) in batches;
+    /// permits go back when their acknowledgement reached Redis.
     async fn acker(
         self: Arc<Self>,
         mut rx: mpsc::UnboundedReceiver<Ack>,
@@ -373,120 +424,128 @@ impl Consumer {
     ) {
         let mut batch = Vec::with_capacity(1024);
         while rx.recv_many(&mut batch, 1024).await > 0 {
-            let mut errors = 0u32;
-            loop {
-                match self.flush(&batch).await {
-                    Ok(()) => break,
-                    Err(e) => {
-                        self.metrics.record_redis_error("ack");
-                        errors += 1;
-                        if errors == 1 {
-                            tracing::warn!(error = %e, pending = batch.len(), "acknowledgement failed; retrying");
-                        }
-                        let delay = Duration::from_millis(50u64 << errors.min(5))
-                            .min(Duration::from_secs(2));
-                        tokio::select! {
-                            _ = give_up.cancelled() => {
-                                // Unacknowledged messages stay in our hash;
-                                // our return (or a reaper) puts them back.
-                                tracing::warn!(pending = batch.len(), "giving up on acknowledgements");
-                                break;
-                            }
-                            _ = tokio::time::sleep(delay) => {}
-                        }
-                    }
+            let errors = batch[0].header.is_some();
+            let (this, acks) = (&self, &batch);
+            self.retry_ack("ack", acks, &give_up, |attempt| async move {
+                if errors {
+                    this.ack_errors(acks, attempt).await
+                } else {
+                    this.ack_oks(acks, attempt).await
                 }
-            }
+            })
+            .await;
             self.metrics.add_in_flight(-(batch.len() as i64));
             batch.clear();
         }
     }
 
-    /// Acknowledges a batch; idempotent, so a retry after an unknown
-    /// outcome is safe.
-    async fn flush(&self, batch: &[Ack]) -> Result<(), RedisError> {
-        let inflight = self.keys.inflight(&self.id);
-        let ok_ids: Vec<String> = batch
-            .iter()
-            .filter(|a| a.header.is_none())
-            .map(|a| a.id.to_string())
-            .collect();
-        let mut error_args = Vec::new();
-        let mut error_outcomes = Vec::new();
-        for a in batch {
-            if let Some(h) = &a.header {
-                error_args.push(int(a.id));
-                error_args.push(Value::from(h.as_str()));
-                error_outcomes.push(a.outcome);
-            }
+    /// Runs `attempt` until it succeeds or `give_up` fires.
+    async fn retry_ack<F, Fut>(
+        &self,
+        operation: &'static str,
+        acks: &[Ack],
+        give_up: &CancellationToken,
+        attempt: F,
+    ) where
+        F: Fn(u32) -> Fut,
+        Fut: std::future::Future<Output = Result<(), RedisError>>,
+    {
+        if acks.is_empty() {
+            return;
         }
-        let oks = async {
-            if ok_ids.is_empty() {
-                return Ok(0);
-            }
-            match &self.cfg.output_queue {
-                // The hand-off and the acknowledgement are one step.
-                Some(output) => {
-                    self.redis
-                        .run::<u64>(
-                            &ACK_OUTPUT,
-                            vec![inflight.clone(), output.clone()],
-                            ok_ids.iter().map(|id| Value::from(id.as_str())).collect(),
-                        )
-                        .await
-                }
-                None => self
-                    .redis
-                    .client()
-                    .hdel::<u64, _, _>(inflight.as_str(), ok_ids.clone())
-                    .await
-                    .map_err(RedisError::from),
-            }
-        };
-        let errs = async {
-            if error_args.is_empty() {
-                return Ok(Vec::new());
-            }
-            self.redis
-                .run::<Vec<i64>>(
-                    &ACK_ERROR,
-                    vec![inflight.clone(), self.keys.error_queue.clone()],
-                    error_args.clone(),
-                )
-                .await
-        };
-        let (oks, errs) = tokio::join!(oks, errs);
-        // Count each part once it succeeded, even if the other failed: a
-        // retry of the succeeded part finds nothing and counts nothing.
-        let mut late = 0u64;
-        let mut failed = None;
-        match oks {
-            Ok(removed) => {
-                for _ in 0..removed {
-                    self.metrics.record_processed(Outcome::Ok);
-                }
-                late += ok_ids.len() as u64 - removed.min(ok_ids.len() as u64);
-            }
-            Err(e) => failed = Some(e),
-        }
-        match errs {
-            Ok(flags) => {
-                for (flag, outcome) in flags.iter().zip(&error_outcomes) {
-                    if *flag == 1 {
-                        self.metrics.record_processed(*outcome);
-                    } else {
-                        late += 1;
+        let mut n = 0u32;
+        loop {
+            n += 1;
+            // Past the deadline nothing is tried or awaited any more: the
+            // messages stay in our hash and go back with our return.
+            let result = tokio::select! {
+                _ = give_up.cancelled() => return,
+                r = attempt(n) => r,
+            };
+            match result {
+                Ok(()) => return,
+                Err(e) => {
+                    self.metrics.record_redis_error(operation);
+                    if n == 1 || n % 20 == 0 {
+                        tracing::warn!(error = %e, pending = acks.len(), attempts = n, "acknowledgement failed; retrying");
+                    }
+                    let delay =
+                        Duration::from_millis(50u64 << n.min(5)).min(Duration::from_secs(2));
+                    tokio::select! {
+                        _ = give_up.cancelled() => {
+                            // They stay in our hash; our return (or a
+                            // reaper) puts them back in the queue.
+                            tracing::warn!(pending = acks.len(), "giving up on acknowledgements");
+                            return;
+                        }
+                        _ = tokio::time::sleep(delay) => {}
                     }
                 }
             }
-            Err(e) => failed = Some(e),
         }
-        if late > 0 {
-            self.metrics.record_late_acks(late);
+    }
+
+    /// Acknowledges successes (idempotent). After a failed attempt whose
+    /// outcome is unknown, a message found gone was most likely removed by
+    /// that attempt, so it counts as processed rather than late.
+    async fn ack_oks(&self, acks: &[Ack], attempt: u32) -> Result<(), RedisError> {
+        let inflight = self.keys.inflight(&self.id);
+        let ids: Vec<String> = acks.iter().map(|a| a.id.to_string()).collect();
+        let removed: u64 = match &self.cfg.output_queue {
+            // The hand-off and the acknowledgement are one step.
+            Some(output) => {
+                self.redis
+                    .run(
+                        &ACK_OUTPUT,
+                        vec![inflight, output.clone()],
+                        ids.iter().map(|id| Value::from(id.as_str())).collect(),
+                    )
+                    .await?
+            }
+            None => self.redis.client().hdel(inflight.as_str(), ids).await?,
+        };
+        let n = acks.len() as u64;
+        let removed = removed.min(n);
+        if attempt == 1 {
+            self.record(Outcome::Ok, removed);
+            self.metrics.record_late_acks(n - removed);
+        } else {
+            self.record(Outcome::Ok, n);
         }
-        match failed {
-            Some(e) => Err(e),
-            None => Ok(()),
+        Ok(())
+    }
+
+    /// Moves failures to the error list (idempotent: a message no longer in
+    /// the hash is not pushed again).
+    async fn ack_errors(&self, acks: &[Ack], attempt: u32) -> Result<(), RedisError> {
+        let mut args = Vec::with_capacity(acks.len() * 2);
+        for a in acks {
+            args.push(int(a.id));
+            args.push(Value::from(a.header.as_deref().unwrap_or_default()));
+        }
+        let flags: Vec<i64> = self
+            .redis
+            .run(
+                &ACK_ERROR,
+                vec![self.keys.inflight(&self.id), self.keys.error_queue.clone()],
+                args,
+            )
+            .await?;
+        let mut late = 0;
+        for (flag, a) in flags.iter().zip(acks) {
+            if *flag == 1 || attempt > 1 {
+                self.record(a.outcome, 1);
+            } else {
+                late += 1;
+            }
+        }
+        self.metrics.record_late_acks(late);
+        Ok(())
+    }
+
+    fn record(&self, outcome: Outcome, n: u64) {
+        for _ in 0..n {
+            self.metrics.record_processed(outcome);
         }
     }
 
@@ -494,19 +553,24 @@ impl Consumer {
     /// unregisters it; retried until `deadline`.
     async fn return_all(&self, deadline: Instant) {
         loop {
-            match self.return_once().await {
-                Ok(0) => return,
-                Ok(n) => {
+            let attempt = tokio::time::timeout_at(deadline.into(), self.return_once()).await;
+            match attempt {
+                Ok(Ok(0)) => return,
+                Ok(Ok(n)) => {
                     tracing::info!(returned = n, "returned unfinished messages to the queue");
                     return;
                 }
-                Err(e) => {
+                Ok(Err(e)) if Instant::now() + Duration::from_millis(200) < deadline => {
                     self.metrics.record_redis_error("return");
-                    if Instant::now() + Duration::from_millis(200) >= deadline {
-                        tracing::warn!(error = %e, "could not return in-flight messages; a reaper will once the heartbeat expires");
-                        return;
-                    }
+                    tracing::debug!(error = %e, "return failed; retrying");
                     tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                _ => {
+                    self.metrics.record_redis_error("return");
+                    tracing::warn!(
+                        "could not return in-flight messages in time; a reaper will once the heartbeat expires"
+                    );
+                    return;
                 }
             }
         }
@@ -519,7 +583,6 @@ impl Consumer {
                 vec![
                     self.keys.heartbeat(&self.id),
                     self.keys.inflight(&self.id),
-                    self.keys.landing(&self.id),
                     self.keys.queue.clone(),
                     self.keys.consumers(),
                 ],
@@ -557,4 +620,22 @@ impl Consumer {
             }
         }
     }
+}
+
+/// Parses `{id, message or size, …}` replies of FETCH and ADOPT.
+fn deliveries(reply: Vec<Value>, script: &'static str) -> Result<Vec<Delivery>, RedisError> {
+    let mut out = Vec::with_capacity(reply.len() / 2);
+    let mut it = reply.into_iter();
+    while let (Some(id), Some(body)) = (it.next(), it.next()) {
+        let id = id.as_u64().ok_or_else(|| RedisError::Reply {
+            script,
+            detail: "delivery id is not a number".into(),
+        })?;
+        let body = match body {
+            Value::Integer(size) => Body::Oversized(size.max(0) as u64),
+            other => Body::Bytes(value_bytes(other).unwrap_or_default()),
+        };
+        out.push(Delivery { id, body });
+    }
+    Ok(out)
 }

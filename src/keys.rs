@@ -15,7 +15,6 @@
 //! | `{q}:consumers` | set | ids of registered consumers |
 //! | `{q}:consumer:<id>` | string, TTL | a consumer's heartbeat |
 //! | `{q}:inflight:<id>` | hash | delivery id → message, what a consumer holds |
-//! | `{q}:landing:<id>` | list | at most one message a blocking wait just took |
 
 use std::sync::LazyLock;
 
@@ -76,11 +75,6 @@ impl Keys {
     /// A consumer's in-flight hash.
     pub fn inflight(&self, consumer: &str) -> String {
         self.derived(&format!("inflight:{consumer}"))
-    }
-
-    /// A consumer's landing list for blocking waits.
-    pub fn landing(&self, consumer: &str) -> String {
-        self.derived(&format!("landing:{consumer}"))
     }
 
     /// Whether every derived key lands in the queue's hash slot. False only
@@ -211,34 +205,27 @@ return redis.call('LPUSH', KEYS[2], unpack(ARGV, 2))
     )
 });
 
-/// Registers the consumer and moves up to N messages into its in-flight
-/// hash, each under its own delivery id.
+/// Moves up to N messages from the consuming end of the queue into the
+/// consumer's in-flight hash, each under its own delivery id, registering
+/// the consumer first.
 ///
-/// KEYS: queue, in-flight hash, landing list, heartbeat, consumer set.
+/// KEYS: queue, in-flight hash, heartbeat, consumer set.
 /// ARGV: N, first delivery id, heartbeat TTL (ms), max message bytes,
 /// consumer id, heartbeat value.
 /// Returns `{id, message, id, message, …}`; a message larger than the limit
 /// is returned as its size (an integer) instead of its bytes, so it never
-/// crosses the network twice. What the landing list holds (a message a
-/// blocking wait took) is adopted first. Atomic: every message is in exactly
-/// one of queue, landing list or in-flight hash at all times, and the
-/// consumer is registered (so a reaper can recover it) before it holds
-/// anything.
+/// crosses the network. On an empty queue it writes nothing (idle polling
+/// costs Redis no writes, no replication). Atomic: every message is in the
+/// queue or in the hash at all times, and the consumer is registered (so a
+/// reaper can recover it) before it holds anything.
 pub static FETCH: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         "fetch",
         r#"
-redis.call('SET', KEYS[4], ARGV[6], 'PX', ARGV[3])
-redis.call('SADD', KEYS[5], ARGV[5])
-local n = tonumber(ARGV[1])
-local msgs = redis.call('RPOP', KEYS[3], n) or {}
-if #msgs < n then
-  local more = redis.call('RPOP', KEYS[1], n - #msgs)
-  if more then
-    for _, m in ipairs(more) do msgs[#msgs + 1] = m end
-  end
-end
-if #msgs == 0 then return {} end
+local msgs = redis.call('RPOP', KEYS[1], ARGV[1])
+if not msgs then return {} end
+redis.call('SET', KEYS[3], ARGV[6], 'PX', ARGV[3])
+redis.call('SADD', KEYS[4], ARGV[5])
 local id = tonumber(ARGV[2])
 local max = tonumber(ARGV[4])
 local fields, out = {}, {}
@@ -250,6 +237,30 @@ for i, m in ipairs(msgs) do
   if #m > max then out[#out + 1] = #m else out[#out + 1] = m end
 end
 redis.call('HSET', KEYS[2], unpack(fields))
+return out
+"#,
+    )
+});
+
+/// Re-reads messages this consumer holds under the given delivery ids: the
+/// ones a fetch moved into the hash when its reply never arrived.
+///
+/// KEYS: in-flight hash. ARGV: max message bytes, delivery ids…
+/// Returns `{id, message or size, …}` for the ids still in the hash, in the
+/// shape of [`FETCH`]. Read-only.
+pub static ADOPT: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        "adopt",
+        r#"
+local max = tonumber(ARGV[1])
+local out = {}
+for i = 2, #ARGV do
+  local m = redis.call('HGET', KEYS[1], ARGV[i])
+  if m then
+    out[#out + 1] = tonumber(ARGV[i])
+    if #m > max then out[#out + 1] = #m else out[#out + 1] = m end
+  end
+end
 return out
 "#,
     )
@@ -311,7 +322,7 @@ return moved
 /// Returns everything a consumer holds to the consuming end of the queue and
 /// unregisters it.
 ///
-/// KEYS: heartbeat, in-flight hash, landing list, queue, consumer set.
+/// KEYS: heartbeat, in-flight hash, queue, consumer set.
 /// ARGV: consumer id, `force` (`1` for a consumer returning its own work;
 /// otherwise only when the heartbeat has expired).
 /// Returns the number of messages returned, or -1 when the consumer is alive.
@@ -325,12 +336,6 @@ pub static RETURN_INFLIGHT: LazyLock<Script> = LazyLock::new(|| {
 if ARGV[2] ~= '1' and redis.call('EXISTS', KEYS[1]) == 1 then
   return -1
 end
-local returned = 0
-local landing = redis.call('LRANGE', KEYS[3], 0, -1)
-for _, m in ipairs(landing) do
-  redis.call('RPUSH', KEYS[4], m)
-  returned = returned + 1
-end
 local flat = redis.call('HGETALL', KEYS[2])
 local held = {}
 for i = 1, #flat, 2 do
@@ -338,13 +343,12 @@ for i = 1, #flat, 2 do
 end
 table.sort(held, function(a, b) return a[1] > b[1] end)
 for _, h in ipairs(held) do
-  redis.call('RPUSH', KEYS[4], h[2])
-  returned = returned + 1
+  redis.call('RPUSH', KEYS[3], h[2])
 end
-redis.call('DEL', KEYS[2], KEYS[3])
+redis.call('DEL', KEYS[2])
 if ARGV[2] == '1' then redis.call('DEL', KEYS[1]) end
-redis.call('SREM', KEYS[5], ARGV[1])
-return returned
+redis.call('SREM', KEYS[4], ARGV[1])
+return #held
 "#,
     )
 });

@@ -381,11 +381,21 @@ impl Notices {
         drop(client.manage_subscriptions());
         let c = client.clone();
         let channel = keys.release_channel();
+        // fred resubscribes after reconnects only to channels whose first
+        // subscription succeeded, so retry that one until it does.
         tokio::spawn(async move {
-            if c.wait_for_connect().await.is_ok()
-                && let Err(e) = c.subscribe(channel).await
-            {
-                tracing::warn!(error = %e, "cannot subscribe to release notices");
+            let mut delay = Duration::from_millis(100);
+            loop {
+                if c.wait_for_connect().await.is_ok() {
+                    match c.subscribe(channel.clone()).await {
+                        Ok(()) => return,
+                        Err(e) => {
+                            tracing::debug!(error = %e, "subscribing to release notices failed; retrying")
+                        }
+                    }
+                }
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
             }
         });
         Notices {

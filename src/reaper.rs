@@ -42,7 +42,6 @@ pub async fn reap_once(
                 vec![
                     keys.heartbeat(member),
                     keys.inflight(member),
-                    keys.landing(member),
                     keys.queue.clone(),
                     keys.consumers(),
                 ],

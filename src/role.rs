@@ -59,7 +59,6 @@ pub async fn run(ctx: RoleContext, stop: CancellationToken) {
     tracing::info!(id = %id, mode = mode.as_str(), "connected to Redis; role loop running");
 
     let (gate_tx, gate_rx) = watch::channel(false);
-    let consumer_stop = CancellationToken::new();
     let consumer = mode.may_consume().then(|| {
         let consumer = Arc::new(Consumer::new(
             ctx.redis.clone(),
@@ -69,7 +68,10 @@ pub async fn run(ctx: RoleContext, stop: CancellationToken) {
             ctx.metrics.clone(),
             SimulatedProcessor::new(ctx.config.processor.clone()),
         ));
-        tokio::spawn(consumer.run(gate_rx, consumer_stop.clone(), drain_budget(&ctx.config)))
+        let (drain, give_back) = budgets(&ctx.config);
+        // The consumer stops with everything else, at the signal: it must
+        // not take new messages while the lease is being released.
+        tokio::spawn(consumer.run(gate_rx, stop.clone(), drain, give_back))
     });
 
     if mode.may_generate() {
@@ -81,19 +83,19 @@ pub async fn run(ctx: RoleContext, stop: CancellationToken) {
     }
 
     let _ = gate_tx.send(false);
-    consumer_stop.cancel();
     if let Some(task) = consumer {
         let _ = task.await;
     }
     ctx.state.set_role_loop_running(false);
 }
 
-/// Time the consumer may spend finishing in-flight work at shutdown: the
-/// shutdown timeout less a reserve for returning the rest and closing.
-fn drain_budget(config: &Config) -> Duration {
+/// How the shutdown timeout is spent by the consumer: finishing in-flight
+/// work, then returning the rest to the queue; what remains is a margin for
+/// closing connections.
+fn budgets(config: &Config) -> (Duration, Duration) {
     let total = config.shutdown.timeout();
     let reserve = Duration::from_secs(2).min(total / 4);
-    total - reserve
+    (total - reserve, reserve / 2)
 }
 
 /// Contends for the lease, generating while holding it, until `stop`.
@@ -155,7 +157,14 @@ async fn contend(ctx: &RoleContext, gate: &watch::Sender<bool>, stop: &Cancellat
         if stop.is_cancelled() {
             // The generator has no write in flight any more: release now so
             // a standby takes over at once.
-            match lease_client.release(&lease).await {
+            let release =
+                tokio::time::timeout(Duration::from_secs(2), lease_client.release(&lease));
+            match release.await.unwrap_or_else(|_| {
+                Err(crate::redis::RedisError::Reply {
+                    script: "release_lease",
+                    detail: "no answer within 2 s".into(),
+                })
+            }) {
                 Ok(true) => {
                     ctx.metrics.record_transition(Transition::Released);
                     tracing::info!(epoch = lease.epoch, "released the generator lease");
@@ -185,5 +194,5 @@ async fn contend(ctx: &RoleContext, gate: &watch::Sender<bool>, stop: &Cancellat
         );
         ctx.state.set_holder(None, None);
     }
-    notices.close().await;
+    let _ = tokio::time::timeout(Duration::from_secs(1), notices.close()).await;
 }

@@ -51,7 +51,6 @@ impl TestEnv {
             ("DSG_CONSUMER__HEARTBEAT_TTL_MS", "1000".into()),
             ("DSG_CONSUMER__HEARTBEAT_INTERVAL_MS", "250".into()),
             ("DSG_CONSUMER__REAPER_INTERVAL_MS", "300".into()),
-            ("DSG_CONSUMER__BLOCK_TIMEOUT_MS", "200".into()),
             ("DSG_REDIS__COMMAND_TIMEOUT_MS", "1000".into()),
             ("DSG_REDIS__CONNECT_TIMEOUT_MS", "1000".into()),
             ("DSG_REDIS__RECONNECT_MAX_DELAY_MS", "200".into()),

@@ -5,6 +5,7 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use crate::helpers::*;
+use fred::prelude::*;
 
 #[tokio::test]
 async fn generator_writes_well_formed_messages_at_the_interval() {
@@ -509,8 +510,12 @@ async fn status_config_and_logs_never_show_secrets() {
 #[tokio::test]
 async fn contract3_batched_consumption_of_a_million_messages_loses_and_duplicates_none() {
     let env = TestEnv::new().await;
-    let n: u64 = std::env::var("DSG_TEST_MESSAGES").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000_000);
-    env.push(&env.queue, &(0..n).map(numbered).collect::<Vec<_>>()).await;
+    let n: u64 = std::env::var("DSG_TEST_MESSAGES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000);
+    env.push(&env.queue, &(0..n).map(numbered).collect::<Vec<_>>())
+        .await;
     let fast = [
         ("MODE", "consumer"),
         ("DSG_PROCESSOR__MAX_MS", "0"),
@@ -521,7 +526,10 @@ async fn contract3_batched_consumption_of_a_million_messages_loses_and_duplicate
     let a = env.spawn("a", &fast).await;
     let b = env.spawn("b", &fast).await;
     assert!(
-        eventually(Duration::from_secs(600), || async { env.llen("{q}:out").await >= n }).await,
+        eventually(Duration::from_secs(600), || async {
+            env.llen("{q}:out").await >= n
+        })
+        .await,
         "{}\n{}",
         log(&a),
         log(&b)
@@ -536,5 +544,181 @@ async fn contract3_batched_consumption_of_a_million_messages_loses_and_duplicate
     assert_eq!(out.len() as u64, n);
     assert_eq!(env.llen(&env.queue).await, 0);
     assert_eq!(env.llen(&env.errors).await, 0);
-    assert_eq!(counter(&a, "processed_ok").await + counter(&b, "processed_ok").await, n);
+    assert_eq!(
+        counter(&a, "processed_ok").await + counter(&b, "processed_ok").await,
+        n
+    );
+}
+
+/// An oversized message reaching an idle consumer is never read into
+/// memory: only its size crosses the network.
+#[tokio::test]
+async fn contract4_an_oversized_message_is_never_read_into_memory() {
+    let env = TestEnv::new().await;
+    let c = env
+        .spawn(
+            "c",
+            &[
+                ("MODE", "consumer"),
+                ("DSG_CONSUMER__MAX_MESSAGE_BYTES", "1024"),
+            ],
+        )
+        .await;
+    let pid = c.pid().expect("pid").to_string();
+    let before = redis_dsg::process::peak_rss_of(&pid).expect("rss");
+    let size = 64 * 1024 * 1024;
+    env.push(&env.queue, &[vec![b'x'; size]]).await;
+    assert!(
+        eventually(Duration::from_secs(20), || async {
+            counter(&c, "oversized").await == 1
+        })
+        .await,
+        "{}",
+        log(&c)
+    );
+    let after = redis_dsg::process::peak_rss_of(&pid).expect("rss");
+    assert!(
+        after < before + 16 * 1024 * 1024,
+        "peak RSS grew from {before} to {after} bytes"
+    );
+    let entry = redis_dsg::error_entry::decode(&env.all(&env.errors).await[0]);
+    assert_eq!(entry.reason, "oversized");
+    assert_eq!(
+        entry.payload.len(),
+        size,
+        "the error list keeps the whole message"
+    );
+}
+
+/// A fetch whose reply does not arrive in time may still have moved
+/// messages into the consumer's hash; the consumer finds and processes
+/// them while it keeps running (not only at shutdown).
+#[tokio::test]
+async fn contract3_messages_of_a_fetch_whose_reply_was_lost_are_processed() {
+    let env = TestEnv::new().await;
+    let n = 2000;
+    let c = env
+        .spawn(
+            "c",
+            &[
+                ("MODE", "consumer"),
+                ("DSG_PROCESSOR__MAX_MS", "0"),
+                ("DSG_PROCESSOR__INVALID_RATIO", "0"),
+                ("DSG_CONSUMER__OUTPUT_QUEUE", "{q}:out"),
+                ("DSG_CONSUMER__FETCH_BATCH", "50"),
+            ],
+        )
+        .await;
+    // Pause every client longer than the consumer's command timeout (1 s):
+    // the fetch it sends meanwhile runs after the pause, too late for its
+    // caller.
+    let _: String = env
+        .client
+        .client()
+        .custom(
+            fred::types::CustomCommand::new_static("CLIENT", None, false),
+            vec!["PAUSE", "1800", "ALL"],
+        )
+        .await
+        .expect("client pause");
+    env.push(&env.queue, &(0..n).map(numbered).collect::<Vec<_>>())
+        .await;
+    assert!(
+        eventually(Duration::from_secs(20), || async {
+            env.llen("{q}:out").await == n
+        })
+        .await,
+        "{}",
+        log(&c)
+    );
+    let id = c.status().await.expect("status")["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    assert_eq!(
+        env.hlen(&format!("{{q}}:inflight:{id}")).await,
+        0,
+        "nothing left stranded in the hash"
+    );
+    assert!(
+        counter(&c, "redis_errors").await >= 1,
+        "the pause should have failed a call"
+    );
+}
+
+/// Acknowledgements of successes go on while the error list cannot be
+/// written (here: a key of the wrong type), and the failures land once it
+/// can.
+#[tokio::test]
+async fn contract4_a_failing_error_list_does_not_hold_up_successes() {
+    let env = TestEnv::new().await;
+    let _: () = env
+        .client
+        .client()
+        .set(&env.errors, "not a list", None, None, false)
+        .await
+        .expect("set");
+    let n = 400;
+    env.push(&env.queue, &(0..n).map(numbered).collect::<Vec<_>>())
+        .await;
+    let c = env
+        .spawn(
+            "c",
+            &[
+                ("MODE", "consumer"),
+                ("DSG_PROCESSOR__MAX_MS", "0"),
+                ("DSG_PROCESSOR__INVALID_RATIO", "0.5"),
+                ("DSG_CONSUMER__OUTPUT_QUEUE", "{q}:out"),
+                ("CONSUMER_MAX_GOROUTINES", "1000"),
+            ],
+        )
+        .await;
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            env.llen("{q}:out").await > 100 && env.llen(&env.queue).await == 0
+        })
+        .await,
+        "{}",
+        log(&c)
+    );
+    let ok = env.llen("{q}:out").await;
+    let _: u64 = env.client.client().del(&env.errors).await.expect("del");
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            env.llen(&env.errors).await + ok == n
+        })
+        .await,
+        "{}",
+        log(&c)
+    );
+}
+
+#[tokio::test]
+async fn contract7_sigterm_while_redis_is_down_still_exits_zero_in_time() {
+    let mut env = TestEnv::new().await;
+    env.push(&env.queue, &(0..100).map(numbered).collect::<Vec<_>>())
+        .await;
+    let slow = [
+        ("DSG_PROCESSOR__MIN_MS", "300"),
+        ("DSG_PROCESSOR__MAX_MS", "300"),
+        ("GENERATOR_INTERVAL", "10"),
+    ];
+    let mut a = env.spawn("a", &slow).await;
+    let mut b = env.spawn("b", &slow).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    env.redis.kill();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let sent = Instant::now();
+    a.signal(libc::SIGTERM);
+    b.signal(libc::SIGTERM);
+    for r in [&mut a, &mut b] {
+        let status = r.wait_timeout(Duration::from_secs(8)).expect("exits");
+        assert!(status.success(), "{status}\n{}", log(r));
+    }
+    // The shutdown timeout in these tests is 5 s.
+    assert!(
+        sent.elapsed() < Duration::from_millis(5500),
+        "{:?}",
+        sent.elapsed()
+    );
 }
