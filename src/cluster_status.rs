@@ -93,7 +93,8 @@ pub async fn read(redis: &Redis, keys: &Keys) -> Result<FleetStatus, RedisError>
                 id: m,
                 alive: r[0] != -2,
                 heartbeat_ttl_ms: ttl,
-                in_flight: r[1].max(0) as u64,
+                // Less the marker field every in-flight hash carries.
+                in_flight: (r[1] - 1).max(0) as u64,
             });
         }
     }

@@ -26,6 +26,8 @@ use std::time::{Duration, Instant};
 use fred::bytes::Bytes;
 use fred::prelude::*;
 use fred::types::Value;
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
 use time::OffsetDateTime;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio::task::JoinSet;
@@ -33,7 +35,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::ConsumerConfig;
 use crate::error_entry::{self, Reason};
-use crate::keys::{ACK_ERROR, ACK_OUTPUT, ADOPT, FETCH, HEARTBEAT, Keys, RETURN_INFLIGHT};
+use crate::keys::{
+    ACK_ERROR, ACK_OUTPUT, ADOPT, FETCH, HEARTBEAT, INFLIGHT_MARKER_FIELD, INFLIGHT_MARKER_VALUE,
+    Keys, RETURN_INFLIGHT,
+};
 use crate::message;
 use crate::metrics::{Metrics, Outcome};
 use crate::processor::{SimulatedProcessor, Verdict};
@@ -294,16 +299,22 @@ impl Consumer {
                     idle_wait = Duration::ZERO;
                     last_message = Instant::now();
                     self.metrics.add_in_flight(deliveries.len() as i64);
-                    for d in deliveries {
-                        // `permit` holds `want` ≥ number of deliveries.
-                        let Some(one) = permit.split(1) else { break };
-                        let this = self.clone();
-                        let tx = ack_tx.clone();
-                        tasks.spawn(async move {
-                            let ack = this.handle(d, one).await;
+                    // One task per fetched batch, processing its messages
+                    // concurrently: a task per message cost more than the
+                    // processing of a small one.
+                    let tx = ack_tx.clone();
+                    let this = self.clone();
+                    tasks.spawn(async move {
+                        let mut batch = FuturesUnordered::new();
+                        for d in deliveries {
+                            // `permit` holds `want` ≥ number of deliveries.
+                            let Some(one) = permit.split(1) else { break };
+                            batch.push(this.handle(d, one));
+                        }
+                        while let Some(ack) = batch.next().await {
                             tx.send(ack);
-                        });
-                    }
+                        }
+                    });
                 }
                 Err(e) => {
                     drop(permit);
@@ -335,17 +346,28 @@ impl Consumer {
                     self.keys.heartbeat(&self.id),
                     self.keys.consumers(),
                 ],
-                vec![
+                [
                     int(n as u64),
-                    int(first_id),
                     int(self.cfg.heartbeat_ttl_ms),
                     int(self.cfg.max_message_bytes as u64),
                     self.id.as_str().into(),
                     self.heartbeat_value.as_str().into(),
-                ],
+                    INFLIGHT_MARKER_FIELD.into(),
+                    INFLIGHT_MARKER_VALUE.into(),
+                ]
+                .into_iter()
+                .chain((first_id..first_id + n as u64).map(int))
+                .collect(),
             )
             .await?;
-        deliveries(reply, FETCH.name)
+        Ok(reply
+            .into_iter()
+            .zip(first_id..)
+            .map(|(body, id)| Delivery {
+                id,
+                body: body_of(body),
+            })
+            .collect())
     }
 
     /// Re-reads what the hash holds under `ids` (see [`crate::keys::ADOPT`]).
@@ -532,21 +554,23 @@ impl Consumer {
             )
             .await?;
         let mut late = 0;
+        let mut counts = [0u64; Outcome::ALL.len()];
         for (flag, a) in flags.iter().zip(acks) {
             if *flag == 1 || attempt > 1 {
-                self.record(a.outcome, 1);
+                counts[a.outcome as usize] += 1;
             } else {
                 late += 1;
             }
+        }
+        for (outcome, n) in Outcome::ALL.iter().zip(counts) {
+            self.record(*outcome, n);
         }
         self.metrics.record_late_acks(late);
         Ok(())
     }
 
     fn record(&self, outcome: Outcome, n: u64) {
-        for _ in 0..n {
-            self.metrics.record_processed(outcome);
-        }
+        self.metrics.record_processed(outcome, n);
     }
 
     /// Returns everything this consumer still holds to the queue and
@@ -622,7 +646,7 @@ impl Consumer {
     }
 }
 
-/// Parses `{id, message or size, …}` replies of FETCH and ADOPT.
+/// Parses `{id, message or size, …}` replies of ADOPT.
 fn deliveries(reply: Vec<Value>, script: &'static str) -> Result<Vec<Delivery>, RedisError> {
     let mut out = Vec::with_capacity(reply.len() / 2);
     let mut it = reply.into_iter();
@@ -631,11 +655,18 @@ fn deliveries(reply: Vec<Value>, script: &'static str) -> Result<Vec<Delivery>, 
             script,
             detail: "delivery id is not a number".into(),
         })?;
-        let body = match body {
-            Value::Integer(size) => Body::Oversized(size.max(0) as u64),
-            other => Body::Bytes(value_bytes(other).unwrap_or_default()),
-        };
-        out.push(Delivery { id, body });
+        out.push(Delivery {
+            id,
+            body: body_of(body),
+        });
     }
     Ok(out)
+}
+
+/// A message's bytes, or its size when it was too large to be sent.
+fn body_of(v: Value) -> Body {
+    match v {
+        Value::Integer(size) => Body::Oversized(size.max(0) as u64),
+        other => Body::Bytes(value_bytes(other).unwrap_or_default()),
+    }
 }

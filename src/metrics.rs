@@ -298,11 +298,14 @@ impl Metrics {
             .fetch_add(n, Ordering::Relaxed);
     }
 
-    /// A message's processing ended with `outcome` and was acknowledged.
-    pub fn record_processed(&self, outcome: Outcome) {
+    /// `n` messages' processing ended with `outcome` and was acknowledged.
+    pub fn record_processed(&self, outcome: Outcome, n: u64) {
+        if n == 0 {
+            return;
+        }
         self.inner
             .processed
-            .add(1, &[KeyValue::new("outcome", outcome.as_str())]);
+            .add(n, &[KeyValue::new("outcome", outcome.as_str())]);
         let c = &self.inner.counters;
         match outcome {
             Outcome::Ok => &c.processed_ok,
@@ -310,7 +313,7 @@ impl Metrics {
             Outcome::Malformed => &c.malformed,
             Outcome::Oversized => &c.oversized,
         }
-        .fetch_add(1, Ordering::Relaxed);
+        .fetch_add(n, Ordering::Relaxed);
     }
 
     /// How long processing one message took.

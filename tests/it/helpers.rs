@@ -130,8 +130,11 @@ impl TestEnv {
         out
     }
 
-    pub async fn hlen(&self, key: &str) -> u64 {
-        self.client.client().hlen(key).await.expect("hlen")
+    /// Messages held in the in-flight hash `key` (its marker field, see
+    /// `keys::INFLIGHT_MARKER_FIELD`, is not a message).
+    pub async fn held(&self, key: &str) -> u64 {
+        let fields: Vec<String> = self.client.client().hkeys(key).await.expect("hkeys");
+        fields.iter().filter(|f| f.parse::<u64>().is_ok()).count() as u64
     }
 }
 

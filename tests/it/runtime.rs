@@ -185,14 +185,14 @@ async fn contract3_consumer_killed_with_sigkill_loses_no_message() {
     let inflight_key = format!("{{{}}}:inflight:{a_id}", env.queue);
     assert!(
         eventually(Duration::from_secs(5), || async {
-            env.hlen(&inflight_key).await == 100
+            env.held(&inflight_key).await == 100
         })
         .await
     );
     a.signal(libc::SIGKILL);
     a.wait_timeout(Duration::from_secs(5)).expect("killed");
     assert_eq!(
-        env.hlen(&inflight_key).await,
+        env.held(&inflight_key).await,
         100,
         "a dead consumer's messages wait in its hash"
     );
@@ -232,7 +232,7 @@ async fn contract3_consumer_killed_with_sigkill_loses_no_message() {
         "the killed consumer acknowledged nothing, so nothing twice"
     );
     assert_eq!(counter(&b, "recovered").await, 100);
-    assert_eq!(env.hlen(&inflight_key).await, 0);
+    assert_eq!(env.held(&inflight_key).await, 0);
 }
 
 #[tokio::test]
@@ -636,7 +636,7 @@ async fn contract3_messages_of_a_fetch_whose_reply_was_lost_are_processed() {
         .expect("id")
         .to_string();
     assert_eq!(
-        env.hlen(&format!("{{q}}:inflight:{id}")).await,
+        env.held(&format!("{{q}}:inflight:{id}")).await,
         0,
         "nothing left stranded in the hash"
     );
