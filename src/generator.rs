@@ -127,6 +127,7 @@ impl Generator {
 
     async fn run_batched(&self, lease: &Lease, stop: &CancellationToken) -> GeneratorEnd {
         let pacer = Arc::new(Pacer::new(self.cfg.rate));
+        let batch = batch_for_rate(self.cfg.batch_size, self.cfg.rate);
         let mut tasks = tokio::task::JoinSet::new();
         // The workers share a token that the first to see the lease lost
         // cancels, so every worker stops.
@@ -152,16 +153,13 @@ impl Generator {
                     if halt.is_cancelled() {
                         return GeneratorEnd::Stopped;
                     }
-                    if let Some(at) = pacer.reserve(this.cfg.batch_size) {
+                    if let Some(at) = pacer.reserve(batch) {
                         tokio::select! {
                             _ = halt.cancelled() => return GeneratorEnd::Stopped,
                             _ = tokio::time::sleep_until(at.into()) => {}
                         }
                     }
-                    match this
-                        .write_batch(&lease, &mut writer, this.cfg.batch_size)
-                        .await
-                    {
+                    match this.write_batch(&lease, &mut writer, batch).await {
                         Ok(true) => errors = 0,
                         Ok(false) => {
                             halt.cancel();
@@ -253,6 +251,17 @@ async fn backoff(n: u32, stop: &CancellationToken) -> bool {
     }
 }
 
+/// Messages per write: the configured batch, but at a target rate no more
+/// than about one millisecond's worth, so a paced stream arrives smoothly
+/// rather than in bursts.
+fn batch_for_rate(batch_size: usize, rate: f64) -> usize {
+    if rate > 0.0 {
+        ((rate / 1000.0).ceil() as usize).clamp(1, batch_size)
+    } else {
+        batch_size
+    }
+}
+
 /// Spreads batches evenly over time to hold a target rate.
 #[derive(Debug)]
 struct Pacer {
@@ -297,5 +306,13 @@ mod tests {
             "{gap:?}"
         );
         assert!(Pacer::new(0.0).reserve(100).is_none());
+    }
+
+    #[test]
+    fn paced_batches_hold_about_a_millisecond_of_messages() {
+        assert_eq!(batch_for_rate(100, 0.0), 100);
+        assert_eq!(batch_for_rate(100, 10_000.0), 10);
+        assert_eq!(batch_for_rate(100, 50.0), 1);
+        assert_eq!(batch_for_rate(100, 5_000_000.0), 100);
     }
 }

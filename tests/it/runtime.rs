@@ -722,3 +722,59 @@ async fn contract7_sigterm_while_redis_is_down_still_exits_zero_in_time() {
         sent.elapsed()
     );
 }
+
+/// Back-pressure: with a 2 M backlog and slow processing the consumer holds
+/// at most its concurrency limit and its memory stays bounded.
+#[tokio::test]
+async fn contract3_memory_stays_bounded_under_a_two_million_backlog() {
+    let env = TestEnv::new().await;
+    let n: u64 = std::env::var("DSG_TEST_BACKLOG")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2_000_000);
+    env.push(&env.queue, &(0..n).map(numbered).collect::<Vec<_>>())
+        .await;
+    let c = env
+        .spawn(
+            "c",
+            &[
+                ("MODE", "consumer"),
+                ("DSG_PROCESSOR__MIN_MS", "100"),
+                ("DSG_PROCESSOR__MAX_MS", "100"),
+                ("DSG_PROCESSOR__INVALID_RATIO", "0"),
+                ("CONSUMER_MAX_GOROUTINES", "5000"),
+            ],
+        )
+        .await;
+    let pid = c.pid().expect("pid").to_string();
+    let mut peak_in_flight = 0;
+    let mut samples = Vec::new();
+    for _ in 0..40 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let s = c.status().await.expect("status");
+        peak_in_flight = peak_in_flight.max(s["in_flight"].as_i64().unwrap_or(0));
+        samples.push(redis_dsg::process::rss_of(&pid).expect("rss"));
+    }
+    let processed = counter(&c, "processed_ok").await;
+    assert!(
+        processed > 5_000,
+        "it works through the backlog: {processed}"
+    );
+    assert!(peak_in_flight <= 5_000, "held {peak_in_flight} > the limit");
+    let id = c.status().await.expect("status")["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    assert!(env.held(&format!("{{q}}:inflight:{id}")).await <= 5_000);
+    // A debug build with 5,000 messages in flight; generous on purpose.
+    let peak = *samples.iter().max().expect("samples");
+    assert!(peak < 64 * 1024 * 1024, "RSS peaked at {peak} bytes");
+    // Bounded, not growing with the backlog: the last second is no higher
+    // than the first second after warm-up plus slack.
+    let early = samples[10..20].iter().max().copied().unwrap_or(0);
+    let late = samples[30..].iter().max().copied().unwrap_or(0);
+    assert!(
+        late < early + 8 * 1024 * 1024,
+        "RSS grew from {early} to {late}"
+    );
+}
