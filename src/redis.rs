@@ -1,6 +1,7 @@
-//! Connections to Redis (fred): a pool for ordinary commands, a separate
-//! client for blocking waits (a connection blocked in `BLMOVE` holds up every
-//! command queued behind it), and subscriber clients for lease notices.
+//! Connections to Redis (fred): a pool for commands and a subscriber client
+//! for lease notices. Nothing blocks a connection: consumers poll an empty
+//! queue (see [`crate::consumer`] for why), so no command ever waits behind
+//! a blocking pop.
 //!
 //! The service connects lazily and reconnects forever with exponential
 //! backoff; one-shot commands connect once and fail fast.
@@ -144,7 +145,6 @@ fn builder(cfg: &RedisConfig, fail_fast: bool) -> Result<Builder, RedisError> {
 #[derive(Clone)]
 pub struct Redis {
     pool: Pool,
-    blocking: Client,
     builder: Builder,
     command_timeout: Duration,
 }
@@ -171,7 +171,6 @@ impl Redis {
         let timeout = Duration::from_millis(cfg.connect_timeout_ms) + Duration::from_secs(1);
         let init = async {
             redis.pool.init().await?;
-            redis.blocking.init().await?;
             Ok::<_, fred::error::Error>(())
         };
         match tokio::time::timeout(timeout, init).await {
@@ -188,7 +187,6 @@ impl Redis {
         let builder = builder(cfg, fail_fast)?;
         Ok(Redis {
             pool: builder.build_pool(size)?,
-            blocking: builder.build()?,
             command_timeout: cfg.command_timeout(),
             builder,
         })
@@ -197,13 +195,11 @@ impl Redis {
     /// Starts the background connection tasks (they retry until connected).
     pub fn connect(&self) {
         drop(self.pool.connect_pool());
-        drop(self.blocking.connect());
     }
 
     /// Resolves once every connection is up.
     pub async fn wait_connected(&self) -> Result<(), RedisError> {
         self.pool.wait_for_connect().await?;
-        self.blocking.wait_for_connect().await?;
         Ok(())
     }
 
@@ -220,11 +216,6 @@ impl Redis {
     /// One client of the pool (for scripts, pub/sub publishing, pipelines).
     pub fn client(&self) -> &Client {
         self.pool.next_connected()
-    }
-
-    /// The client reserved for blocking commands.
-    pub fn blocking(&self) -> &Client {
-        &self.blocking
     }
 
     /// The per-command timeout.
@@ -280,7 +271,6 @@ impl Redis {
     /// Closes every connection.
     pub async fn quit(&self) {
         let _ = self.pool.quit().await;
-        let _ = self.blocking.quit().await;
     }
 }
 
