@@ -131,10 +131,15 @@ pub const ERROR_ENTRY_PREFIX: &str = "DSGERR1 ";
 
 /// Takes the lease if nobody holds it, with a new fencing epoch.
 ///
-/// KEYS: lease, epoch counter. ARGV: holder id, TTL (ms).
+/// KEYS: lease, epoch counter. ARGV: holder id, TTL (ms), the highest epoch
+/// the caller has seen.
 /// Returns `{1, token, epoch}` when taken, `{0, current token, PTTL}` when
 /// held. `INCR` and `SET NX PX` run in one atomic step, so every
-/// acquisition has its own epoch and no two holders ever share one.
+/// acquisition has its own epoch and no two holders ever share one. Epochs
+/// never go backwards, even when Redis lost the counter (a restart without
+/// persistence, a failover to a replica that missed the last `INCR`), as
+/// long as one contender saw the latest epoch: the counter is raised past
+/// what the caller has seen.
 pub static ACQUIRE_LEASE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         "acquire_lease",
@@ -144,6 +149,11 @@ if current then
   return {0, current, redis.call('PTTL', KEYS[1])}
 end
 local epoch = redis.call('INCR', KEYS[2])
+local floor = tonumber(ARGV[3])
+if epoch <= floor then
+  epoch = floor + 1
+  redis.call('SET', KEYS[2], epoch)
+end
 local token = ARGV[1] .. ' ' .. epoch
 redis.call('SET', KEYS[1], token, 'NX', 'PX', ARGV[2])
 return {1, token, epoch}

@@ -146,15 +146,20 @@ impl LeaseClient {
         }
     }
 
-    /// One attempt to take the lease.
-    pub async fn try_acquire(&self) -> Result<Attempt, RedisError> {
+    /// One attempt to take the lease; `seen_epoch` is the highest epoch
+    /// this instance has seen (new epochs are always above it).
+    pub async fn try_acquire(&self, seen_epoch: u64) -> Result<Attempt, RedisError> {
         let sent = Instant::now();
         let reply: Vec<Value> = self
             .redis
             .run(
                 &ACQUIRE_LEASE,
                 vec![self.keys.lease(), self.keys.epoch()],
-                vec![self.id.clone().into(), int(self.cfg.ttl_ms)],
+                vec![
+                    self.id.clone().into(),
+                    int(self.cfg.ttl_ms),
+                    int(seen_epoch),
+                ],
             )
             .await?;
         let bad = |detail: &str| RedisError::Reply {
@@ -294,7 +299,7 @@ impl LeaseClient {
         on_waiting: &(dyn Fn() + Sync),
     ) -> Option<Lease> {
         loop {
-            let attempt = self.try_acquire().await;
+            let attempt = self.try_acquire(state.epoch()).await;
             if !matches!(attempt, Ok(Attempt::Acquired(_))) {
                 on_waiting();
             }

@@ -94,7 +94,7 @@ impl InstanceState {
             });
     }
 
-    /// The lease epoch this instance holds or last saw.
+    /// The highest lease epoch this instance has held or seen.
     pub fn epoch(&self) -> u64 {
         self.epoch.load(Ordering::Relaxed)
     }
@@ -109,8 +109,10 @@ impl InstanceState {
         if let Ok(mut h) = self.holder.lock() {
             *h = holder;
         }
+        // The highest ever seen: it is the floor for new epochs, which
+        // keeps them increasing even if Redis lost its counter.
         if let Some(e) = epoch {
-            self.epoch.store(e, Ordering::Relaxed);
+            self.epoch.fetch_max(e, Ordering::Relaxed);
         }
     }
 

@@ -250,6 +250,7 @@ async fn contract6_redis_down_longer_than_the_ttl_then_exactly_one_generator_aga
         })
         .await
     );
+    let epoch_before = epoch_of(&replicas[generators(&replicas).await[0]]).await;
     env.redis.kill();
     // Past the renew deadline every holder must have stepped down.
     tokio::time::sleep(Duration::from_millis(2500)).await;
@@ -280,6 +281,12 @@ async fn contract6_redis_down_longer_than_the_ttl_then_exactly_one_generator_aga
         );
     }
     env.client = connect(&env.redis.url()).await;
+    // Redis kept nothing (no persistence), yet the epoch goes on upwards.
+    let g = generators(&replicas).await[0];
+    assert!(
+        epoch_of(&replicas[g]).await > epoch_before,
+        "epochs must never go backwards"
+    );
     for _ in 0..20 {
         assert_eq!(generators(&replicas).await.len(), 1);
         tokio::time::sleep(Duration::from_millis(100)).await;
