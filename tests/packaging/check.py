@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import base64
 import contextlib
+import ctypes
 import difflib
 import hashlib
 import json
@@ -65,6 +66,9 @@ VENV_BIN = Path(sys.executable).parent
 RELEASE = "redis-dsg"
 README_NAMESPACE = "redis-dsg"
 KUBE_VERSIONS = ["1.25", "1.37"]
+# Longest wait for a live process to reach a state (generous: CI machines are
+# busy; a healthy run takes a second or two per step).
+LIVE_TIMEOUT = 45
 
 # Kinds without a Kubernetes schema, each checked field by field below.
 CUSTOM_KINDS = {
@@ -206,6 +210,15 @@ class Render:
         return next((d for d in self.all(kind) if d["metadata"]["name"] == name), None)
 
 
+def redis_endpoint(url: str) -> tuple[str, int, str, bool]:
+    """(host, port, database, tls) of a Redis address as the program reads it:
+    host:port or redis[s]://[user@]host[:port][/db]."""
+    m = re.fullmatch(r"(?:(rediss?)://)?(?:[^@/]*@)?([^:/]+)(?::(\d+))?(?:/(\d*))?", url)
+    expect(m, f"unexpected Redis URL {url}")
+    scheme, host, port, db = m.groups()
+    return host, int(port or 6379), db or "0", scheme == "rediss"
+
+
 def is_hook(doc: dict[str, Any]) -> bool:
     return "helm.sh/hook" in (doc.get("metadata", {}).get("annotations") or {})
 
@@ -291,6 +304,7 @@ def http_get(port: int, path: str, timeout: float = 2.0) -> tuple[int, str]:
 
 
 def wait_for(what: str, condition: Callable[[], bool], timeout: float) -> None:
+    """Poll condition until it holds; an AssertionError from it fails at once."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
@@ -302,6 +316,14 @@ def wait_for(what: str, condition: Callable[[], bool], timeout: float) -> None:
     fail(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
+def die_with_parent() -> None:
+    """In a child before exec: be killed when this script dies, even by
+    SIGKILL, so no redis-server or redis-dsg outlives a run (Linux prctl
+    PR_SET_PDEATHSIG)."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)
+
+
 class Processes:
     """Started processes, all stopped on exit."""
 
@@ -311,7 +333,8 @@ class Processes:
 
     def start(self, name: str, argv: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
         log = open(self.logs / f"{name}.log", "wb")
-        proc = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                                preexec_fn=die_with_parent)
         self.procs.append((name, proc))
         return proc
 
@@ -487,7 +510,7 @@ class Checks:
                "dependencies must be built in a layer before the sources are copied")
         # .dockerignore lets through what the build copies.
         ignore = [line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines() if line.strip() and not line.startswith("#")]
-        for needed in ("Cargo.toml", "Cargo.lock", "src/"):
+        for needed in ("Cargo.toml", "Cargo.lock", "src"):
             expect(f"!{needed}" in ignore, f".dockerignore must let {needed} through")
         return f"builder {builder}, runtime {froms[-1]}, version {version}"
 
@@ -556,9 +579,37 @@ class Checks:
             chart.validate_schema(chart.values)
         return f"{objects} objects closed; defaults valid"
 
+    def config_coverage(self) -> str:
+        """Every setting the binary has is a chart value (or set through the
+        environment by the chart); the reverse holds because the binary
+        refuses unknown keys, which the live checks prove."""
+        run = subprocess.run([str(self.binary), "config"], env={"PATH": os.environ["PATH"]}, capture_output=True, text=True, timeout=30)
+        expect(run.returncode == 0, f"redis-dsg config exited {run.returncode}: {run.stderr}")
+        binary: set[str] = set()
+        section = ""
+        for line in run.stdout.splitlines():
+            if m := re.match(r"^\[(\w+)\]$", line):
+                section = m.group(1) + "."
+            elif m := re.match(r"^(?:# )?(\w+)(?: = |: not set)", line):
+                binary.add(section + m.group(1))
+        values = load_yaml(CHART / "values.yaml")["config"]
+
+        def snake(key: str) -> str:
+            return re.sub(r"([A-Z])", lambda m: "_" + m.group(1).lower(), key)
+
+        chart = {snake(k) for k, v in values.items() if not isinstance(v, dict)}
+        chart |= {f"{sec}.{snake(k)}" for sec, keys in values.items() if isinstance(keys, dict) for k in keys}
+        # Set by the chart through the environment (logFormat, auth.*), or
+        # deliberately left at the binary's default (bind on every address).
+        through_env = {"log_format", "redis.password", "redis.username", "http.bind"}
+        missing = binary - chart - through_env
+        expect(not missing, f"settings of the binary with no chart value: {', '.join(sorted(missing))}")
+        expect("consumer.output_queue" in chart, "consumer.outputQueue")
+        return f"{len(binary)} settings of `redis-dsg config`: {len(chart)} chart values + {', '.join(sorted(through_env))}"
+
     def bad_values(self) -> str:
         files = sorted((HERE / "bad-values").glob("*.yaml"))
-        schema_refusals = 0
+        schema_refusals = template_refusals = binary_refusals = 0
         with helm.Chart.load(CHART) as chart:
             for path in files:
                 m = re.search(r"^# expect: (.+)$", path.read_text(), re.M)
@@ -572,17 +623,31 @@ class Checks:
                     schema_refusals += 1
                 else:
                     try:
-                        chart.render(values, name=RELEASE, namespace="default")
+                        rendered = chart.render(values, name=RELEASE, namespace="default")
                     except helm.HelmError as e:
                         expect(wanted in str(e), f"{path.name}: refused, but with {str(e)!r}, not {wanted!r}")
+                        template_refusals += 1
                     else:
-                        fail(f"{path.name}: accepted, expected {wanted!r}")
+                        # Rules only the program knows: the pods would stop at
+                        # start-up with exit 78 and this message.
+                        toml = yaml.safe_load(rendered["redis-dsg/templates/configmap.yaml"])["data"]["config.toml"]
+                        config_file = self.work / "bad-values" / "config.toml"  # the pods' file name
+                        config_file.parent.mkdir(exist_ok=True)
+                        config_file.write_text(toml)
+                        run = subprocess.run([str(self.binary), "config"], env={"PATH": os.environ["PATH"], "DSG_CONFIG": str(config_file)},
+                                             capture_output=True, text=True, timeout=30)
+                        expect(run.returncode == 78, f"{path.name}: rendered, and the binary accepted it (exit {run.returncode}); expected {wanted!r}")
+                        stderr = re.sub(r"from TOML file \S*config\.toml", "from TOML file config.toml", run.stderr)
+                        expect(wanted in stderr, f"{path.name}: the binary refused it with {stderr!r}, not {wanted!r}")
+                        binary_refusals += 1
+                        continue
                 # `helm install` and `helm template` refuse them too.
                 with contextlib.suppress(helm.HelmError):
                     chart.render(values, name=RELEASE, namespace="default")
                     fail(f"{path.name}: rendering accepted it")
         expect(schema_refusals >= 5, f"only {schema_refusals} files are refused by the schema")
-        return f"{len(files)} files refused ({schema_refusals} by the schema), each with its message"
+        return (f"{len(files)} files refused, each with its message: {schema_refusals} by the schema, "
+                f"{template_refusals} by the templates, {binary_refusals} by the binary (exit 78)")
 
     # ---- one value set ----------------------------------------------------
 
@@ -730,8 +795,7 @@ class Checks:
                 expect(selects(np["spec"]["podSelector"]["matchLabels"], pod_labels), "NetworkPolicy does not select the pods")
                 ports = [p["port"] for rule in np["spec"]["ingress"] for p in rule["ports"]]
                 expect(ports == ["http"], f"ingress ports {ports}")
-                url = self.toml(render)["redis"]["url"]
-                redis_port = int(re.search(r":(\d+)(/|$)", url.split("://")[-1].split("@")[-1] + "/").group(1)) if re.search(r":\d+", url.split("://")[-1]) else 6379
+                _, redis_port, _, _ = redis_endpoint(self.toml(render)["redis"]["url"])
                 egress_ports = [p["port"] for rule in np["spec"]["egress"] for p in rule.get("ports", [])]
                 expect(redis_port in egress_ports and 53 in egress_ports, f"egress ports {egress_ports} miss DNS or Redis {redis_port}")
         dash = next((c for c in render.all("ConfigMap") if c["metadata"]["name"].endswith("-dashboard")), None)
@@ -742,8 +806,10 @@ class Checks:
         # The in-cluster Redis: our URL points at its Service.
         if render.merged["redis"]["enabled"]:
             rsvc = next(s for s in render.all("Service") if s["metadata"]["name"].endswith("-redis"))
-            expect(f"//{rsvc['metadata']['name']}:{rsvc['spec']['ports'][0]['port']}" in self.toml(render)["redis"]["url"]
-                   or render.merged["config"]["redis"]["url"], "the URL must point at the in-cluster Redis")
+            if not render.merged["config"]["redis"]["url"]:
+                host, port, _, _ = redis_endpoint(self.toml(render)["redis"]["url"])
+                expect((host, port) == (rsvc["metadata"]["name"], rsvc["spec"]["ports"][0]["port"]),
+                       f"the URL must point at the in-cluster Redis, is {self.toml(render)['redis']['url']}")
             rdep = next(d for d in render.all("Deployment") if d is not dep)
             expect(selects(rsvc["spec"]["selector"], rdep["spec"]["template"]["metadata"]["labels"]), "Redis Service does not select Redis")
         # helm test pod: `redis-dsg status --check` with the pods' configuration.
@@ -789,7 +855,11 @@ class Checks:
                 expect({"summary", "description"} <= set(r["annotations"]), f"{r['alert']}: needs summary and description")
                 if "for" in r:
                     promql_parser.parse_duration(r["for"])
-                if any(m.startswith("dsg_") for m in promql_metrics(r["expr"])):
+                try:
+                    metrics = promql_metrics(r["expr"])
+                except ValueError as e:
+                    fail(f"{r['alert']}: expr does not parse: {e}\n  {r['expr']}")
+                if any(m.startswith("dsg_") for m in metrics):
                     # The job label a ServiceMonitor gives the series is the Service's name.
                     expect(f'job="{svc["metadata"]["name"]}"' in r["expr"], f"{r['alert']}: must select job={svc['metadata']['name']}")
                 for q in re.findall(r'queue="([^"]+)"', r["expr"]):
@@ -817,13 +887,10 @@ class Checks:
             expect(set(meta) <= allowed, f"unknown trigger metadata {set(meta) - allowed}")
             expect(meta["listName"] == toml["redis"]["queue"], f"listName {meta['listName']} != queue {toml['redis']['queue']}")
             url = toml["redis"]["url"]
-            hostport = re.sub(r"^[a-z-]+://([^@/]*@)?", "", url).split("/")[0]
-            if not re.search(r":\d+$", hostport):
-                hostport += ":6379"
-            expect(meta["address"] == hostport, f"address {meta['address']} != {hostport} from {url}")
-            db = re.search(r"://[^/]+/(\d+)", url)
-            expect(meta["databaseIndex"] == (db.group(1) if db else "0"), f"databaseIndex {meta['databaseIndex']} for {url}")
-            expect(meta["enableTLS"] == ("true" if url.startswith("rediss://") else "false"), f"enableTLS {meta['enableTLS']} for {url}")
+            host, port, db, tls = redis_endpoint(url)
+            expect(meta["address"] == f"{host}:{port}", f"address {meta['address']} != {host}:{port} from {url}")
+            expect(meta["databaseIndex"] == db, f"databaseIndex {meta['databaseIndex']} for {url}")
+            expect(meta["enableTLS"] == str(tls).lower(), f"enableTLS {meta['enableTLS']} for {url}")
             expect(int(meta["listLength"]) >= 1, "listLength must be a positive integer")
             env_names = {e["name"] for e in container["env"]}
             for k in ("usernameFromEnv", "passwordFromEnv"):
@@ -909,12 +976,15 @@ class Checks:
 
             # 2. The same, against a private redis-server: probes answer on
             #    the port the spec names.
-            url = self.toml(render)["redis"]["url"]
-            db = re.search(r"://[^/]+/(\d+)", url)
-            username = env.get("DSG_REDIS__USERNAME")
-            redis_port = start_redis(procs, "redis-server", env.get("DSG_REDIS__PASSWORD"), username)
+            _, _, db, _ = redis_endpoint(self.toml(render)["redis"]["url"])
+            # Redis demands the credentials the values configure, so a pod
+            # that does not pass them on cannot get ready.
+            auth = render.merged["auth"]
+            password = secrets.get((auth["existingSecret"], auth["existingSecretPasswordKey"])) or auth["password"] or None
+            username = auth["username"] or None
+            redis_port = start_redis(procs, "redis-server", password, username)
             files = work / "files-live"
-            local_url = f"redis://127.0.0.1:{redis_port}" + (f"/{db.group(1)}" if db else "")
+            local_url = f"redis://127.0.0.1:{redis_port}/{db}"
             self.materialize_volumes(render, spec, files, redis_url=local_url)
             env = self.pod_env(render, container, files, secrets)
             if not self.port_free(port):
@@ -923,21 +993,26 @@ class Checks:
                 port = free_port()
                 env["DSG_HTTP__PORT"] = str(port)
             pod1 = procs.start("pod-1", argv, env)
+
+            def alive(proc: subprocess.Popen[bytes], name: str) -> bool:
+                expect(proc.poll() is None, f"{name} exited {proc.returncode}:\n{procs.log(name)}")
+                return True
+
             probes = [(name, container[name]["httpGet"]) for name in ("startupProbe", "livenessProbe", "readinessProbe")]
             for name, get in probes:
                 expect(get["port"] in ("http", port) or get["port"] == effective["http"]["port"], f"{name} port {get['port']}")
-                wait_for(f"{name} {get['path']} = 200 on port {port}", lambda p=get["path"]: http_get(port, p)[0] == 200, 20)
+                wait_for(f"{name} {get['path']} = 200 on port {port}", lambda p=get["path"]: alive(pod1, "pod-1") and http_get(port, p)[0] == 200, LIVE_TIMEOUT)
             expect(pod1.poll() is None, f"pod-1 exited:\n{procs.log('pod-1')}")
             # A second replica (a consumer with fast processing, so that
             # histograms fill): `helm test`'s command passes against the pair.
             port2 = free_port()
             env2 = dict(env, DSG_HTTP__PORT=str(port2), MODE="consumer", DSG_PROCESSOR__MAX_MS="1")
             pod2 = procs.start("pod-2", argv, env2)
-            wait_for("pod-2 ready", lambda: http_get(port2, "/readyz")[0] == 200, 20)
+            wait_for("pod-2 ready", lambda: alive(pod2, "pod-2") and http_get(port2, "/readyz")[0] == 200, LIVE_TIMEOUT)
             test = render.one("Pod", hook=True)
             tc = test["spec"]["containers"][0]
             tenv = self.pod_env(render, tc, files, secrets)
-            deadline = time.monotonic() + 20
+            deadline = time.monotonic() + LIVE_TIMEOUT
             while True:
                 status = subprocess.run([str(self.binary)] + tc["args"], env=tenv, capture_output=True, text=True, timeout=30)
                 if status.returncode == 0 or time.monotonic() > deadline:
@@ -945,7 +1020,7 @@ class Checks:
                 time.sleep(0.5)
             expect(status.returncode == 0, f"`redis-dsg {' '.join(tc['args'])}` (helm test) exited {status.returncode}:\n{status.stdout}{status.stderr}")
             if scrape:
-                wait_for("processing histograms in /metrics", lambda: "dsg_message_age_seconds_bucket" in http_get(port2, "/metrics")[1], 20)
+                wait_for("processing histograms in /metrics", lambda: "dsg_message_age_seconds_bucket" in http_get(port2, "/metrics")[1], LIVE_TIMEOUT)
                 for p in (port, port2):
                     code, text = http_get(p, "/metrics")
                     expect(code == 200, f"/metrics answered {code}")
@@ -971,10 +1046,10 @@ class Checks:
             redis_proc = next(p for n, p in procs.procs if n == "redis-server")
             redis_proc.kill()
             redis_proc.wait()
-            wait_for(f"{ready} = 503 with Redis down", lambda: http_get(port, ready)[0] == 503, 20)
+            wait_for(f"{ready} = 503 with Redis down", lambda: http_get(port, ready)[0] == 503, LIVE_TIMEOUT)
             expect(http_get(port, live)[0] == 200, f"{live} must stay 200 while Redis is down")
-            start_redis(procs, "redis-server-again", env.get("DSG_REDIS__PASSWORD"), username, port=redis_port)
-            wait_for(f"{ready} = 200 once Redis is back", lambda: http_get(port, ready)[0] == 200, 30)
+            start_redis(procs, "redis-server-again", password, username, port=redis_port)
+            wait_for(f"{ready} = 200 once Redis is back", lambda: alive(pod1, "pod-1") and http_get(port, ready)[0] == 200, LIVE_TIMEOUT)
             # 5. SIGTERM: the generator stops cleanly within the grace period.
             took = max(took, stop("pod-1", pod1))
             probed = ", ".join(f"{n} {g['path']}" for n, g in probes)
@@ -1142,8 +1217,9 @@ class Checks:
                            f"`{c}` must install release {RELEASE} of ./helm/redis-dsg in namespace {README_NAMESPACE}")
                 for s in re.findall(r"--set(?:-string)? (\S+)", c):
                     chart.validate_schema(chart.merge_values(helm.parse_set_string(s)))
-                for k in re.findall(r"(?:kubectl [^|>]*?)\b(deployment|deploy|svc)/(\S+)", c):
-                    expect(k[1] == RELEASE, f"`{c}` names {k[0]}/{k[1]}, the chart names it {RELEASE}")
+                if c.startswith("kubectl ") and " -k " not in c:
+                    for kind, name in re.findall(r"(?<=\s)(deployment|deploy|svc)/([a-z0-9.-]+)", c):
+                        expect(name == RELEASE, f"`{c}` names {kind}/{name}, the chart names it {RELEASE}")
         # The Docker image the README builds is the chart's image.
         repo = load_yaml(CHART / "values.yaml")["image"]["repository"]
         for tag in re.findall(r"docker build -t (\S+)", section):
@@ -1165,6 +1241,9 @@ def main() -> int:
     parser.add_argument("--binary", type=Path, required=True, help="the redis-dsg binary to run")
     parser.add_argument("--update", action="store_true", help="regenerate deploy/ and the chart's dashboard copy first")
     args = parser.parse_args()
+    # A SIGTERM (CI ending the run) unwinds like Ctrl-C: every started
+    # process is stopped on the way out.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     if args.update:
         update_generated()
 
@@ -1178,6 +1257,7 @@ def main() -> int:
         report.check("chart: Chart.yaml appVersion = crate version", checks.chart_metadata)
         report.check("chart: every value commented, camelCase", checks.values_documented)
         report.check("chart: values.schema.json is strict and accepts the defaults", checks.schema_strict)
+        report.check("chart: config.* covers every setting of the binary", checks.config_coverage)
         report.check("chart: bad values are refused with clear messages", checks.bad_values)
         for set_name, values in value_sets().items():
             render: Render | None = None

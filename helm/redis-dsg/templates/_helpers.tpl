@@ -153,7 +153,8 @@ reads every number as a float), other numbers and booleans as they are.
 {{/*
 The TOML configuration file. Values keys are the TOML keys in camelCase;
 snakecase turns them back (intervalMs -> interval_ms). config.redis.url is
-replaced by the effective URL.
+replaced by the effective URL; other empty strings (optional settings such as
+consumer.outputQueue) are left out.
 */}}
 {{- define "redis-dsg.configToml" -}}
 # redis-dsg configuration rendered by the Helm chart (values: config.*).
@@ -167,6 +168,8 @@ mode = {{ toJson .Values.config.mode }}
 {{- $value := index $values $key }}
 {{- if and (eq $section "redis") (eq $key "url") }}
 url = {{ include "redis-dsg.redisUrl" $ | toJson }}
+{{- else if eq (toString $value) "" }}
+{{- /* An empty string is an optional setting left unset. */}}
 {{- else }}
 {{ snakecase $key }} = {{ include "redis-dsg.tomlValue" $value }}
 {{- end }}
