@@ -670,3 +670,4 @@ fn body_of(v: Value) -> Body {
         other => Body::Bytes(value_bytes(other).unwrap_or_default()),
     }
 }
+
