@@ -199,9 +199,15 @@ async fn contract8_errors_drain_interrupted_keeps_unread_entries() {
         .spawn()
         .expect("drain");
     tokio::time::sleep(Duration::from_millis(800)).await;
+    // SIGTERM rather than SIGINT: a shell starting CI in the background
+    // makes its children ignore SIGINT.
     // SAFETY: signalling our own child.
-    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
-    let _ = child.wait();
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while child.try_wait().expect("wait").is_none() {
+        assert!(Instant::now() < deadline, "drain did not stop on SIGTERM");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let mut rest = String::new();
     let _ = child
         .stdout
