@@ -670,4 +670,3 @@ fn body_of(v: Value) -> Body {
         other => Body::Bytes(value_bytes(other).unwrap_or_default()),
     }
 }
-
