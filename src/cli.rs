@@ -77,6 +77,13 @@ pub enum Command {
         after_help = "Examples:\n  redis-dsg bench\n  redis-dsg bench --json\n  redis-dsg bench --messages 200000"
     )]
     Bench(crate::bench::BenchArgs),
+    /// Run a soak under faults (kills, pauses, Redis restarts, cut
+    /// connections) and check that nothing is lost or duplicated and that
+    /// no generator writes after losing its lease.
+    #[command(
+        after_help = "Examples:\n  redis-dsg chaos                  # 120 s of faults\n  redis-dsg chaos --duration 900   # the long soak\n  redis-dsg chaos --seed 42 --json"
+    )]
+    Chaos(crate::chaos::ChaosArgs),
 }
 
 /// Flags of `run`.

@@ -445,6 +445,24 @@ return entries
     )
 });
 
+/// The chaos soak's external producer: pushes message number N only once,
+/// however often a push is retried after an error whose outcome is unknown.
+///
+/// KEYS: queue, set of numbers pushed. ARGV: N, message.
+/// Returns 1 when pushed, 0 when N was pushed before.
+pub static PRODUCE_ONCE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        "produce_once",
+        r#"
+if redis.call('SADD', KEYS[2], ARGV[1]) == 1 then
+  redis.call('LPUSH', KEYS[1], ARGV[2])
+  return 1
+end
+return 0
+"#,
+    )
+});
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -8,6 +8,7 @@
 
 pub mod app;
 pub mod bench;
+pub mod chaos;
 pub mod cli;
 pub mod cluster_status;
 pub mod config;
@@ -17,6 +18,7 @@ pub mod error_entry;
 pub mod error_list;
 pub mod exit;
 pub mod failover_bench;
+pub mod fencing_audit;
 pub mod generator;
 pub mod http;
 pub mod http_client;
@@ -29,6 +31,7 @@ pub mod metrics;
 pub mod output;
 pub mod process;
 pub mod processor;
+pub mod proxy;
 pub mod reaper;
 pub mod redis;
 pub mod replica;

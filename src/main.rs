@@ -36,7 +36,7 @@ fn main() {
 
 async fn dispatch(cli: Cli) -> i32 {
     let loaded = match &cli.command {
-        Some(Command::Demo(_)) | Some(Command::Bench(_)) => None,
+        Some(Command::Demo(_)) | Some(Command::Bench(_)) | Some(Command::Chaos(_)) => None,
         _ => match cli::load_config(&cli) {
             Ok(l) => Some(l),
             Err(code) => return code,
@@ -58,6 +58,10 @@ async fn dispatch(cli: Cli) -> i32 {
         (Some(Command::Demo(args)), _) => {
             logging::init(redis_dsg::config::LogFormat::Text, "warn");
             redis_dsg::demo::run(&cli, args).await
+        }
+        (Some(Command::Chaos(args)), _) => {
+            logging::init(redis_dsg::config::LogFormat::Text, "warn,fred=error");
+            redis_dsg::chaos::run(args).await
         }
         (Some(Command::Bench(args)), _) => {
             logging::init(redis_dsg::config::LogFormat::Text, "warn");

@@ -121,6 +121,12 @@ fn builder(cfg: &RedisConfig, fail_fast: bool) -> Result<Builder, RedisError> {
     builder
         .with_connection_config(|c| {
             c.connection_timeout = connect_timeout;
+            // Never resend a command after a connection drops: a script whose
+            // reply was lost may have run, and running a fetch or a push twice
+            // overwrites or duplicates messages. Callers retry what is safe.
+            // (A per-call `Options::max_attempts` is not enough: fred 10.1
+            // still replays such a command after reconnecting.)
+            c.max_command_attempts = 1;
             c.internal_command_timeout = connect_timeout;
             c.tcp = TcpConfig {
                 nodelay: Some(true),

@@ -3,5 +3,6 @@
 
 mod cli;
 mod election;
+mod faults;
 mod helpers;
 mod runtime;
