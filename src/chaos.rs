@@ -64,8 +64,7 @@ pub struct ChaosArgs {
 }
 
 /// The kinds of fault.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Fault {
     /// SIGKILL a replica, then start it again.
     Kill,
@@ -77,6 +76,18 @@ pub enum Fault {
     RedisRestart,
     /// Drop every connection through the proxy.
     Cut,
+}
+
+impl Fault {
+    fn as_str(self) -> &'static str {
+        match self {
+            Fault::Kill => "kill",
+            Fault::Stop => "stop",
+            Fault::Term => "term",
+            Fault::RedisRestart => "redis_restart",
+            Fault::Cut => "cut",
+        }
+    }
 }
 
 const FAULTS: [Fault; 5] = [
@@ -208,8 +219,16 @@ async fn soak(args: &ChaosArgs) -> Result<ChaosSummary, String> {
     std::fs::create_dir_all(&logs).map_err(|e| e.to_string())?;
     say(&format!("seed {seed}; logs in {}", logs.display()));
 
-    // Durable Redis: every acknowledged write survives a crash.
-    let mut redis = LocalRedis::start_with(&["--appendonly", "yes", "--appendfsync", "always"])?;
+    // Durable Redis: every acknowledged write survives a crash. No AOF
+    // rewrite, so the file keeps the whole history of pushes.
+    let mut redis = LocalRedis::start_with(&[
+        "--appendonly",
+        "yes",
+        "--appendfsync",
+        "always",
+        "--auto-aof-rewrite-percentage",
+        "0",
+    ])?;
     let proxy = Proxy::start(([127, 0, 0, 1], redis.port()).into())
         .await
         .map_err(|e| format!("proxy: {e}"))?;
@@ -375,9 +394,7 @@ async fn soak(args: &ChaosArgs) -> Result<ChaosSummary, String> {
         if hits_generator {
             generator_faults.push(at);
         }
-        *faults
-            .entry(format!("{fault:?}").to_lowercase())
-            .or_default() += 1;
+        *faults.entry(fault.as_str().to_string()).or_default() += 1;
     }
     say("faults stopped; checking the fleet");
     for r in world.replicas.iter_mut() {
@@ -446,7 +463,12 @@ async fn soak(args: &ChaosArgs) -> Result<ChaosSummary, String> {
         .lock()
         .map(|mut a| a.report())
         .map_err(|_| "audit lock poisoned")?;
-    summary.generated = report.generated.values().map(|&n| u64::from(n)).sum();
+    // What the generators wrote durably: the pushes in the append-only
+    // file. MONITOR also shows pushes Redis executed just before a crash
+    // and never made durable (nor acknowledged).
+    let mut generated = durable_pushes(redis.dir(), &keys.queue)?;
+    generated.retain(|m, _| number_of(m).is_none() && report.generated.contains_key(m));
+    summary.generated = generated.values().map(|&n| u64::from(n)).sum();
     summary.fenced_rejections = report.rejected_pushes;
     summary.fencing_violations = report.violations.len() as u64;
     for v in report.violations.iter().take(5) {
@@ -510,7 +532,7 @@ async fn soak(args: &ChaosArgs) -> Result<ChaosSummary, String> {
             k => summary.duplicates += u64::from(k - 1),
         }
     }
-    for (m, pushed) in &report.generated {
+    for (m, pushed) in &generated {
         match seen.get(m).copied().unwrap_or(0) {
             0 => {
                 summary.lost += u64::from(*pushed);
@@ -665,6 +687,69 @@ async fn read_all(client: &Redis, key: &str) -> Result<Vec<Vec<u8>>, String> {
     }
 }
 
+/// Every `LPUSH` to `queue` in Redis' append-only files under `dir`, by
+/// message, with how often it was pushed.
+fn durable_pushes(dir: &std::path::Path, queue: &str) -> Result<HashMap<Vec<u8>, u32>, String> {
+    let aof_dir = dir.join("appendonlydir");
+    let mut files: Vec<std::path::PathBuf> = std::fs::read_dir(&aof_dir)
+        .map_err(|e| format!("cannot read {}: {e}", aof_dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.to_string_lossy().ends_with(".incr.aof"))
+        .collect();
+    files.sort();
+    let mut out = HashMap::new();
+    for f in files {
+        let bytes = std::fs::read(&f).map_err(|e| e.to_string())?;
+        for cmd in parse_resp_commands(&bytes) {
+            if cmd.len() > 2 && cmd[0].eq_ignore_ascii_case(b"LPUSH") && cmd[1] == queue.as_bytes()
+            {
+                for m in &cmd[2..] {
+                    *out.entry(m.clone()).or_default() += 1;
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The commands of an append-only file (RESP arrays of bulk strings); a
+/// truncated last command (a crash mid-write) is left out.
+fn parse_resp_commands(b: &[u8]) -> Vec<Vec<Vec<u8>>> {
+    fn line(b: &[u8], i: &mut usize) -> Option<Vec<u8>> {
+        let end = b.get(*i..)?.windows(2).position(|w| w == b"\r\n")? + *i;
+        let l = b[*i..end].to_vec();
+        *i = end + 2;
+        Some(l)
+    }
+    let mut out = Vec::new();
+    let mut i = 0;
+    'commands: while i < b.len() {
+        let Some(head) = line(b, &mut i) else { break };
+        let Some(n) = head
+            .strip_prefix(b"*")
+            .and_then(|n| std::str::from_utf8(n).ok()?.parse::<usize>().ok())
+        else {
+            break;
+        };
+        let mut cmd = Vec::with_capacity(n);
+        for _ in 0..n {
+            let Some(len) = line(b, &mut i)
+                .and_then(|l| l.strip_prefix(b"$").map(<[u8]>::to_vec))
+                .and_then(|l| std::str::from_utf8(&l).ok()?.parse::<usize>().ok())
+            else {
+                break 'commands;
+            };
+            let Some(arg) = b.get(i..i + len) else {
+                break 'commands;
+            };
+            cmd.push(arg.to_vec());
+            i += len + 2;
+        }
+        out.push(cmd);
+    }
+    out
+}
+
 fn percentile(values: &[f64], q: f64) -> f64 {
     if values.is_empty() {
         return 0.0;
@@ -717,4 +802,31 @@ fn render(s: &ChaosSummary) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn append_only_file_commands_are_parsed_and_a_torn_tail_dropped() {
+        let aof = b"*2\r\n$6\r\nSELECT\r\n$1\r\n0\r\n*3\r\n$5\r\nLPUSH\r\n$1\r\nq\r\n$4\r\na\r\nb\r\n*3\r\n$5\r\nLPUSH\r\n$1\r\nq\r\n$10\r\ntrunc";
+        let cmds = parse_resp_commands(aof);
+        assert_eq!(cmds.len(), 2);
+        assert_eq!(
+            cmds[1],
+            vec![b"LPUSH".to_vec(), b"q".to_vec(), b"a\r\nb".to_vec()]
+        );
+    }
+
+    #[test]
+    fn numbered_messages_are_well_formed_and_read_back() {
+        let m = numbered(42);
+        assert!(crate::message::parse(&m).is_ok());
+        assert_eq!(number_of(&m), Some(42));
+        assert_eq!(
+            number_of(b"0f8fad5b-d9cb-469f-a165-70867728950e 2026-01-01T00:00:00Z"),
+            None
+        );
+    }
 }
