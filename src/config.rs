@@ -362,7 +362,7 @@ impl Default for Config {
             },
             generator: GeneratorConfig {
                 interval_ms: 500,
-                batch_size: 100,
+                batch_size: 500,
                 max_in_flight_batches: 4,
                 rate: 0.0,
             },
@@ -374,7 +374,7 @@ impl Default for Config {
             },
             consumer: ConsumerConfig {
                 max_concurrency: 10_000,
-                fetch_batch: 100,
+                fetch_batch: 500,
                 idle_poll_max_ms: 50,
                 heartbeat_ttl_ms: 10_000,
                 heartbeat_interval_ms: 2_000,

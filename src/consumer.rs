@@ -20,7 +20,8 @@
 //! pop returns the whole message to the client, and an oversized message
 //! must never be read into memory. An empty poll writes nothing in Redis.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use fred::bytes::Bytes;
@@ -66,6 +67,43 @@ struct Ack {
     /// For error outcomes: the error entry's header.
     header: Option<String>,
     _permit: OwnedSemaphorePermit,
+}
+
+/// Fetch loops per consumer.
+const FETCHERS: usize = 2;
+
+/// What the fetch loops of one consumer share.
+#[derive(Debug)]
+struct FetchShared {
+    /// Delivery ids only need to be unique within this consumer's hash; a
+    /// local counter that never goes back saves a round trip.
+    next_id: AtomicU64,
+    /// Ids of fetches whose reply never arrived: the script may have run,
+    /// leaving messages in our hash that no task processes. They are
+    /// re-read and processed (even while paused).
+    unknown: Mutex<Vec<u64>>,
+}
+
+impl FetchShared {
+    fn no_unknown(&self) -> bool {
+        self.unknown.lock().map(|u| u.is_empty()).unwrap_or(true)
+    }
+
+    fn take_unknown(&self, n: usize) -> Vec<u64> {
+        match self.unknown.lock() {
+            Ok(mut u) => {
+                let n = n.min(u.len());
+                u.drain(..n).collect()
+            }
+            Err(_) => Vec::new(),
+        }
+    }
+
+    fn add_unknown(&self, ids: impl IntoIterator<Item = u64>) {
+        if let Ok(mut u) = self.unknown.lock() {
+            u.extend(ids);
+        }
+    }
 }
 
 /// Routes each acknowledgement to the acker of its kind.
@@ -137,7 +175,7 @@ impl Consumer {
     /// unregisters.
     pub async fn run(
         self: Arc<Self>,
-        mut gate: watch::Receiver<bool>,
+        gate: watch::Receiver<bool>,
         stop: CancellationToken,
         drain_budget: Duration,
         return_budget: Duration,
@@ -167,29 +205,54 @@ impl Consumer {
             err: err_tx,
         };
         let permits = Arc::new(Semaphore::new(self.cfg.max_concurrency));
-        let mut tasks = JoinSet::new();
-
-        self.fetch_loop(&mut gate, &stop, &permits, &mut tasks, &ack_tx)
-            .await;
+        let shared = Arc::new(FetchShared {
+            next_id: AtomicU64::new(1),
+            unknown: Mutex::new(Vec::new()),
+        });
+        // Two fetch loops keep a fetch in flight while the reply of the
+        // other is being handed out (one alone left Redis idle half the
+        // time while draining a backlog).
+        let loops = (0..FETCHERS).map(|_| {
+            let (this, mut gate, stop, permits, ack_tx, shared) = (
+                self.clone(),
+                gate.clone(),
+                stop.clone(),
+                permits.clone(),
+                ack_tx.clone(),
+                shared.clone(),
+            );
+            async move {
+                let mut tasks = JoinSet::new();
+                this.fetch_loop(&mut gate, &stop, &permits, &mut tasks, &ack_tx, &shared)
+                    .await;
+                tasks
+            }
+        });
+        let mut sets = futures_util::future::join_all(loops).await;
+        drop(gate);
 
         let start = stopped_at.get().copied().unwrap_or_else(Instant::now);
         let deadline = start + drain_budget;
-        let held = tasks.len();
+        let held: usize = sets.iter().map(JoinSet::len).sum();
         if held > 0 {
             tracing::info!(held, "finishing in-flight messages before stopping");
         }
         let finished = tokio::time::timeout_at(deadline.into(), async {
-            while tasks.join_next().await.is_some() {}
+            for tasks in sets.iter_mut() {
+                while tasks.join_next().await.is_some() {}
+            }
         })
         .await;
         if finished.is_err() {
-            let unfinished = tasks.len();
+            let unfinished: usize = sets.iter().map(JoinSet::len).sum();
             tracing::warn!(
                 unfinished,
                 "drain budget spent; returning unfinished messages to the queue"
             );
-            tasks.abort_all();
-            while tasks.join_next().await.is_some() {}
+            for tasks in sets.iter_mut() {
+                tasks.abort_all();
+                while tasks.join_next().await.is_some() {}
+            }
             // Aborted tasks never reach the acker.
             self.metrics.add_in_flight(-(unfinished as i64));
         }
@@ -217,15 +280,9 @@ impl Consumer {
         permits: &Arc<Semaphore>,
         tasks: &mut JoinSet<()>,
         ack_tx: &AckSender,
+        shared: &FetchShared,
     ) {
-        // Delivery ids only need to be unique within this consumer's hash;
-        // a local counter that never goes back saves a round trip.
-        let mut next_id: u64 = 1;
         let mut errors = 0u32;
-        // Ids of fetches whose reply never arrived: the script may have run,
-        // leaving messages in our hash that no task processes. They are
-        // re-read and processed (even while paused).
-        let mut unknown: Vec<u64> = Vec::new();
         let mut idle_wait = Duration::ZERO;
         let mut last_message = Instant::now();
         let idle_max = Duration::from_millis(self.cfg.idle_poll_max_ms);
@@ -234,7 +291,7 @@ impl Consumer {
             if stop.is_cancelled() {
                 return;
             }
-            if !*gate.borrow() && unknown.is_empty() {
+            if !*gate.borrow() && shared.no_unknown() {
                 tokio::select! {
                     _ = stop.cancelled() => return,
                     changed = gate.changed() => {
@@ -243,13 +300,7 @@ impl Consumer {
                     }
                 }
             }
-            let want = if unknown.is_empty() {
-                self.cfg.fetch_batch
-            } else {
-                unknown.len().min(1000)
-            }
-            .min(permits.available_permits())
-            .max(1);
+            let want = self.cfg.fetch_batch.min(permits.available_permits()).max(1);
             let mut permit = tokio::select! {
                 _ = stop.cancelled() => return,
                 p = permits.clone().acquire_many_owned(want as u32) => match p {
@@ -257,19 +308,18 @@ impl Consumer {
                     Err(_) => return,
                 },
             };
-            let result = if unknown.is_empty() {
-                let first = next_id;
-                next_id += want as u64;
+            let adopting = shared.take_unknown(want);
+            let result = if adopting.is_empty() {
+                let first = shared.next_id.fetch_add(want as u64, Ordering::Relaxed);
                 let r = self.fetch(want, first).await;
                 if r.is_err() {
-                    unknown.extend(first..first + want as u64);
+                    shared.add_unknown(first..first + want as u64);
                 }
                 r
             } else {
-                let ids: Vec<u64> = unknown.iter().take(want).copied().collect();
-                let r = self.adopt(&ids).await;
-                if r.is_ok() {
-                    unknown.drain(..ids.len());
+                let r = self.adopt(&adopting).await;
+                if r.is_err() {
+                    shared.add_unknown(adopting);
                 }
                 r
             };

@@ -163,7 +163,12 @@ async fn contract8_errors_drain_piped_into_head_loses_no_entry() {
             .lines()
             .map(|l| serde_json::from_str(l).expect("json line"))
             .collect();
-        assert_eq!(printed.len() as u64, take);
+        assert_eq!(
+            printed.len() as u64,
+            take,
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let after = env.llen(&env.errors).await;
         assert_eq!(before - after, take, "exactly the printed entries are gone");
         // The printed ones are the oldest, and they are not left behind.
@@ -198,7 +203,21 @@ async fn contract8_errors_drain_interrupted_keeps_unread_entries() {
         .stdout(std::process::Stdio::piped())
         .spawn()
         .expect("drain");
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    // Wait until drain has written its first entry into the pipe.
+    let fd = std::os::fd::AsRawFd::as_raw_fd(child.stdout.as_ref().expect("stdout"));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let mut unread: libc::c_int = 0;
+        // SAFETY: FIONREAD writes one c_int into `unread`.
+        unsafe { libc::ioctl(fd, libc::FIONREAD, &mut unread) };
+        if unread > 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "drain wrote nothing");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Give it time to (wrongly) go on, then interrupt it.
+    tokio::time::sleep(Duration::from_millis(300)).await;
     // SIGTERM rather than SIGINT: a shell starting CI in the background
     // makes its children ignore SIGINT.
     // SAFETY: signalling our own child.
