@@ -13,7 +13,6 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use clap::Args;
-use fred::bytes::Bytes;
 use fred::prelude::*;
 use serde::Serialize;
 
@@ -21,7 +20,7 @@ use crate::cli::Cli;
 use crate::config::{Config, RedisUrl};
 use crate::exit;
 use crate::local_redis::{LocalRedis, find_on_path, free_port};
-use crate::message::{GENERATED_LEN, MessageWriter};
+use crate::message::MessageWriter;
 use crate::process::peak_rss_of;
 use crate::redis::Redis;
 use crate::replica::Replica;
@@ -330,18 +329,11 @@ impl Bench {
     }
 
     async fn clean(&self, queue: &str) {
-        let keys = crate::keys::Keys::new(queue, &format!("{queue}:errors"));
-        let _: Result<(), _> = self
-            .redis
-            .client()
-            .unlink(vec![
-                keys.queue.clone(),
-                keys.error_queue.clone(),
-                keys.lease(),
-                keys.epoch(),
-                keys.consumers(),
-            ])
-            .await;
+        remove_queue(
+            &self.redis,
+            &crate::keys::Keys::new(queue, &format!("{queue}:errors")),
+        )
+        .await;
     }
 
     async fn generator(&self, seconds: u64) -> Result<(f64, u64), String> {
@@ -378,21 +370,10 @@ impl Bench {
                 }
                 let k = left.min(1000);
                 left -= k;
-                let mut buf = Vec::with_capacity(k as usize * GENERATED_LEN);
-                let mut ends = Vec::with_capacity(k as usize);
-                for _ in 0..k {
-                    writer.write_now(&mut buf);
-                    ends.push(buf.len());
-                }
-                let all = Bytes::from(buf);
-                let mut start = 0;
-                let batch: Vec<Value> = ends
+                let batch: Vec<Value> = writer
+                    .batch(k as usize)
                     .into_iter()
-                    .map(|end| {
-                        let v = Value::Bytes(all.slice(start..end));
-                        start = end;
-                        v
-                    })
+                    .map(Value::Bytes)
                     .collect();
                 let _: () = pipeline
                     .lpush(queue, batch)
@@ -526,6 +507,20 @@ impl Bench {
         self.clean(&queue).await;
         Ok(rss)
     }
+}
+
+/// Removes a benchmark queue and the keys derived from it.
+pub async fn remove_queue(redis: &Redis, keys: &crate::keys::Keys) {
+    let _: Result<(), _> = redis
+        .client()
+        .unlink(vec![
+            keys.queue.clone(),
+            keys.error_queue.clone(),
+            keys.lease(),
+            keys.epoch(),
+            keys.consumers(),
+        ])
+        .await;
 }
 
 async fn wait_for<F, Fut>(mut cond: F, timeout: Duration) -> bool

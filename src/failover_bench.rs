@@ -162,16 +162,7 @@ async fn series(
     for r in replicas.iter_mut() {
         r.stop(Duration::from_secs(10));
     }
-    let _: Result<(), _> = redis
-        .client()
-        .unlink(vec![
-            keys.queue.clone(),
-            keys.error_queue.clone(),
-            keys.lease(),
-            keys.epoch(),
-            keys.consumers(),
-        ])
-        .await;
+    crate::bench::remove_queue(redis, &keys).await;
     Ok(times)
 }
 

@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::GeneratorConfig;
 use crate::keys::{FENCED_PUSH, Keys};
 use crate::lease::Lease;
-use crate::message::{GENERATED_LEN, MessageWriter};
+use crate::message::MessageWriter;
 use crate::metrics::Metrics;
 use crate::redis::{Redis, RedisError};
 
@@ -202,23 +202,7 @@ impl Generator {
             lease.mark_lost();
             return Ok(false);
         }
-        let mut buf = Vec::with_capacity(n * GENERATED_LEN);
-        let mut ends = Vec::with_capacity(n);
-        for _ in 0..n {
-            writer.write_now(&mut buf);
-            ends.push(buf.len());
-        }
-        let all = Bytes::from(buf);
-        let mut start = 0;
-        let messages: Vec<Bytes> = ends
-            .into_iter()
-            .map(|end| {
-                let m = all.slice(start..end);
-                start = end;
-                m
-            })
-            .collect();
-        match self.writer.push(lease, messages).await {
+        match self.writer.push(lease, writer.batch(n)).await {
             Ok(Pushed::Written(_)) => {
                 self.metrics.record_generated(n as u64);
                 Ok(true)

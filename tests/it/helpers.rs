@@ -146,19 +146,7 @@ pub async fn connect(url: &str) -> Redis {
         .expect("test client connects")
 }
 
-/// A well-formed message whose id encodes `n`.
-pub fn numbered(n: u64) -> Vec<u8> {
-    format!("00000000-0000-4000-8000-{n:012} 2026-01-01T00:00:00.000000Z").into_bytes()
-}
-
-/// The number encoded by [`numbered`], if `payload` is one.
-pub fn number_of(payload: &[u8]) -> Option<u64> {
-    let s = std::str::from_utf8(payload).ok()?;
-    s.strip_prefix("00000000-0000-4000-8000-")?
-        .get(..12)?
-        .parse()
-        .ok()
-}
+pub use redis_dsg::chaos::{number_of, numbered};
 
 /// Polls `cond` every 20 ms until it holds or `timeout` passes.
 pub async fn eventually<F, Fut>(timeout: Duration, mut cond: F) -> bool
