@@ -53,6 +53,18 @@ pub struct BenchArgs {
     /// Lease TTLs to measure, milliseconds (with --failover).
     #[arg(long, value_delimiter = ',', default_values_t = [10_000u64, 1_000])]
     pub ttl_ms: Vec<u64>,
+    /// With --failover: SIGKILL the Redis primary of a local Sentinel
+    /// topology (1 primary, 1 replica, 3 sentinels) instead of the
+    /// generator, and time promotion and recovery of processing.
+    #[arg(long, requires = "failover")]
+    pub sentinel: bool,
+    /// Sentinel's down-after-milliseconds (with --sentinel).
+    #[arg(long, default_value_t = 1_000, requires = "sentinel")]
+    pub down_after_ms: u64,
+    /// The replicas' redis.reconnect_max_delay_ms values to measure (with
+    /// --sentinel).
+    #[arg(long, value_delimiter = ',', default_values_t = [1_000u64, 250], requires = "sentinel")]
+    pub reconnect_max_delay_ms: Vec<u64>,
 }
 
 /// Everything one run measured.
@@ -90,6 +102,25 @@ pub struct BenchReport {
 
 /// Runs the benchmark; returns the exit code.
 pub async fn run(cli: &Cli, args: &BenchArgs) -> i32 {
+    if args.sentinel {
+        return match sentinel_failover(args).await {
+            Ok(series) => {
+                if args.json {
+                    println!(
+                        "{}",
+                        serde_json::to_string_pretty(&series).unwrap_or_default()
+                    );
+                } else {
+                    print!("{}", crate::failover_bench::render_sentinel(&series));
+                }
+                exit::OK
+            }
+            Err(e) => {
+                eprintln!("redis-dsg bench: {e}");
+                exit::FAILURE
+            }
+        };
+    }
     if args.failover {
         return match failover(cli, args).await {
             Ok(series) => {
@@ -173,6 +204,26 @@ async fn failover(
     redis.quit().await;
     let _ = std::fs::remove_dir_all(&logs);
     drop(local);
+    series
+}
+
+async fn sentinel_failover(
+    args: &BenchArgs,
+) -> Result<Vec<crate::failover_bench::SentinelSeries>, String> {
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let logs = std::env::temp_dir().join(format!("redis-dsg-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&logs).map_err(|e| e.to_string())?;
+    let series = crate::failover_bench::measure_sentinel(
+        &exe,
+        &logs,
+        &args.reconnect_max_delay_ms,
+        args.down_after_ms,
+        args.trials,
+    )
+    .await;
+    if series.is_ok() {
+        let _ = std::fs::remove_dir_all(&logs);
+    }
     series
 }
 

@@ -205,6 +205,21 @@ pub struct RedisConfig {
     pub username: Option<String>,
     /// Password; overrides one in the URL.
     pub password: Option<Secret>,
+    /// File holding the password (a mounted Kubernetes secret); read again
+    /// at every connection, so a rotated secret works without a restart.
+    pub password_file: Option<PathBuf>,
+    /// PEM file of the certificate authorities to trust for `rediss://`
+    /// (default: the system's).
+    pub tls_ca_file: Option<PathBuf>,
+    /// PEM client certificate, for servers that require one.
+    pub tls_cert_file: Option<PathBuf>,
+    /// PEM private key of the client certificate.
+    pub tls_key_file: Option<PathBuf>,
+    /// Name to verify the server certificate against, when it differs from
+    /// the host in the URL.
+    pub tls_server_name: Option<String>,
+    /// Accept any server certificate. Insecure; logged loudly at start.
+    pub tls_insecure_skip_verify: bool,
     /// Upper bound on command connections (`REDIS_POOL_SIZE`). Commands are
     /// pipelined, so at most [`RedisConfig::MAX_OPEN_CONNECTIONS`] are opened.
     pub pool_size: usize,
@@ -353,12 +368,18 @@ impl Default for Config {
                 url: RedisUrl::new("127.0.0.1:6379"),
                 username: None,
                 password: None,
+                password_file: None,
+                tls_ca_file: None,
+                tls_cert_file: None,
+                tls_key_file: None,
+                tls_server_name: None,
+                tls_insecure_skip_verify: false,
                 pool_size: 100,
                 queue: "a".into(),
                 error_queue: "errors".into(),
                 connect_timeout_ms: 5_000,
                 command_timeout_ms: 5_000,
-                reconnect_max_delay_ms: 5_000,
+                reconnect_max_delay_ms: 1_000,
             },
             generator: GeneratorConfig {
                 interval_ms: 500,
@@ -686,6 +707,41 @@ pub fn validate(c: &Config) -> Vec<(&'static str, String)> {
     let mut p: Vec<(&'static str, String)> = Vec::new();
     if let Err(e) = crate::redis::parse_url(&c.redis.url.expose()) {
         p.push(("redis.url", e));
+    }
+    let r = &c.redis;
+    if r.password.is_some() && r.password_file.is_some() {
+        p.push((
+            "redis.password_file",
+            "cannot be set together with redis.password; keep one".into(),
+        ));
+    }
+    for (path, file) in [
+        ("redis.password_file", &r.password_file),
+        ("redis.tls_ca_file", &r.tls_ca_file),
+        ("redis.tls_cert_file", &r.tls_cert_file),
+        ("redis.tls_key_file", &r.tls_key_file),
+    ] {
+        if let Some(f) = file
+            && std::fs::File::open(f).is_err()
+        {
+            p.push((path, format!("{} cannot be read", f.display())));
+        }
+    }
+    if r.tls_cert_file.is_some() != r.tls_key_file.is_some() {
+        p.push((
+            "redis.tls_cert_file",
+            "a client certificate needs both redis.tls_cert_file and redis.tls_key_file".into(),
+        ));
+    }
+    let tls_settings = r.tls_ca_file.is_some()
+        || r.tls_cert_file.is_some()
+        || r.tls_server_name.is_some()
+        || r.tls_insecure_skip_verify;
+    if tls_settings && !r.url.expose().starts_with("rediss") {
+        p.push((
+            "redis.url",
+            "TLS settings are given but the URL is not rediss:// (or rediss-sentinel://, rediss-cluster://)".into(),
+        ));
     }
     if c.redis.pool_size == 0 {
         p.push(("redis.pool_size", "must be at least 1".into()));

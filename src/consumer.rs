@@ -140,6 +140,11 @@ pub struct Consumer {
     metrics: Metrics,
     processor: SimulatedProcessor,
     heartbeat_value: String,
+    /// On Redis Cluster, lists outside the queue's hash slot cannot be
+    /// written by the same script as the in-flight hash: moves to them take
+    /// two steps.
+    split_errors: bool,
+    split_output: bool,
 }
 
 impl Consumer {
@@ -158,6 +163,21 @@ impl Consumer {
             "started_at": OffsetDateTime::now_utc().unix_timestamp(),
         })
         .to_string();
+        let clustered = redis.is_clustered();
+        let split_errors = clustered && !keys.error_queue_shares_slot();
+        let split_output = clustered
+            && cfg
+                .output_queue
+                .as_deref()
+                .is_some_and(|o| !keys.shares_slot(o));
+        if split_errors || split_output {
+            tracing::warn!(
+                "the error or output list is in another hash slot than the queue: moves to it take two steps \
+                 (loss-free, but a crash between them repeats a message); name it with the queue's hash tag, \
+                 e.g. {{{}}}:errors, for one atomic step",
+                keys.queue
+            );
+        }
         Consumer {
             redis,
             keys,
@@ -166,6 +186,8 @@ impl Consumer {
             metrics,
             processor,
             heartbeat_value,
+            split_errors,
+            split_output,
         }
     }
 
@@ -564,6 +586,12 @@ impl Consumer {
         let inflight = self.keys.inflight(&self.id);
         let ids: Vec<String> = acks.iter().map(|a| a.id.to_string()).collect();
         let removed: u64 = match &self.cfg.output_queue {
+            Some(output) if self.split_output => {
+                let moved = self
+                    .move_in_two_steps(output, &acks.iter().map(|a| (a.id, "")).collect::<Vec<_>>())
+                    .await?;
+                moved.iter().filter(|m| **m).count() as u64
+            }
             // The hand-off and the acknowledgement are one step.
             Some(output) => {
                 self.redis
@@ -590,19 +618,30 @@ impl Consumer {
     /// Moves failures to the error list (idempotent: a message no longer in
     /// the hash is not pushed again).
     async fn ack_errors(&self, acks: &[Ack], attempt: u32) -> Result<(), RedisError> {
-        let mut args = Vec::with_capacity(acks.len() * 2);
-        for a in acks {
-            args.push(int(a.id));
-            args.push(Value::from(a.header.as_deref().unwrap_or_default()));
-        }
-        let flags: Vec<i64> = self
-            .redis
-            .run(
-                &ACK_ERROR,
-                vec![self.keys.inflight(&self.id), self.keys.error_queue.clone()],
-                args,
-            )
-            .await?;
+        let flags: Vec<i64> = if self.split_errors {
+            let items: Vec<(u64, &str)> = acks
+                .iter()
+                .map(|a| (a.id, a.header.as_deref().unwrap_or_default()))
+                .collect();
+            self.move_in_two_steps(&self.keys.error_queue, &items)
+                .await?
+                .into_iter()
+                .map(i64::from)
+                .collect()
+        } else {
+            let mut args = Vec::with_capacity(acks.len() * 2);
+            for a in acks {
+                args.push(int(a.id));
+                args.push(Value::from(a.header.as_deref().unwrap_or_default()));
+            }
+            self.redis
+                .run(
+                    &ACK_ERROR,
+                    vec![self.keys.inflight(&self.id), self.keys.error_queue.clone()],
+                    args,
+                )
+                .await?
+        };
         let mut late = 0;
         let mut counts = [0u64; Outcome::ALL.len()];
         for (flag, a) in flags.iter().zip(acks) {
@@ -617,6 +656,46 @@ impl Consumer {
         }
         self.metrics.record_late_acks(late);
         Ok(())
+    }
+
+    /// Moves held messages to `target`, a list in another hash slot on Redis
+    /// Cluster, each behind its prefix: read them, push them, then forget
+    /// them. A crash between push and forget leaves a message in both
+    /// places, so it is processed again; it is never lost. Returns, per
+    /// item, whether this consumer still held it.
+    async fn move_in_two_steps(
+        &self,
+        target: &str,
+        items: &[(u64, &str)],
+    ) -> Result<Vec<bool>, RedisError> {
+        let inflight = self.keys.inflight(&self.id);
+        let ids: Vec<String> = items.iter().map(|(id, _)| id.to_string()).collect();
+        let bodies: Vec<Value> = self
+            .redis
+            .client()
+            .hmget(inflight.as_str(), ids.clone())
+            .await?;
+        let mut held = Vec::with_capacity(items.len());
+        let mut entries = Vec::new();
+        let mut done = Vec::new();
+        for ((id, prefix), body) in items.iter().zip(bodies) {
+            match value_bytes(body) {
+                Some(body) => {
+                    let mut entry = Vec::with_capacity(prefix.len() + body.len());
+                    entry.extend_from_slice(prefix.as_bytes());
+                    entry.extend_from_slice(&body);
+                    entries.push(Value::Bytes(entry.into()));
+                    done.push(id.to_string());
+                    held.push(true);
+                }
+                None => held.push(false),
+            }
+        }
+        if !entries.is_empty() {
+            let _: i64 = self.redis.client().lpush(target, entries).await?;
+            let _: i64 = self.redis.client().hdel(inflight.as_str(), done).await?;
+        }
+        Ok(held)
     }
 
     fn record(&self, outcome: Outcome, n: u64) {

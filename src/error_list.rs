@@ -151,6 +151,9 @@ impl ErrorList {
         format: Format,
         out: &mut ConfirmedStdout,
     ) -> Result<u64, ErrorsCommandError> {
+        if self.redis.is_clustered() && !self.keys.error_queue_shares_slot() {
+            return self.requeue_in_two_steps(limit, format, out).await;
+        }
         let limit = limit.unwrap_or(usize::MAX);
         let mut moved = 0usize;
         let mut output_open = true;
@@ -178,6 +181,52 @@ impl ErrorList {
                 {
                     output_open = false;
                 }
+            }
+        }
+        Ok(moved as u64)
+    }
+}
+
+impl ErrorList {
+    /// `requeue` when the error list and the queue are in different hash
+    /// slots of a Redis Cluster (no script can touch both): push the oldest
+    /// entry's message to the queue, then remove the entry if it is still
+    /// the oldest. Interrupted in between, an entry is requeued twice at
+    /// worst, never lost.
+    async fn requeue_in_two_steps(
+        &self,
+        limit: Option<usize>,
+        format: Format,
+        out: &mut ConfirmedStdout,
+    ) -> Result<u64, ErrorsCommandError> {
+        let limit = limit.unwrap_or(usize::MAX);
+        let mut moved = 0usize;
+        let mut output_open = true;
+        while moved < limit {
+            let Some(raw) = self.oldest(0, 1).await?.pop() else {
+                break;
+            };
+            let entry = error_entry::decode(&raw);
+            let _: i64 = self
+                .redis
+                .client()
+                .lpush(
+                    self.keys.queue.as_str(),
+                    Value::Bytes(entry.payload.clone().into()),
+                )
+                .await
+                .map_err(RedisError::from)?;
+            let _: i64 = self
+                .redis
+                .run(
+                    &CONFIRM_DRAINED,
+                    vec![self.keys.error_queue.clone()],
+                    vec![sha1_hex(&raw).into()],
+                )
+                .await?;
+            moved += 1;
+            if output_open && out.write(&render(&entry, format)).is_err() {
+                output_open = false;
             }
         }
         Ok(moved as u64)

@@ -180,3 +180,276 @@ pub fn render(series: &[FailoverSeries]) -> String {
     }
     s
 }
+
+/// Figures of a series of Sentinel failovers (`bench --failover
+/// --sentinel`): the primary is SIGKILLed while generator and consumers
+/// run, and we time how long until Sentinel names a new primary and until
+/// the fleet is processing again on it.
+#[derive(Debug, Serialize)]
+pub struct SentinelSeries {
+    /// `redis.reconnect_max_delay_ms` of the replicas.
+    pub reconnect_max_delay_ms: u64,
+    /// Sentinel's `down-after-milliseconds`: no failover can be faster.
+    pub down_after_ms: u64,
+    /// Trials run.
+    pub trials: usize,
+    /// Median time from the SIGKILL until Sentinel names a new primary.
+    pub promotion_p50_ms: f64,
+    /// Longest such time.
+    pub promotion_max_ms: f64,
+    /// Median time from the SIGKILL until a message generated after it has
+    /// been processed on the new primary (failover to recovery).
+    pub recovery_p50_ms: f64,
+    /// Longest such time.
+    pub recovery_max_ms: f64,
+    /// Median of recovery minus promotion: the service's own share.
+    pub reconnect_p50_ms: f64,
+    /// Processed messages acknowledged by the replica before the crash
+    /// (`WAIT 1`) that were missing afterwards, over all trials.
+    pub processed_lost: usize,
+}
+
+/// Runs `trials` Sentinel failovers with each reconnect back-off bound.
+pub async fn measure_sentinel(
+    exe: &std::path::Path,
+    logs: &std::path::Path,
+    reconnect_max_delays_ms: &[u64],
+    down_after_ms: u64,
+    trials: usize,
+) -> Result<Vec<SentinelSeries>, String> {
+    let mut out = Vec::new();
+    for &delay in reconnect_max_delays_ms {
+        crate::bench::progress(&format!(
+            "Sentinel failover: {trials} × SIGKILL of the primary, down-after {down_after_ms} ms, \
+             reconnect back-off up to {delay} ms"
+        ));
+        out.push(sentinel_series(exe, logs, delay, down_after_ms, trials).await?);
+    }
+    Ok(out)
+}
+
+async fn connect_to(port: u16) -> Result<Redis, String> {
+    let mut config = crate::config::Config::default();
+    config.redis.url = crate::config::RedisUrl::new(format!("127.0.0.1:{port}"));
+    config.redis.command_timeout_ms = 1_000;
+    Redis::connect_once(&config.redis)
+        .await
+        .map_err(|e| e.to_string())
+}
+
+/// Whether the newest entries of `output` hold a message generated after
+/// `since`: then a generator and a consumer both work on this server.
+async fn processed_since(redis: &Redis, output: &str, since: time::OffsetDateTime) -> bool {
+    let newest: Vec<fred::types::Value> = match redis.client().lrange(output, 0, 99).await {
+        Ok(v) => v,
+        Err(_) => return false,
+    };
+    newest
+        .into_iter()
+        .filter_map(crate::redis::value_bytes)
+        .filter_map(|b| crate::message::parse(&b).ok())
+        .any(|m| m.created_at > since)
+}
+
+async fn all_of(redis: &Redis, list: &str) -> Result<std::collections::HashSet<Vec<u8>>, String> {
+    let v: Vec<fred::types::Value> = redis
+        .client()
+        .lrange(list, 0, -1)
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(v.into_iter()
+        .filter_map(crate::redis::value_bytes)
+        .map(|b| b.to_vec())
+        .collect())
+}
+
+async fn generators(replicas: &[Replica]) -> usize {
+    let mut n = 0;
+    for r in replicas {
+        if r.status().await.is_some_and(|s| s["role"] == "generator") {
+            n += 1;
+        }
+    }
+    n
+}
+
+async fn sentinel_series(
+    exe: &std::path::Path,
+    logs: &std::path::Path,
+    reconnect_max_delay_ms: u64,
+    down_after_ms: u64,
+    trials: usize,
+) -> Result<SentinelSeries, String> {
+    use crate::local_sentinel::SentinelTopology;
+
+    let mut topology = SentinelTopology::start(down_after_ms)?;
+    let queue = format!("sentinel:{:08x}", rand::random::<u32>());
+    let output = format!("{{{queue}}}:out");
+    let env: Vec<(String, String)> = [
+        ("MODE", "auto".to_string()),
+        ("REDIS_URL", topology.url()),
+        ("REDIS_QUEUE", queue.clone()),
+        ("DSG_CONSUMER__OUTPUT_QUEUE", output.clone()),
+        ("GENERATOR_INTERVAL", "2".into()),
+        ("DSG_PROCESSOR__MAX_MS", "0".into()),
+        ("DSG_PROCESSOR__INVALID_RATIO", "0".into()),
+        (
+            "DSG_REDIS__RECONNECT_MAX_DELAY_MS",
+            reconnect_max_delay_ms.to_string(),
+        ),
+        ("RUST_LOG", "warn".into()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    let mut replicas = Vec::new();
+    for i in 0..3 {
+        let log = logs.join(format!("sentinel-{reconnect_max_delay_ms}-{i}.log"));
+        let mut r = Replica::start(exe, free_port(), &env, &log).map_err(|e| e.to_string())?;
+        if !r.wait_ready(Duration::from_secs(20)).await {
+            return Err(format!(
+                "a replica did not become ready; see {}",
+                log.display()
+            ));
+        }
+        replicas.push(r);
+    }
+    let wait_for = |what: &'static str, limit: Duration| {
+        let start = Instant::now();
+        move || {
+            if start.elapsed() > limit {
+                Err(format!("{what} did not happen within {limit:?}"))
+            } else {
+                Ok(())
+            }
+        }
+    };
+    let (mut promotions, mut recoveries, mut own_share) = (Vec::new(), Vec::new(), Vec::new());
+    let mut processed_lost = 0;
+    for _ in 0..trials {
+        let old = topology
+            .primary_port()
+            .ok_or("the sentinels name no primary")?;
+        let primary = connect_to(old).await?;
+        // Processing must be under way before the crash.
+        let check = wait_for("processing before the crash", Duration::from_secs(30));
+        let now = time::OffsetDateTime::now_utc();
+        while !processed_since(&primary, &output, now).await {
+            check()?;
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let before = all_of(&primary, &output).await?;
+        let _: i64 = primary
+            .client()
+            .custom(
+                fred::types::CustomCommand::new_static("WAIT", None, false),
+                vec!["1", "2000"],
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+        primary.quit().await;
+
+        let killed_at = time::OffsetDateTime::now_utc();
+        let killed = Instant::now();
+        topology
+            .node_mut(old)
+            .ok_or("the primary is none of our nodes")?
+            .kill();
+        let check = wait_for("promotion", Duration::from_secs(60));
+        let new = loop {
+            if let Some(p) = topology.primary_port()
+                && p != old
+            {
+                break p;
+            }
+            check()?;
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        };
+        let promoted = killed.elapsed();
+        // Sentinel cuts the promoted node's clients: reconnect on errors.
+        let check = wait_for("recovery on the new primary", Duration::from_secs(60));
+        let mut client = connect_to(new).await.ok();
+        loop {
+            match &client {
+                Some(c) if processed_since(c, &output, killed_at).await => break,
+                Some(c) if c.client().ping::<()>(None).await.is_ok() => {}
+                _ => client = connect_to(new).await.ok(),
+            }
+            check()?;
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let recovered = killed.elapsed();
+        let client = client.ok_or("no connection to the new primary")?;
+        let after = all_of(&client, &output).await?;
+        processed_lost += before.iter().filter(|m| !after.contains(*m)).count();
+        client.quit().await;
+        let check = wait_for("exactly one generator", Duration::from_secs(30));
+        while generators(&replicas).await != 1 {
+            check()?;
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        promotions.push(promoted.as_secs_f64() * 1000.0);
+        recoveries.push(recovered.as_secs_f64() * 1000.0);
+        own_share.push((recovered - promoted).as_secs_f64() * 1000.0);
+
+        // The crashed node comes back as a replica of the new primary.
+        let new_port = new.to_string();
+        topology
+            .node_mut(old)
+            .ok_or("the old primary is none of our nodes")?
+            .restart_with(&["--replicaof", "127.0.0.1", &new_port])?;
+        topology.wait_converged(Duration::from_secs(60))?;
+    }
+    for r in replicas.iter_mut() {
+        r.stop(Duration::from_secs(10));
+    }
+    let median = |v: &[f64]| summarize("", 1, v).p50_ms;
+    let max = |v: &[f64]| v.iter().copied().fold(f64::NAN, f64::max);
+    Ok(SentinelSeries {
+        reconnect_max_delay_ms,
+        down_after_ms,
+        trials,
+        promotion_p50_ms: median(&promotions),
+        promotion_max_ms: max(&promotions),
+        recovery_p50_ms: median(&recoveries),
+        recovery_max_ms: max(&recoveries),
+        reconnect_p50_ms: median(&own_share),
+        processed_lost,
+    })
+}
+
+/// The Sentinel series as a table.
+pub fn render_sentinel(series: &[SentinelSeries]) -> String {
+    let mut s = format!(
+        "\nSentinel failover: SIGKILL of the primary (1 primary, 1 replica, 3 sentinels)\n\
+         {:>14} {:>11} {:>7} {:>13} {:>13} {:>13} {:>13} {:>13} {:>6}\n",
+        "backoff max ms",
+        "down-after",
+        "trials",
+        "promote p50",
+        "promote max",
+        "recover p50",
+        "recover max",
+        "own p50",
+        "lost"
+    );
+    for x in series {
+        s.push_str(&format!(
+            "{:>14} {:>11} {:>7} {:>13.0} {:>13.0} {:>13.0} {:>13.0} {:>13.0} {:>6}\n",
+            x.reconnect_max_delay_ms,
+            x.down_after_ms,
+            x.trials,
+            x.promotion_p50_ms,
+            x.promotion_max_ms,
+            x.recovery_p50_ms,
+            x.recovery_max_ms,
+            x.reconnect_p50_ms,
+            x.processed_lost
+        ));
+    }
+    s.push_str(
+        "promote: until Sentinel names the new primary; recover: until a message generated after the \
+         crash is processed on it; own: recover − promote (times in ms)\n",
+    );
+    s
+}

@@ -90,8 +90,71 @@ impl Keys {
     /// Whether the error list shares the queue's slot (then moving a message
     /// to it is one atomic script even on Redis Cluster).
     pub fn error_queue_shares_slot(&self) -> bool {
+        self.shares_slot(&self.error_queue)
+    }
+
+    /// Whether `key` is in the queue's hash slot.
+    pub fn shares_slot(&self, key: &str) -> bool {
         fred::util::redis_keyslot(self.queue.as_bytes())
-            == fred::util::redis_keyslot(self.error_queue.as_bytes())
+            == fred::util::redis_keyslot(key.as_bytes())
+    }
+}
+
+impl Keys {
+    /// The least-privilege ACL rule (the part after `ACL SETUSER <name>`,
+    /// without a password) for the service and its one-shot commands:
+    /// exactly the commands they send, directly or from their Lua scripts,
+    /// and only the keys and channel derived from these names.
+    pub fn acl_rule(&self, output_queue: Option<&str>) -> String {
+        let mut keys = vec![
+            format!("~{}", self.queue),
+            format!("~{}", self.error_queue),
+            format!("~{}:*", self.base),
+        ];
+        if let Some(out) = output_queue {
+            keys.push(format!("~{out}"));
+        }
+        let commands = [
+            // Sent directly.
+            "+ping",
+            "+evalsha",
+            "+eval",
+            "+llen",
+            "+lrange",
+            "+lpush",
+            "+hmget",
+            "+hdel",
+            "+hlen",
+            "+smembers",
+            "+exists",
+            "+get",
+            "+pttl",
+            "+subscribe",
+            "+select",
+            "+cluster|slots",
+            "+cluster|shards",
+            "+cluster|info",
+            // Run by the Lua scripts, which use the caller's rights.
+            "+set",
+            "+incr",
+            "+pexpire",
+            "+del",
+            "+rpush",
+            "+rpop",
+            "+hset",
+            "+hget",
+            "+hgetall",
+            "+sadd",
+            "+srem",
+            "+ltrim",
+            "+publish",
+        ];
+        format!(
+            "on resetkeys resetchannels {} &{} -@all {}",
+            keys.join(" "),
+            self.release_channel(),
+            commands.join(" ")
+        )
     }
 }
 
@@ -476,6 +539,16 @@ mod tests {
         assert_eq!(Keys::new("a", "e").lease(), "{a}:lease");
         assert_eq!(Keys::new("{t}q", "e").inflight("c1"), "{t}q:inflight:c1");
         assert!(!Keys::new("a}b", "e").derived_keys_share_slot());
+    }
+
+    #[test]
+    fn acl_rule_names_only_our_keys() {
+        let rule = Keys::new("a", "errors").acl_rule(None);
+        assert!(
+            rule.contains("~a ~errors ~{a}:* &{a}:lease:released -@all +ping"),
+            "{rule}"
+        );
+        assert!(!rule.contains("+@"), "{rule}");
     }
 
     #[test]

@@ -25,6 +25,7 @@ pub mod http_client;
 pub mod keys;
 pub mod lease;
 pub mod local_redis;
+pub mod local_sentinel;
 pub mod logging;
 pub mod message;
 pub mod metrics;

@@ -181,6 +181,13 @@ impl LocalRedis {
             }
         }
     }
+
+    /// Starts it again on the same port with other extra arguments (e.g.
+    /// as a replica of the node promoted in its place).
+    pub fn restart_with(&mut self, extra_args: &[&str]) -> Result<(), String> {
+        self.extra_args = extra_args.iter().map(|s| s.to_string()).collect();
+        self.restart()
+    }
 }
 
 impl Drop for LocalRedis {

@@ -6,6 +6,8 @@
 //! The service connects lazily and reconnects forever with exponential
 //! backoff; one-shot commands connect once and fail fast.
 
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use fred::prelude::*;
@@ -23,6 +25,9 @@ pub enum RedisError {
     /// The server answered with an error, or an answer had the wrong shape.
     #[error("Redis error: {0}")]
     Command(#[source] fred::error::Error),
+    /// The connection could not be set up (TLS material, URL).
+    #[error("cannot set up the Redis connection: {0}")]
+    Setup(String),
     /// A reply did not have the shape a script promises.
     #[error("unexpected reply from Redis script {script}: {detail}")]
     Reply {
@@ -99,19 +104,212 @@ pub fn parse_url(url: &str) -> Result<Config, String> {
     })
 }
 
+fn config_error(detail: String) -> RedisError {
+    RedisError::Setup(detail)
+}
+
 fn fred_config(cfg: &RedisConfig, fail_fast: bool) -> Result<Config, RedisError> {
-    let mut config = parse_url(&cfg.url.expose()).map_err(|detail| RedisError::Reply {
-        script: "config",
-        detail,
-    })?;
+    let mut config = parse_url(&cfg.url.expose()).map_err(config_error)?;
     if let Some(user) = &cfg.username {
         config.username = Some(user.clone());
     }
     if let Some(password) = &cfg.password {
         config.password = Some(password.expose().to_string());
     }
+    if let Some(path) = &cfg.password_file {
+        config.credential_provider = Some(Arc::new(PasswordFile {
+            username: config.username.clone(),
+            path: path.clone(),
+            sentinels: sentinel_hosts(&config),
+        }));
+    }
+    if config.tls.is_some() {
+        config.tls = Some(tls_config(cfg)?);
+        if let Some(name) = &cfg.tls_server_name {
+            set_tls_server_name(&mut config, name);
+        }
+    }
     config.fail_fast = fail_fast;
     Ok(config)
+}
+
+/// Reads the password from a file at every connection (fred asks before
+/// each `AUTH`), so a rotated Kubernetes secret is picked up by the next
+/// reconnect without a restart. Sentinels get no credentials: they
+/// usually have none, and the data nodes' password would be refused.
+#[derive(Debug)]
+struct PasswordFile {
+    username: Option<String>,
+    path: PathBuf,
+    sentinels: Vec<Server>,
+}
+
+#[async_trait::async_trait]
+impl fred::types::config::CredentialProvider for PasswordFile {
+    async fn fetch(
+        &self,
+        server: Option<&Server>,
+    ) -> Result<(Option<String>, Option<String>), fred::error::Error> {
+        if server.is_some_and(|s| {
+            self.sentinels
+                .iter()
+                .any(|x| x.host == s.host && x.port == s.port)
+        }) {
+            return Ok((None, None));
+        }
+        let text = tokio::fs::read_to_string(&self.path).await.map_err(|e| {
+            fred::error::Error::new(
+                ErrorKind::Auth,
+                format!("cannot read the password file {}: {e}", self.path.display()),
+            )
+        })?;
+        let password = text.trim_end_matches(['\n', '\r']).to_string();
+        Ok((self.username.clone(), Some(password)))
+    }
+}
+
+fn sentinel_hosts(config: &Config) -> Vec<Server> {
+    match &config.server {
+        ServerConfig::Sentinel { hosts, .. } => hosts.clone(),
+        _ => Vec::new(),
+    }
+}
+
+fn set_tls_server_name(config: &mut Config, name: &str) {
+    let name: fred::bytes_utils::Str = name.into();
+    match &mut config.server {
+        ServerConfig::Centralized { server } => server.tls_server_name = Some(name),
+        ServerConfig::Clustered { hosts, .. } | ServerConfig::Sentinel { hosts, .. } => {
+            for h in hosts {
+                h.tls_server_name = Some(name.clone());
+            }
+        }
+        // Other topologies keep the host names of the URL.
+        #[allow(unreachable_patterns)]
+        _ => {}
+    }
+}
+
+/// The rustls configuration for `rediss://`: the given CA bundle (or the
+/// system's roots), an optional client certificate, and verification on
+/// unless explicitly turned off.
+fn tls_config(cfg: &RedisConfig) -> Result<fred::types::config::TlsConfig, RedisError> {
+    use fred::rustls::pki_types::pem::PemObject;
+    use fred::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    use fred::rustls::{ClientConfig, RootCertStore};
+
+    let read_certs = |path: &PathBuf| -> Result<Vec<CertificateDer<'static>>, RedisError> {
+        CertificateDer::pem_file_iter(path)
+            .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+            .map_err(|e| {
+                config_error(format!(
+                    "cannot read certificates from {}: {e}",
+                    path.display()
+                ))
+            })
+    };
+    let builder = if cfg.tls_insecure_skip_verify {
+        tracing::warn!(
+            "redis.tls_insecure_skip_verify is on: the Redis server's certificate is NOT verified; anyone on the path can impersonate it"
+        );
+        ClientConfig::builder()
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AcceptAnyCertificate::new()))
+    } else {
+        let mut roots = RootCertStore::empty();
+        match &cfg.tls_ca_file {
+            Some(ca) => {
+                for cert in read_certs(ca)? {
+                    roots
+                        .add(cert)
+                        .map_err(|e| config_error(format!("{}: {e}", ca.display())))?;
+                }
+            }
+            None => {
+                for cert in rustls_native_roots() {
+                    let _ = roots.add(cert);
+                }
+            }
+        }
+        ClientConfig::builder().with_root_certificates(roots)
+    };
+    let config = match (&cfg.tls_cert_file, &cfg.tls_key_file) {
+        (Some(cert), Some(key)) => {
+            let chain = read_certs(cert)?;
+            let key = PrivateKeyDer::from_pem_file(key).map_err(|e| {
+                config_error(format!(
+                    "cannot read the private key {}: {e}",
+                    key.display()
+                ))
+            })?;
+            builder
+                .with_client_auth_cert(chain, key)
+                .map_err(|e| config_error(format!("client certificate: {e}")))?
+        }
+        _ => builder.with_no_client_auth(),
+    };
+    Ok(fred::types::config::TlsConnector::from(config).into())
+}
+
+/// The system's trusted roots, through fred's own default connector's
+/// source (rustls-native-certs).
+fn rustls_native_roots() -> Vec<fred::rustls::pki_types::CertificateDer<'static>> {
+    rustls_native_certs::load_native_certs().certs
+}
+
+/// Accepts every server certificate (`redis.tls_insecure_skip_verify`).
+#[derive(Debug)]
+struct AcceptAnyCertificate(Arc<fred::rustls::crypto::CryptoProvider>);
+
+impl AcceptAnyCertificate {
+    fn new() -> AcceptAnyCertificate {
+        AcceptAnyCertificate(Arc::new(fred::rustls::crypto::ring::default_provider()))
+    }
+}
+
+impl fred::rustls::client::danger::ServerCertVerifier for AcceptAnyCertificate {
+    fn verify_server_cert(
+        &self,
+        _: &fred::rustls::pki_types::CertificateDer<'_>,
+        _: &[fred::rustls::pki_types::CertificateDer<'_>],
+        _: &fred::rustls::pki_types::ServerName<'_>,
+        _: &[u8],
+        _: fred::rustls::pki_types::UnixTime,
+    ) -> Result<fred::rustls::client::danger::ServerCertVerified, fred::rustls::Error> {
+        Ok(fred::rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &fred::rustls::pki_types::CertificateDer<'_>,
+        dss: &fred::rustls::DigitallySignedStruct,
+    ) -> Result<fred::rustls::client::danger::HandshakeSignatureValid, fred::rustls::Error> {
+        fred::rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &fred::rustls::pki_types::CertificateDer<'_>,
+        dss: &fred::rustls::DigitallySignedStruct,
+    ) -> Result<fred::rustls::client::danger::HandshakeSignatureValid, fred::rustls::Error> {
+        fred::rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<fred::rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
 }
 
 fn builder(cfg: &RedisConfig, fail_fast: bool) -> Result<Builder, RedisError> {
@@ -207,6 +405,12 @@ impl Redis {
     pub async fn wait_connected(&self) -> Result<(), RedisError> {
         self.pool.wait_for_connect().await?;
         Ok(())
+    }
+
+    /// Whether this is a Redis Cluster (then one script may only touch keys
+    /// of one hash slot).
+    pub fn is_clustered(&self) -> bool {
+        self.pool.next().is_clustered()
     }
 
     /// Whether the pool has at least one live connection.

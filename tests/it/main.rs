@@ -7,3 +7,4 @@ mod election;
 mod faults;
 mod helpers;
 mod runtime;
+mod topologies;

@@ -1,0 +1,785 @@
+//! Production Redis: TLS with a private CA, ACL users, password files,
+//! Sentinel and Cluster, each against real redis-server processes these
+//! tests start.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use fred::prelude::*;
+use redis_dsg::local_redis::{LocalRedis, free_port};
+use redis_dsg::local_sentinel::SentinelTopology;
+use redis_dsg::replica::Replica;
+
+use crate::helpers::*;
+
+fn openssl(args: &[&str], dir: &Path) {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("openssl runs");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A CA, a server certificate for `redis.test` only (so connecting to
+/// 127.0.0.1 needs the server-name override), a client certificate, and an
+/// unrelated CA.
+fn make_certificates(dir: &Path) {
+    for (name, subject) in [("ca", "/CN=dsg test CA"), ("other-ca", "/CN=someone else")] {
+        openssl(
+            &[
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-days",
+                "2",
+                "-subj",
+                subject,
+                "-keyout",
+                &format!("{name}.key"),
+                "-out",
+                &format!("{name}.pem"),
+            ],
+            dir,
+        );
+    }
+    std::fs::write(dir.join("server.ext"), "subjectAltName=DNS:redis.test\n").expect("ext");
+    std::fs::write(dir.join("client.ext"), "extendedKeyUsage=clientAuth\n").expect("ext");
+    for (name, ext) in [
+        ("server", Some("server.ext")),
+        ("client", Some("client.ext")),
+    ] {
+        openssl(
+            &[
+                "req",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-subj",
+                &format!("/CN={name}"),
+                "-keyout",
+                &format!("{name}.key"),
+                "-out",
+                &format!("{name}.csr"),
+            ],
+            dir,
+        );
+        let mut args = vec![
+            "x509",
+            "-req",
+            "-in",
+            &format!("{name}.csr"),
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-out",
+            &format!("{name}.pem"),
+        ]
+        .into_iter()
+        .map(String::from)
+        .collect::<Vec<_>>();
+        if let Some(ext) = ext {
+            args.extend(["-extfile".to_string(), ext.to_string()]);
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        openssl(&args, dir);
+    }
+}
+
+fn path(dir: &Path, file: &str) -> String {
+    dir.join(file).display().to_string()
+}
+
+#[tokio::test]
+async fn tls_with_a_private_ca_is_verified_and_a_wrong_ca_refused() {
+    let certs = tempfile::tempdir().expect("tempdir");
+    let dir = certs.path();
+    make_certificates(dir);
+    let tls_port = free_port();
+    let redis = LocalRedis::start_with(&[
+        "--tls-port",
+        &tls_port.to_string(),
+        "--tls-cert-file",
+        &path(dir, "server.pem"),
+        "--tls-key-file",
+        &path(dir, "server.key"),
+        "--tls-ca-cert-file",
+        &path(dir, "ca.pem"),
+        "--tls-auth-clients",
+        "yes",
+    ])
+    .expect("redis with TLS");
+    let _ = redis.port();
+    let url = format!("rediss://127.0.0.1:{tls_port}");
+    let good: Vec<(String, String)> = [
+        ("REDIS_URL", url.clone()),
+        ("DSG_REDIS__TLS_CA_FILE", path(dir, "ca.pem")),
+        ("DSG_REDIS__TLS_CERT_FILE", path(dir, "client.pem")),
+        ("DSG_REDIS__TLS_KEY_FILE", path(dir, "client.key")),
+        ("DSG_REDIS__TLS_SERVER_NAME", "redis.test".into()),
+        ("DSG_REDIS__CONNECT_TIMEOUT_MS", "2000".into()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    let out = run_cli(&good, &["errors", "count"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let with = |name: &str, value: &str| {
+        let mut env = good.clone();
+        env.retain(|(k, _)| k != name);
+        env.push((name.to_string(), value.to_string()));
+        env
+    };
+    // The wrong CA: the server's certificate is refused.
+    let out = run_cli(
+        &with("DSG_REDIS__TLS_CA_FILE", &path(dir, "other-ca.pem")),
+        &["errors", "count"],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(69), "{stderr}");
+    assert!(stderr.to_lowercase().contains("certificate"), "{stderr}");
+    // The name in the certificate must match.
+    let mut wrong_name = good.clone();
+    wrong_name.retain(|(k, _)| k != "DSG_REDIS__TLS_SERVER_NAME");
+    let out = run_cli(&wrong_name, &["errors", "count"]);
+    assert_eq!(
+        out.status.code(),
+        Some(69),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The server requires a client certificate.
+    let mut no_client = good.clone();
+    no_client.retain(|(k, _)| k != "DSG_REDIS__TLS_CERT_FILE" && k != "DSG_REDIS__TLS_KEY_FILE");
+    let out = run_cli(&no_client, &["errors", "count"]);
+    assert_ne!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // TLS settings with a plain URL are a configuration error.
+    let out = run_cli(&with("REDIS_URL", &redis.url()), &["errors", "count"]);
+    assert_eq!(
+        out.status.code(),
+        Some(78),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // The service itself, over TLS: a generator and a consumer at work.
+    let logs = tempfile::tempdir().expect("tempdir");
+    let mut env = good.clone();
+    env.extend([
+        ("GENERATOR_INTERVAL".to_string(), "20".to_string()),
+        ("DSG_PROCESSOR__MAX_MS".to_string(), "1".to_string()),
+    ]);
+    let mut replicas = Vec::new();
+    for i in 0..2 {
+        let mut r = Replica::start(
+            &exe(),
+            free_port(),
+            &env,
+            &logs.path().join(format!("r{i}.log")),
+        )
+        .expect("start");
+        assert!(r.wait_ready(Duration::from_secs(15)).await, "{}", log(&r));
+        replicas.push(r);
+    }
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            counter(&replicas[0], "processed_ok").await
+                + counter(&replicas[1], "processed_ok").await
+                > 10
+        })
+        .await,
+        "{}",
+        log(&replicas[0])
+    );
+}
+
+/// Runs an admin command on `redis` (`CONFIG SET`, `ACL SETUSER`, …).
+async fn admin(url: &str, args: &[&str]) -> fred::types::Value {
+    let c = connect(url).await;
+    let cmd = fred::types::CustomCommand::new(args[0].to_string(), None::<u16>, false);
+    let v = c
+        .client()
+        .custom::<fred::types::Value, _>(
+            cmd,
+            args[1..].iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{args:?}: {e}"));
+    c.quit().await;
+    v
+}
+
+async fn acl_setuser(admin_url: &str, user: &str, password: &str, rule: &str) {
+    let mut args: Vec<String> = vec![
+        "ACL".into(),
+        "SETUSER".into(),
+        user.into(),
+        "reset".into(),
+        format!(">{password}"),
+    ];
+    args.extend(rule.split_whitespace().map(String::from));
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    admin(admin_url, &refs).await;
+}
+
+#[tokio::test]
+async fn least_privilege_acl_user_runs_the_service_and_its_commands() {
+    let env = TestEnv::new().await;
+    let keys = redis_dsg::keys::Keys::new(&env.queue, &env.errors);
+    acl_setuser(&env.redis.url(), "dsg", "dsg-secret", &keys.acl_rule(None)).await;
+    let url = format!("redis://dsg:dsg-secret@127.0.0.1:{}", env.redis.port());
+    let a = env
+        .spawn(
+            "a",
+            &[
+                ("REDIS_URL", &url),
+                ("GENERATOR_INTERVAL", "20"),
+                ("DSG_PROCESSOR__MAX_MS", "1"),
+            ],
+        )
+        .await;
+    let b = env
+        .spawn(
+            "b",
+            &[
+                ("REDIS_URL", &url),
+                ("GENERATOR_INTERVAL", "20"),
+                ("DSG_PROCESSOR__MAX_MS", "1"),
+            ],
+        )
+        .await;
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            counter(&a, "processed_ok").await + counter(&b, "processed_ok").await > 10
+                && counter(&a, "invalid").await + counter(&b, "invalid").await > 0
+        })
+        .await,
+        "{}\n{}",
+        log(&a),
+        log(&b)
+    );
+    assert_eq!(
+        counter(&a, "redis_errors").await + counter(&b, "redis_errors").await,
+        0,
+        "{}\n{}",
+        log(&a),
+        log(&b)
+    );
+    let cli_env = env.env(&[("REDIS_URL", &url)]);
+    for args in [
+        &["status", "--check"][..],
+        &["errors", "count"][..],
+        &["errors", "list", "--limit", "1"][..],
+        &["errors", "requeue", "--limit", "1"][..],
+        &["errors", "drain", "--limit", "1"][..],
+    ] {
+        let out = run_cli(&cli_env, args);
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    // One right less, and the error says which.
+    let weak = keys.acl_rule(None).replace(" +llen", "");
+    acl_setuser(&env.redis.url(), "weak", "weak-secret", &weak).await;
+    let weak_url = format!("redis://weak:weak-secret@127.0.0.1:{}", env.redis.port());
+    let out = run_cli(&env.env(&[("REDIS_URL", &weak_url)]), &["errors", "count"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_ne!(out.status.code(), Some(0));
+    assert!(
+        stderr.contains("NOPERM") && stderr.to_lowercase().contains("llen"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("weak-secret"), "{stderr}");
+}
+
+#[tokio::test]
+async fn a_rotated_password_file_is_used_at_the_next_reconnect_without_a_restart() {
+    let env = TestEnv::new().await;
+    let admin_url = env.redis.url();
+    admin(
+        &admin_url,
+        &["CONFIG", "SET", "requirepass", "first-secret"],
+    )
+    .await;
+    let admin_url = format!("redis://:first-secret@127.0.0.1:{}", env.redis.port());
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file: PathBuf = dir.path().join("password");
+    std::fs::write(&file, "first-secret\n").expect("write");
+    let c = env
+        .spawn(
+            "c",
+            &[
+                ("DSG_REDIS__PASSWORD_FILE", file.to_str().expect("utf-8")),
+                ("GENERATOR_INTERVAL", "20"),
+                ("DSG_PROCESSOR__MAX_MS", "1"),
+            ],
+        )
+        .await;
+    // Rotate: the server's password and the mounted file change; existing
+    // connections are cut, as a real rotation eventually does.
+    std::fs::write(&file, "second-secret\n").expect("write");
+    admin(
+        &admin_url,
+        &["CONFIG", "SET", "requirepass", "second-secret"],
+    )
+    .await;
+    let admin_url = format!("redis://:second-secret@127.0.0.1:{}", env.redis.port());
+    admin(
+        &admin_url,
+        &["CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes"],
+    )
+    .await;
+    admin(&admin_url, &["CLIENT", "KILL", "TYPE", "pubsub"]).await;
+    let before = counter(&c, "generated").await;
+    assert!(
+        eventually(Duration::from_secs(15), || async {
+            counter(&c, "generated").await > before + 10
+                && matches!(
+                    redis_dsg::http_client::get(c.port(), "/readyz", Duration::from_secs(2)).await,
+                    Some((200, _))
+                )
+        })
+        .await,
+        "{}",
+        log(&c)
+    );
+    let logs = std::fs::read_to_string(c.log()).unwrap_or_default();
+    assert!(
+        !logs.contains("first-secret") && !logs.contains("second-secret"),
+        "{logs}"
+    );
+}
+
+/// Three masters created with `redis-cli --cluster create`.
+struct Cluster {
+    nodes: Vec<LocalRedis>,
+}
+
+impl Cluster {
+    async fn start() -> Cluster {
+        let nodes: Vec<LocalRedis> = (0..3)
+            .map(|_| {
+                LocalRedis::start_with(&[
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-config-file",
+                    "nodes.conf",
+                    "--cluster-node-timeout",
+                    "2000",
+                ])
+                .expect("cluster node")
+            })
+            .collect();
+        let mut args: Vec<String> = vec!["--cluster".into(), "create".into()];
+        args.extend(nodes.iter().map(|n| n.url()));
+        args.extend([
+            "--cluster-replicas".into(),
+            "0".into(),
+            "--cluster-yes".into(),
+        ]);
+        let out = Command::new("redis-cli")
+            .args(&args)
+            .output()
+            .expect("redis-cli");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        for n in &nodes {
+            let url = n.url();
+            assert!(
+                eventually(Duration::from_secs(20), || {
+                    let url = url.clone();
+                    async move {
+                        let info = Command::new("redis-cli")
+                            .args(["-u", &format!("redis://{url}"), "cluster", "info"])
+                            .output();
+                        info.is_ok_and(|o| {
+                            String::from_utf8_lossy(&o.stdout).contains("cluster_state:ok")
+                        })
+                    }
+                })
+                .await
+            );
+        }
+        Cluster { nodes }
+    }
+
+    fn url(&self) -> String {
+        let others: Vec<String> = self.nodes[1..]
+            .iter()
+            .map(|n| format!("node={}", n.url()))
+            .collect();
+        format!(
+            "redis-cluster://{}?{}",
+            self.nodes[0].url(),
+            others.join("&")
+        )
+    }
+}
+
+#[tokio::test]
+async fn redis_cluster_runs_generator_consumers_errors_cli_and_recovery() {
+    let cluster = Cluster::start().await;
+    let url = cluster.url();
+    let client = connect(&url).await;
+    assert!(client.is_clustered());
+    let logs = tempfile::tempdir().expect("tempdir");
+    // The error list "errors" is in another slot than the queue "q": moves
+    // to it take the two-step path; the output list shares the slot.
+    let env: Vec<(String, String)> = [
+        ("REDIS_URL", url.as_str()),
+        ("REDIS_QUEUE", "q"),
+        ("REDIS_ERROR_QUEUE", "errors"),
+        ("DSG_CONSUMER__OUTPUT_QUEUE", "{q}:out"),
+        ("GENERATOR_INTERVAL", "10"),
+        ("GENERATOR_PING_INTERVAL", "1"),
+        ("DSG_LEASE__TTL_MS", "1000"),
+        ("DSG_LEASE__RENEW_DEADLINE_MS", "700"),
+        ("DSG_LEASE__RETRY_PERIOD_MS", "200"),
+        ("DSG_CONSUMER__HEARTBEAT_TTL_MS", "1000"),
+        ("DSG_CONSUMER__HEARTBEAT_INTERVAL_MS", "250"),
+        ("DSG_CONSUMER__REAPER_INTERVAL_MS", "300"),
+        ("DSG_PROCESSOR__MAX_MS", "2"),
+        ("DSG_PROCESSOR__INVALID_RATIO", "0.3"),
+        ("RUST_LOG", "info"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    let start = |name: &str, extra: &[(&str, &str)]| {
+        let mut e = env.clone();
+        for (k, v) in extra {
+            e.retain(|(n, _)| n != k);
+            e.push((k.to_string(), v.to_string()));
+        }
+        Replica::start(
+            &exe(),
+            free_port(),
+            &e,
+            &logs.path().join(format!("{name}.log")),
+        )
+        .expect("start")
+    };
+    let mut a = start("a", &[]);
+    let mut b = start("b", &[]);
+    assert!(a.wait_ready(Duration::from_secs(20)).await, "{}", log(&a));
+    assert!(b.wait_ready(Duration::from_secs(20)).await, "{}", log(&b));
+    let llen = |key: &'static str| {
+        let c = client.clone();
+        async move { c.client().llen::<u64, _>(key).await.unwrap_or(0) }
+    };
+    assert!(
+        eventually(Duration::from_secs(15), || async {
+            llen("{q}:out").await > 20 && llen("errors").await > 5
+        })
+        .await,
+        "{}\n{}",
+        log(&a),
+        log(&b)
+    );
+    let errors_before = llen("errors").await;
+    let entry = redis_dsg::error_entry::decode(
+        &value_list(&client, "errors")
+            .await
+            .pop()
+            .expect("an error entry"),
+    );
+    assert_eq!(entry.reason, "invalid");
+    assert!(
+        redis_dsg::message::parse(&entry.payload).is_ok(),
+        "the original bytes are kept"
+    );
+
+    // The errors CLI on the cluster, the two-step requeue included.
+    for args in [
+        &["errors", "count"][..],
+        &["errors", "list", "--limit", "3"][..],
+        &["status"][..],
+    ] {
+        let out = run_cli(&env, args);
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let out = run_cli(&env, &["errors", "requeue", "--limit", "2", "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 2);
+    let out = run_cli(&env, &["errors", "drain", "--limit", "3"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 3);
+    assert!(llen("errors").await >= errors_before.saturating_sub(5));
+
+    // Recovery: a slow consumer holding messages is killed; the others get them.
+    let mut slow = start(
+        "slow",
+        &[
+            ("MODE", "consumer"),
+            ("DSG_PROCESSOR__MIN_MS", "60000"),
+            ("DSG_PROCESSOR__MAX_MS", "60000"),
+        ],
+    );
+    assert!(
+        slow.wait_ready(Duration::from_secs(20)).await,
+        "{}",
+        log(&slow)
+    );
+    let id = slow.status().await.expect("status")["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    let inflight = format!("{{q}}:inflight:{id}");
+    let held = || {
+        let (c, k) = (client.clone(), inflight.clone());
+        async move {
+            c.client()
+                .hlen::<u64, _>(k)
+                .await
+                .unwrap_or(0)
+                .saturating_sub(1)
+        }
+    };
+    assert!(
+        eventually(Duration::from_secs(10), || async { held().await >= 5 }).await,
+        "{}",
+        log(&slow)
+    );
+    slow.signal(libc::SIGKILL);
+    let _ = slow.wait_timeout(Duration::from_secs(5));
+    assert!(
+        eventually(Duration::from_secs(10), || async { held().await == 0 }).await,
+        "the dead consumer's messages come back"
+    );
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            counter(&a, "recovered").await + counter(&b, "recovered").await >= 5
+        })
+        .await
+    );
+    a.stop(Duration::from_secs(5));
+    b.stop(Duration::from_secs(5));
+}
+
+async fn value_list(client: &redis_dsg::redis::Redis, key: &str) -> Vec<Vec<u8>> {
+    let v: Vec<fred::types::Value> = client.client().lrange(key, 0, -1).await.expect("lrange");
+    v.into_iter()
+        .filter_map(redis_dsg::redis::value_bytes)
+        .map(|b| b.to_vec())
+        .collect()
+}
+
+#[tokio::test]
+async fn sentinel_failover_keeps_one_generator_and_loses_nothing_processed() {
+    // Waits until the sentinels see each other and the replica.
+    let mut topology = SentinelTopology::start(1000).expect("sentinel topology");
+    let primary_port = topology.primary_port().expect("a primary");
+    let replica_port = topology
+        .nodes
+        .iter()
+        .map(LocalRedis::port)
+        .find(|p| *p != primary_port)
+        .expect("a replica");
+    let url = topology.url();
+    let logs = tempfile::tempdir().expect("tempdir");
+    let env: Vec<(String, String)> = [
+        ("REDIS_URL", url.as_str()),
+        ("REDIS_QUEUE", "q"),
+        ("DSG_CONSUMER__OUTPUT_QUEUE", "{q}:out"),
+        ("GENERATOR_INTERVAL", "10"),
+        ("GENERATOR_PING_INTERVAL", "1"),
+        ("DSG_LEASE__TTL_MS", "1000"),
+        ("DSG_LEASE__RENEW_DEADLINE_MS", "700"),
+        ("DSG_LEASE__RETRY_PERIOD_MS", "200"),
+        ("DSG_CONSUMER__HEARTBEAT_TTL_MS", "1500"),
+        ("DSG_CONSUMER__HEARTBEAT_INTERVAL_MS", "300"),
+        ("DSG_PROCESSOR__MAX_MS", "2"),
+        ("DSG_PROCESSOR__INVALID_RATIO", "0"),
+        ("DSG_REDIS__COMMAND_TIMEOUT_MS", "1000"),
+        ("DSG_REDIS__RECONNECT_MAX_DELAY_MS", "200"),
+        ("RUST_LOG", "info"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    let mut replicas = Vec::new();
+    for i in 0..3 {
+        let mut r = Replica::start(
+            &exe(),
+            free_port(),
+            &env,
+            &logs.path().join(format!("r{i}.log")),
+        )
+        .expect("start");
+        assert!(r.wait_ready(Duration::from_secs(20)).await, "{}", log(&r));
+        replicas.push(r);
+    }
+    let old = connect(&format!("127.0.0.1:{primary_port}")).await;
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            old.client().llen::<u64, _>("{q}:out").await.unwrap_or(0) > 100
+        })
+        .await,
+        "{}",
+        log(&replicas[0])
+    );
+    // What was processed and replicated before the crash must survive it.
+    let processed: Vec<fred::types::Value> =
+        old.client().lrange("{q}:out", 0, -1).await.expect("lrange");
+    let processed: std::collections::HashSet<Vec<u8>> = processed
+        .into_iter()
+        .filter_map(redis_dsg::redis::value_bytes)
+        .map(|b| b.to_vec())
+        .collect();
+    let _: i64 = old
+        .client()
+        .custom(
+            fred::types::CustomCommand::new_static("WAIT", None, false),
+            vec!["1", "2000"],
+        )
+        .await
+        .expect("wait");
+    let mut epoch_before = 0;
+    for r in &replicas {
+        if let Some(e) = r.status().await.and_then(|s| s["lease"]["epoch"].as_u64()) {
+            epoch_before = epoch_before.max(e);
+        }
+    }
+    assert!(epoch_before > 0, "no epoch seen before the failover");
+    let killed = std::time::Instant::now();
+    topology.node_mut(primary_port).expect("primary").kill();
+
+    // Sentinel cuts the clients of the replica it promotes: connect anew.
+    let fresh = || async { connect(&format!("127.0.0.1:{replica_port}")).await };
+    let recovered = eventually(Duration::from_secs(30), || async {
+        let new_primary = fresh().await;
+        let role: Vec<fred::types::Value> = new_primary
+            .client()
+            .custom(
+                fred::types::CustomCommand::new_static("ROLE", None, false),
+                Vec::<String>::new(),
+            )
+            .await
+            .unwrap_or_default();
+        let is_master = role
+            .first()
+            .and_then(|v| v.as_str().map(|s| s == "master"))
+            .unwrap_or(false);
+        is_master
+            && new_primary
+                .client()
+                .llen::<u64, _>("{q}:out")
+                .await
+                .unwrap_or(0)
+                > processed.len() as u64 + 50
+    })
+    .await;
+    let new_primary = fresh().await;
+    if !recovered {
+        let role: Vec<fred::types::Value> = new_primary
+            .client()
+            .custom(
+                fred::types::CustomCommand::new_static("ROLE", None, false),
+                Vec::<String>::new(),
+            )
+            .await
+            .unwrap_or_default();
+        let out: u64 = new_primary.client().llen("{q}:out").await.unwrap_or(0);
+        let mut statuses = String::new();
+        for r in &replicas {
+            statuses.push_str(&format!("{:?}\n", r.status().await));
+        }
+        panic!(
+            "processing did not resume: role {role:?}, output {out} (was {}), sentinels say {}\n{statuses}",
+            processed.len(),
+            topology.sentinels[0].ask(&["SENTINEL", "get-master-addr-by-name", "m"])
+        );
+    }
+    eprintln!(
+        "Sentinel failover to recovery (new primary processing again): {:?}",
+        killed.elapsed()
+    );
+    let after: Vec<fred::types::Value> = new_primary
+        .client()
+        .lrange("{q}:out", 0, -1)
+        .await
+        .expect("lrange");
+    let after: std::collections::HashSet<Vec<u8>> = after
+        .into_iter()
+        .filter_map(redis_dsg::redis::value_bytes)
+        .map(|b| b.to_vec())
+        .collect();
+    let lost = processed.iter().filter(|m| !after.contains(*m)).count();
+    assert_eq!(lost, 0, "processed messages lost in the failover");
+    // Exactly one generator, everyone ready, and the epoch went on upwards.
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            let mut generators = 0;
+            let mut ready = 0;
+            for r in &replicas {
+                if role(r).await.as_deref() == Some("generator") {
+                    generators += 1;
+                }
+                if matches!(
+                    redis_dsg::http_client::get(r.port(), "/readyz", Duration::from_secs(2)).await,
+                    Some((200, _))
+                ) {
+                    ready += 1;
+                }
+            }
+            generators == 1 && ready == replicas.len()
+        })
+        .await
+    );
+    for r in &replicas {
+        let epoch = r.status().await.and_then(|s| s["lease"]["epoch"].as_u64());
+        assert!(
+            epoch.is_some_and(|e| e >= epoch_before),
+            "epochs must never go backwards: {epoch:?} after {epoch_before}"
+        );
+    }
+}
+
+#[test]
+fn readme_documents_the_exact_acl_rule() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).expect("README");
+    let rule = redis_dsg::keys::Keys::new("a", "errors").acl_rule(None);
+    assert!(
+        readme.contains(&format!("ACL SETUSER dsg >password {rule}")),
+        "README's ACL rule is out of date:\n{rule}"
+    );
+}
