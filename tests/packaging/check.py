@@ -10,9 +10,13 @@ Proves with the real tools, offline:
 - that the schema and the templates refuse every file of
   tests/packaging/bad-values/ with the message each file announces;
 - that the Deployment agrees with the binary: the real binary, started with
-  the pod's exact arguments, environment and ConfigMap file (Redis address
-  substituted by a private redis-server), answers the probe paths on the port
-  the spec names, stops in time, and `helm test`'s command passes against it;
+  the pod's exact arguments, environment and mounted files (the ConfigMap and
+  the Secrets' data written where the mounts would put them, the Redis
+  address substituted by a private redis-server that demands the Secret's
+  password and, for rediss:// value sets, speaks TLS with a throw-away CA),
+  answers the probe paths on the port the spec names, picks up a rotated
+  password file without a restart, stops in time, and `helm test`'s command
+  passes against it;
 - that deploy/ equals a fresh render (--update regenerates it);
 - that every PromQL expression of the dashboard and the alerts parses and
   names only metrics a live /metrics scrape shows (plus a commented
@@ -35,6 +39,7 @@ import re
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -75,7 +80,20 @@ CUSTOM_KINDS = {
     ("monitoring.coreos.com/v1", "ServiceMonitor"),
     ("monitoring.coreos.com/v1", "PrometheusRule"),
     ("keda.sh/v1alpha1", "ScaledObject"),
+    ("keda.sh/v1alpha1", "TriggerAuthentication"),
 }
+
+# The program's settings that name a file mounted from a Secret, and the
+# TriggerAuthentication parameter of KEDA's redis scaler that carries the
+# same Secret key.
+SECRET_FILE_SETTINGS = {"password_file": "password", "tls_ca_file": "ca", "tls_cert_file": "cert", "tls_key_file": "key"}
+# The program's TLS settings: refused with a non-TLS URL.
+TLS_SETTINGS = ("tls_ca_file", "tls_cert_file", "tls_key_file", "tls_server_name", "tls_insecure_skip_verify")
+# What the operator would have put in an existing password Secret.
+EXISTING_SECRET_PASSWORD = "existing-secret-password"
+# Set to 1 to run the live checks of rediss:// value sets against a plain
+# redis-server (TLS settings dropped), as happens when openssl is missing.
+PLAIN_REDIS_ENV = "DSG_PACKAGING_PLAIN_REDIS"
 
 # Metrics the alerts or the dashboard may use that redis-dsg does not export.
 METRIC_ALLOW_LIST = {
@@ -351,9 +369,23 @@ class Processes:
                 proc.wait(timeout=5)
 
 
-def start_redis(procs: Processes, name: str, password: str | None, username: str | None, port: int = 0) -> int:
+class RedisTls:
+    """TLS of a private redis-server: its certificate and key, the CA it
+    trusts for client certificates, and whether it demands one."""
+
+    def __init__(self, cert: Path, key: Path, ca: Path, client: tuple[Path, Path] | None) -> None:
+        self.cert, self.key, self.ca, self.client = cert, key, ca, client
+
+
+def start_redis(procs: Processes, name: str, password: str | None, username: str | None, port: int = 0,
+                tls: RedisTls | None = None) -> int:
     port = port or free_port()
-    argv = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+    argv = ["redis-server", "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+    if tls:
+        argv += ["--port", "0", "--tls-port", str(port), "--tls-cert-file", str(tls.cert), "--tls-key-file", str(tls.key),
+                 "--tls-ca-cert-file", str(tls.ca), "--tls-auth-clients", "yes" if tls.client else "no"]
+    else:
+        argv += ["--port", str(port)]
     if password and username:
         argv += ["--user", "default", "off", "--user", username, "on", f">{password}", "~*", "&*", "+@all"]
     elif password:
@@ -361,12 +393,71 @@ def start_redis(procs: Processes, name: str, password: str | None, username: str
     procs.start(name, argv, {"PATH": os.environ["PATH"]})
 
     def pong() -> bool:
-        with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
+        with socket.create_connection(("127.0.0.1", port), timeout=1) as raw:
+            s = raw
+            if tls:
+                ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+                ctx.check_hostname = False
+                ctx.load_verify_locations(tls.ca)
+                if tls.client:
+                    ctx.load_cert_chain(tls.client[0], tls.client[1])
+                s = ctx.wrap_socket(raw)
             s.sendall(b"PING\r\n")
             return s.recv(64).startswith((b"+PONG", b"-NOAUTH", b"-ERR"))
 
-    wait_for(f"redis-server on port {port}", pong, 10)
+    wait_for(f"redis-server on port {port}" + (" (TLS)" if tls else ""), pong, 10)
     return port
+
+
+class TlsMaterial:
+    """A throw-away CA, a client certificate signed by it, and server
+    certificates on demand (openssl): what the operator would keep in the TLS
+    Secret, and the private redis-server's own certificate. Without openssl,
+    placeholders the program can open (TLS is then not exercised live)."""
+
+    PLACEHOLDER = "-----BEGIN CERTIFICATE-----\nTk8gT1BFTlNTTA==\n-----END CERTIFICATE-----\n"
+
+    def __init__(self, work: Path) -> None:
+        self.dir = work / "tls"
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.openssl = shutil.which("openssl")
+        self.ca = self.dir / "ca.crt"
+        self.client = (self.dir / "client.crt", self.dir / "client.key")
+        self.servers: dict[str, tuple[Path, Path]] = {}
+        if not self.openssl:
+            for path in (self.ca, *self.client):
+                path.write_text(self.PLACEHOLDER)
+            return
+        self.openssl_run("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+                         "-keyout", str(self.dir / "ca.key"), "-out", str(self.ca), "-days", "2",
+                         "-subj", "/CN=redis-dsg packaging test CA")
+        self.client = self.issue("client", "redis-dsg", "extendedKeyUsage=clientAuth")
+
+    @property
+    def available(self) -> bool:
+        return self.openssl is not None
+
+    def openssl_run(self, *args: str) -> None:
+        run = subprocess.run([self.openssl, *args], capture_output=True, text=True, timeout=60)  # type: ignore[list-item]
+        expect(run.returncode == 0, f"openssl {' '.join(args[:2])} failed:\n{run.stderr}")
+
+    def issue(self, name: str, common_name: str, extensions: str) -> tuple[Path, Path]:
+        key, csr, crt, ext = (self.dir / f"{name}.{suffix}" for suffix in ("key", "csr", "crt", "ext"))
+        self.openssl_run("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+                         "-keyout", str(key), "-out", str(csr), "-subj", f"/CN={common_name}")
+        ext.write_text("basicConstraints=CA:FALSE\n" + extensions + "\n")
+        self.openssl_run("x509", "-req", "-in", str(csr), "-CA", str(self.ca), "-CAkey", str(self.dir / "ca.key"),
+                         "-set_serial", str(int.from_bytes(os.urandom(8), "big") >> 1), "-days", "2",
+                         "-out", str(crt), "-extfile", str(ext))
+        return crt, key
+
+    def server(self, server_name: str) -> tuple[Path, Path]:
+        """A server certificate valid for exactly this name (DNS name or IP)."""
+        if server_name not in self.servers:
+            kind = "IP" if re.fullmatch(r"[0-9.]+|[0-9a-fA-F:]+", server_name) else "DNS"
+            self.servers[server_name] = self.issue(f"server-{len(self.servers)}", server_name,
+                                                   f"subjectAltName={kind}:{server_name}\nextendedKeyUsage=serverAuth")
+        return self.servers[server_name]
 
 
 # --------------------------------------------------------------------------
@@ -433,6 +524,7 @@ class Checks:
         self.version = crate_version()
         self.scraped_metrics: set[str] = set()
         self.renders: dict[str, Render] = {}
+        self.tls = TlsMaterial(work)
 
     # ---- tools ----------------------------------------------------------
 
@@ -599,13 +691,22 @@ class Checks:
 
         chart = {snake(k) for k, v in values.items() if not isinstance(v, dict)}
         chart |= {f"{sec}.{snake(k)}" for sec, keys in values.items() if isinstance(keys, dict) for k in keys}
-        # Set by the chart through the environment (logFormat, auth.*), or
-        # deliberately left at the binary's default (bind on every address).
-        through_env = {"log_format", "redis.password", "redis.username", "http.bind"}
-        missing = binary - chart - through_env
+        # Set by the chart from other values: through the environment
+        # (logFormat, auth.username) or as the paths of files mounted from
+        # Secrets (auth.*, tls.*; `redis-dsg config` lists those only when
+        # set, the live checks prove the binary reads them).
+        elsewhere = {"log_format", "redis.username"} | {f"redis.{s}" for s in SECRET_FILE_SETTINGS}
+        # Deliberately not set: the password is a file (redis.password_file),
+        # never an environment variable or a ConfigMap value; bind stays on
+        # every address.
+        unused = {"redis.password", "http.bind"}
+        missing = binary - chart - elsewhere - unused
         expect(not missing, f"settings of the binary with no chart value: {', '.join(sorted(missing))}")
         expect("consumer.output_queue" in chart, "consumer.outputQueue")
-        return f"{len(binary)} settings of `redis-dsg config`: {len(chart)} chart values + {', '.join(sorted(through_env))}"
+        for setting in ("redis.tls_server_name", "redis.tls_insecure_skip_verify"):
+            expect(setting in chart, f"{setting} has no chart value")
+        return (f"{len(binary)} settings of `redis-dsg config`: {len(chart)} chart values + {', '.join(sorted(binary & elsewhere))} set by the chart"
+                f" + {', '.join(sorted(binary & unused))} left unset; file settings from Secrets: {', '.join(sorted(SECRET_FILE_SETTINGS))}")
 
     def bad_values(self) -> str:
         files = sorted((HERE / "bad-values").glob("*.yaml"))
@@ -629,13 +730,16 @@ class Checks:
                         template_refusals += 1
                     else:
                         # Rules only the program knows: the pods would stop at
-                        # start-up with exit 78 and this message.
-                        toml = yaml.safe_load(rendered["redis-dsg/templates/configmap.yaml"])["data"]["config.toml"]
-                        config_file = self.work / "bad-values" / "config.toml"  # the pods' file name
-                        config_file.parent.mkdir(exist_ok=True)
-                        config_file.write_text(toml)
-                        run = subprocess.run([str(self.binary), "config"], env={"PATH": os.environ["PATH"], "DSG_CONFIG": str(config_file)},
-                                             capture_output=True, text=True, timeout=30)
+                        # start-up with exit 78 and this message. The binary
+                        # gets the pod's environment and files (ConfigMap,
+                        # Secrets), so only the announced rule can trip it.
+                        del rendered
+                        render = Render(values, RELEASE, "default")
+                        dep = self.app_deployment(render)
+                        pod_dir = self.work / "bad-values" / path.stem
+                        env = self.pod_files(render, dep["spec"]["template"]["spec"], dep["spec"]["template"]["spec"]["containers"][0],
+                                             pod_dir, self.secrets(render), redis_url=None)
+                        run = subprocess.run([str(self.binary), "config"], env=env, capture_output=True, text=True, timeout=30)
                         expect(run.returncode == 78, f"{path.name}: rendered, and the binary accepted it (exit {run.returncode}); expected {wanted!r}")
                         stderr = re.sub(r"from TOML file \S*config\.toml", "from TOML file config.toml", run.stderr)
                         expect(wanted in stderr, f"{path.name}: the binary refused it with {stderr!r}, not {wanted!r}")
@@ -725,37 +829,92 @@ class Checks:
         expect(cm, f"ConfigMap {volume['configMap']['name']} is not rendered")
         key = config_path[len(mount["mountPath"].rstrip("/")) + 1 :]
         expect(key in cm["data"], f"ConfigMap has no key {key}")
-        # Password from a Secret, existing or created.
+        # Password: a file mounted from a Secret, existing or created, never
+        # an environment variable (a rotated Secret would not reach running
+        # pods) nor a ConfigMap value.
+        toml = tomllib.loads(cm["data"][key])
+        files = self.secret_files(render)
+        expect("password" not in toml["redis"], "the password must not be in the ConfigMap")
+        expect("DSG_REDIS__PASSWORD" not in env and not any(e["name"].startswith("DSG_REDIS__PASSWORD") for e in c["env"]),
+               "the password must not be an environment variable: mount its Secret and set redis.password_file")
         if v["auth"]["existingSecret"] or v["auth"]["password"]:
-            ref = env.get("DSG_REDIS__PASSWORD", {}).get("valueFrom", {}).get("secretKeyRef")
-            expect(ref, "DSG_REDIS__PASSWORD must come from a secretKeyRef")
+            expect("password_file" in files, "a password is configured, yet redis.password_file is not set")
+            secret_name, secret_key = files["password_file"]
             if v["auth"]["existingSecret"]:
-                expect(ref == {"name": v["auth"]["existingSecret"], "key": v["auth"]["existingSecretPasswordKey"]}, f"secretKeyRef {ref}")
+                expect(files["password_file"] == (v["auth"]["existingSecret"], v["auth"]["existingSecretPasswordKey"]),
+                       f"the password file is mounted from {files['password_file']}")
                 expect(not render.all("Secret"), "no Secret is created with auth.existingSecret")
             else:
-                secret = render.named("Secret", ref["name"])
-                expect(secret and ref["key"] in secret["data"], f"Secret {ref} is not rendered")
+                secret = render.named("Secret", secret_name)
+                expect(secret and secret_key in secret["data"], f"Secret {secret_name} with key {secret_key} is not rendered")
         else:
-            expect("DSG_REDIS__PASSWORD" not in env, "no password configured, yet DSG_REDIS__PASSWORD is set")
+            expect("password_file" not in files, "no password configured, yet redis.password_file is set")
         for e in c["env"]:
             expect("value" in e or "secretKeyRef" in e.get("valueFrom", {}), f"env {e['name']}: only values and secrets are expected")
-        # Roll on configuration change.
+        # TLS files: from tls.existingSecret under the keys the values name,
+        # only with a rediss:// URL, as the program demands.
+        tls = v["tls"]
+        want_tls = {setting: (tls["existingSecret"], k) for setting, k in
+                    (("tls_ca_file", tls["caKey"]), ("tls_cert_file", tls["certKey"]), ("tls_key_file", tls["keyKey"]))
+                    if tls["existingSecret"] and k}
+        got_tls = {s: ref for s, ref in files.items() if s != "password_file"}
+        expect(got_tls == want_tls, f"TLS files mounted from {got_tls}, the values ask for {want_tls}")
+        expect(toml["redis"].get("tls_server_name", "") == v["config"]["redis"]["tlsServerName"], "tls_server_name differs from config.redis.tlsServerName")
+        expect(toml["redis"].get("tls_insecure_skip_verify") is v["config"]["redis"]["tlsInsecureSkipVerify"],
+               "tls_insecure_skip_verify differs from config.redis.tlsInsecureSkipVerify")
+        if any(toml["redis"].get(s) for s in TLS_SETTINGS):
+            expect(re.match(r"rediss(-sentinel|-cluster)?://", toml["redis"]["url"]), f"TLS settings with the non-TLS URL {toml['redis']['url']}")
+        # Roll on configuration change, not on a password change: the file
+        # is read again at every (re)connection.
         checksum = pod["metadata"]["annotations"].get("checksum/config")
         expect(checksum == hashlib.sha256(render.template("configmap.yaml").encode()).hexdigest(),
                "checksum/config is not the sha256 of the rendered ConfigMap")
+        rolls = [a for a in pod["metadata"]["annotations"] if a.startswith("checksum/") and a != "checksum/config"]
+        expect(not rolls, f"{', '.join(rolls)}: a new password must not roll the pods (they read the mounted file again)")
         # Replicas belong to the autoscaler when there is one.
         autoscaled = bool(render.all("HorizontalPodAutoscaler") or render.all("ScaledObject"))
         expect(("replicas" in dep["spec"]) != autoscaled, "replicas must be set exactly when no autoscaler owns them")
         if not autoscaled:
             expect(dep["spec"]["replicas"] >= 2, "at least 2 replicas: one generator, one consumer")
         # Grace period above the shutdown timeout (the binary's own view is checked live).
-        toml = tomllib.loads(cm["data"][key])
         tgps = spec["terminationGracePeriodSeconds"]
         expect(tgps * 1000 > toml["shutdown"]["timeout_ms"], f"terminationGracePeriodSeconds {tgps} s <= shutdown.timeout_ms {toml['shutdown']['timeout_ms']}")
         if v["topologySpreadConstraints"]:
             for tsc in spec["topologySpreadConstraints"]:
                 expect(selects(tsc["labelSelector"]["matchLabels"], pod["metadata"]["labels"]), "topology spread must select the pods")
-        return f"probes {c['startupProbe']['httpGet']['path']}, {c['livenessProbe']['httpGet']['path']}, {c['readinessProbe']['httpGet']['path']} on port http; grace {tgps} s > shutdown {toml['shutdown']['timeout_ms']} ms"
+        mounted = ", ".join(f"{s} from {name}/{k}" for s, (name, k) in files.items())
+        return (f"probes {c['startupProbe']['httpGet']['path']}, {c['livenessProbe']['httpGet']['path']}, {c['readinessProbe']['httpGet']['path']} on port http; "
+                f"grace {tgps} s > shutdown {toml['shutdown']['timeout_ms']} ms; " + (f"read-only Secret files: {mounted}" if mounted else "no Secret files"))
+
+    def secret_files(self, render: Render) -> dict[str, tuple[str, str]]:
+        """The program's file settings of the pods' TOML (password_file,
+        tls_*_file), each traced through the pod's volume mounts to the Secret
+        and key behind it: setting -> (Secret name, key). Fails when a file is
+        not on a read-only, whole-volume Secret mount."""
+        dep = self.app_deployment(render)
+        spec = dep["spec"]["template"]["spec"]
+        container = spec["containers"][0]
+        redis = self.toml(render)["redis"]
+        found = {}
+        for setting in SECRET_FILE_SETTINGS:
+            if setting not in redis:
+                continue
+            path = redis[setting]
+            mount = next((m for m in container["volumeMounts"]
+                          if path == m["mountPath"] or path.startswith(m["mountPath"].rstrip("/") + "/")), None)
+            expect(mount, f"{setting} = {path} is not under a volume mount")
+            expect("subPath" not in mount and "subPathExpr" not in mount,
+                   f"{setting}: volume {mount['name']} is mounted with subPath, which never sees a rotated Secret")
+            expect(mount.get("readOnly") is True, f"{setting}: volume {mount['name']} must be mounted read-only")
+            vol = next(v for v in spec["volumes"] if v["name"] == mount["name"])
+            expect("secret" in vol, f"{setting}: volume {vol['name']} is not a Secret")
+            relative = path[len(mount["mountPath"].rstrip("/")) + 1 :]
+            items = vol["secret"].get("items")
+            key = next((i["key"] for i in items if i["path"] == relative), None) if items else relative
+            expect(key, f"{setting}: no key of Secret {vol['secret']['secretName']} is mounted as {relative}")
+            expect(not vol["secret"].get("optional"), f"{setting}: Secret {vol['secret']['secretName']} must not be optional (a pod without the file would only fail later)")
+            found[setting] = (vol["secret"]["secretName"], key)
+        return found
 
     def fullname(self, render: Render) -> str:
         return render.one("Service")["metadata"]["name"] if len(render.all("Service")) == 1 else next(
@@ -818,6 +977,8 @@ class Checks:
         tc = test["spec"]["containers"][0]
         expect(tc["args"][:1] == ["status"] and "--check" in tc["args"], f"test pod runs {tc['args']}")
         expect(tc["env"] == spec["containers"][0]["env"][: len(tc["env"])], "test pod env differs from the pods'")
+        expect(tc["volumeMounts"] == spec["containers"][0]["volumeMounts"] and test["spec"]["volumes"] == spec["volumes"],
+               "test pod volumes differ from the pods' (configuration, password, TLS files)")
         expect(tc["image"] == spec["containers"][0]["image"], "test pod image differs")
         return f"Service, ServiceAccount{', PDB' if pdb else ''}{', HPA' if hpa else ''}{', NetworkPolicy' if render.all('NetworkPolicy') else ''}{', dashboard' if dash else ''}, test pod"
 
@@ -883,7 +1044,7 @@ class Checks:
             expect(len(spec["triggers"]) == 1 and spec["triggers"][0]["type"] == "redis", "one redis (lists) trigger")
             meta = spec["triggers"][0]["metadata"]
             expect(all(isinstance(x, str) for x in meta.values()), "KEDA trigger metadata values must be strings")
-            allowed = {"address", "listName", "listLength", "activationListLength", "databaseIndex", "enableTLS", "usernameFromEnv", "passwordFromEnv"}
+            allowed = {"address", "listName", "listLength", "activationListLength", "databaseIndex", "enableTLS", "unsafeSsl", "usernameFromEnv"}
             expect(set(meta) <= allowed, f"unknown trigger metadata {set(meta) - allowed}")
             expect(meta["listName"] == toml["redis"]["queue"], f"listName {meta['listName']} != queue {toml['redis']['queue']}")
             url = toml["redis"]["url"]
@@ -892,56 +1053,145 @@ class Checks:
             expect(meta["databaseIndex"] == db, f"databaseIndex {meta['databaseIndex']} for {url}")
             expect(meta["enableTLS"] == str(tls).lower(), f"enableTLS {meta['enableTLS']} for {url}")
             expect(int(meta["listLength"]) >= 1, "listLength must be a positive integer")
+            expect(meta.get("unsafeSsl", "false") == str(toml["redis"]["tls_insecure_skip_verify"]).lower(),
+                   f"unsafeSsl {meta.get('unsafeSsl')} for tls_insecure_skip_verify = {toml['redis']['tls_insecure_skip_verify']}")
             env_names = {e["name"] for e in container["env"]}
-            for k in ("usernameFromEnv", "passwordFromEnv"):
-                if k in meta:
-                    expect(meta[k] in env_names, f"{k}={meta[k]} is not an env variable of the container")
-            if "DSG_REDIS__PASSWORD" in env_names:
-                expect(meta.get("passwordFromEnv") == "DSG_REDIS__PASSWORD", "the scaler needs the Redis password")
+            if "usernameFromEnv" in meta:
+                expect(meta["usernameFromEnv"] in env_names, f"usernameFromEnv={meta['usernameFromEnv']} is not an env variable of the container")
+            if "DSG_REDIS__USERNAME" in env_names:
+                expect(meta.get("usernameFromEnv") == "DSG_REDIS__USERNAME", "the scaler needs the Redis user name")
+            # The password and the TLS files: KEDA reads the Secrets the pods
+            # mount, key for key, through a TriggerAuthentication.
+            trigger = spec["triggers"][0]
+            expect(set(trigger) <= {"type", "metadata", "authenticationRef"}, f"unexpected trigger fields {set(trigger)}")
+            want = {SECRET_FILE_SETTINGS[s]: ref for s, ref in self.secret_files(render).items()}
+            if want:
+                ref = trigger.get("authenticationRef") or {}
+                expect(ref.get("kind", "TriggerAuthentication") == "TriggerAuthentication", f"authenticationRef {ref}")
+                ta = render.named("TriggerAuthentication", ref.get("name", ""))
+                expect(ta, f"the trigger needs a TriggerAuthentication for {', '.join(sorted(want))}, references {ref}")
+                expect(set(ta["spec"]) == {"secretTargetRef"}, f"unexpected TriggerAuthentication fields {set(ta['spec'])}")
+                for r in ta["spec"]["secretTargetRef"]:
+                    expect(set(r) == {"parameter", "name", "key"}, f"secretTargetRef {r}")
+                got = {r["parameter"]: (r["name"], r["key"]) for r in ta["spec"]["secretTargetRef"]}
+                expect(got == want, f"the TriggerAuthentication hands KEDA {got}, the pods mount {want}")
+                # KEDA refuses `tls` in both the trigger and the authentication.
+                expect("tls" not in got, "tls must be set by the trigger's enableTLS only")
+                done.append(f"TriggerAuthentication ({', '.join(sorted(got))})")
+            else:
+                expect("authenticationRef" not in trigger, "authenticationRef without a password or TLS files")
             done.append("ScaledObject")
+        referenced = {so["spec"]["triggers"][0].get("authenticationRef", {}).get("name") for so in render.all("ScaledObject")}
+        for ta in render.all("TriggerAuthentication"):
+            expect(ta["metadata"]["name"] in referenced, f"TriggerAuthentication {ta['metadata']['name']} is used by no ScaledObject")
         return ", ".join(done) if done else "none rendered"
 
     # ---- live: the binary with the pod's exact configuration ------------
 
+    @staticmethod
+    def mount_map(container: dict[str, Any], files: Path) -> list[tuple[str, Path]]:
+        """The container's mount paths and the local directories standing
+        for them (files/<volume>), longest path first."""
+        mounts = [(m["mountPath"].rstrip("/"), files / m["name"]) for m in container.get("volumeMounts", [])]
+        return sorted(mounts, key=lambda m: -len(m[0]))
+
+    @staticmethod
+    def local_path(value: str, mounts: list[tuple[str, Path]]) -> str:
+        """A path inside the container, as the local file standing for it."""
+        for mount_path, local in mounts:
+            if value.startswith(mount_path + "/"):
+                return str(local / value[len(mount_path) + 1 :])
+        return value
+
     def pod_env(self, render: Render, container: dict[str, Any], files: Path, secrets: dict[tuple[str, str], str]) -> dict[str, str]:
-        """The container's environment with ConfigMap mounts mapped to files."""
+        """The container's environment with paths under its mounts mapped to
+        the local files (see pod_files)."""
         env = {"PATH": os.environ["PATH"]}
-        mounts = {m["mountPath"].rstrip("/"): m["name"] for m in container.get("volumeMounts", [])}
+        mounts = self.mount_map(container, files)
         for e in container["env"]:
             if "value" in e:
-                value = e["value"]
-                for mount_path, volume in mounts.items():
-                    if value.startswith(mount_path + "/"):
-                        value = str(files / volume / value[len(mount_path) + 1 :])
-                env[e["name"]] = value
+                env[e["name"]] = self.local_path(e["value"], mounts)
             else:
                 ref = e["valueFrom"]["secretKeyRef"]
                 env[e["name"]] = secrets[(ref["name"], ref["key"])]
         return env
 
-    def materialize_volumes(self, render: Render, spec: dict[str, Any], files: Path, redis_url: str) -> None:
-        """Write each ConfigMap volume to files/<volume>/<key>, the Redis
-        address replaced by the private redis-server's."""
+    @staticmethod
+    def write_volume(directory: Path, data: dict[str, str], mode: int = 0o644) -> None:
+        """Write a volume's files as the kubelet does (its atomic writer): the
+        data in a timestamped directory, `..data` a symlink to it, each file a
+        symlink through `..data`. Writing again swaps `..data` in one rename,
+        which is how a rotated Secret reaches a running pod."""
+        directory.mkdir(parents=True, exist_ok=True)
+        stamp = directory / f"..{time.strftime('%Y_%m_%d_%H_%M_%S')}.{os.urandom(4).hex()}"
+        stamp.mkdir()
+        for name, text in data.items():
+            (stamp / name).parent.mkdir(parents=True, exist_ok=True)
+            (stamp / name).write_text(text)
+            (stamp / name).chmod(mode)
+        data_link = directory / "..data"
+        old = data_link.resolve() if data_link.is_symlink() else None
+        tmp_link = directory / "..data_tmp"
+        tmp_link.unlink(missing_ok=True)
+        tmp_link.symlink_to(stamp.name)
+        os.replace(tmp_link, data_link)
+        for name in data:
+            top = name.split("/")[0]
+            if not (directory / top).is_symlink():
+                (directory / top).symlink_to(f"..data/{top}")
+        if old and old != stamp.resolve():
+            shutil.rmtree(old)
+
+    def pod_files(self, render: Render, spec: dict[str, Any], container: dict[str, Any], files: Path,
+                  secrets: dict[tuple[str, str], str], redis_url: str | None, drop_tls: bool = False) -> dict[str, str]:
+        """Write every ConfigMap and Secret volume of the pod to
+        files/<volume>/ (the Secrets' items where the kubelet would put them,
+        with their mode), mapping paths under the container's mounts to those
+        local files inside config.toml; return the container's environment.
+        redis_url replaces the file's Redis address (the private
+        redis-server); drop_tls removes the TLS settings for a plain one."""
+        mounts = self.mount_map(container, files)
         for vol in spec["volumes"]:
-            if "configMap" not in vol:
-                continue
-            cm = render.named("ConfigMap", vol["configMap"]["name"])
-            for key, text in cm["data"].items():
-                if key == "config.toml":
-                    text, n = re.subn(r'^url = ".*"$', f'url = "{redis_url}"', text, flags=re.M)
-                    expect(n == 1, "config.toml must hold exactly one url line")
-                (files / vol["name"]).mkdir(parents=True, exist_ok=True)
-                (files / vol["name"] / key).write_text(text)
+            if "configMap" in vol:
+                cm = render.named("ConfigMap", vol["configMap"]["name"])
+                expect(cm, f"volume {vol['name']}: ConfigMap {vol['configMap']['name']} is not rendered")
+                data = dict(cm["data"])
+                if "config.toml" in data:
+                    text = data["config.toml"]
+                    if redis_url is not None:
+                        text, n = re.subn(r'^url = ".*"$', f'url = "{redis_url}"', text, flags=re.M)
+                        expect(n == 1, "config.toml must hold exactly one url line")
+                    if drop_tls:
+                        text = re.sub(rf"^(?:{'|'.join(TLS_SETTINGS)}) = .*\n", "", text, flags=re.M)
+                    text = re.sub(r'"(/[^"]*)"', lambda m: json.dumps(self.local_path(m.group(1), mounts)), text)
+                    data["config.toml"] = text
+                self.write_volume(files / vol["name"], data)
+            elif "secret" in vol:
+                name = vol["secret"]["secretName"]
+                items = vol["secret"].get("items") or [{"key": k, "path": k} for (s, k) in secrets if s == name]
+                data = {}
+                for item in items:
+                    expect((name, item["key"]) in secrets, f"volume {vol['name']}: Secret {name} has no key {item['key']} (the pod would not start)")
+                    data[item["path"]] = secrets[(name, item["key"])]
+                self.write_volume(files / vol["name"], data, vol["secret"].get("defaultMode", 0o644))
+        return self.pod_env(render, container, files, secrets)
 
     def secrets(self, render: Render) -> dict[tuple[str, str], str]:
+        """The data of every Secret the pods mount: the chart's own, and what
+        the operator would have put in the existing ones (a password; the CA,
+        client certificate and key of the throw-away CA)."""
         found = {}
         for s in render.all("Secret"):
             for k, v in s.get("data", {}).items():
                 found[(s["metadata"]["name"], k)] = base64.b64decode(v).decode()
         auth = render.merged["auth"]
         if auth["existingSecret"]:
-            # What the operator would have put in the existing Secret.
-            found[(auth["existingSecret"], auth["existingSecretPasswordKey"])] = "existing-secret-password"
+            found[(auth["existingSecret"], auth["existingSecretPasswordKey"])] = EXISTING_SECRET_PASSWORD
+        tls = render.merged["tls"]
+        if tls["existingSecret"]:
+            for key, path in ((tls["caKey"], self.tls.ca), (tls["certKey"], self.tls.client[0]), (tls["keyKey"], self.tls.client[1])):
+                if key:
+                    found[(tls["existingSecret"], key)] = path.read_text()
         return found
 
     def live(self, set_name: str, render: Render, scrape: bool) -> str:
@@ -952,14 +1202,16 @@ class Checks:
         argv = [str(self.binary)] + container.get("args", [])
         expect("command" not in container, "the container must keep the image's ENTRYPOINT")
         secrets = self.secrets(render)
+        secret_files = self.secret_files(render)
+        rendered = self.toml(render)["redis"]
         work = Path(tempfile.mkdtemp(prefix=f"{set_name}-", dir=self.work))
         procs = Processes(work)
         try:
             # 1. The binary reads the rendered configuration as it is (TLS
-            #    URL included) and agrees on the port and the grace period.
+            #    URL included), opens the mounted Secret files, and agrees on
+            #    the port and the grace period.
             files = work / "files"
-            self.materialize_volumes(render, spec, files, redis_url=self.toml(render)["redis"]["url"])
-            env = self.pod_env(render, container, files, secrets)
+            env = self.pod_files(render, spec, container, files, secrets, redis_url=None)
             cfg = subprocess.run([str(self.binary), "config"], env=env, capture_output=True, text=True, timeout=30)
             expect(cfg.returncode == 0, f"`redis-dsg config` with the pod's configuration exited {cfg.returncode}:\n{cfg.stderr}")
             effective = tomllib.loads(cfg.stdout)
@@ -967,26 +1219,55 @@ class Checks:
             expect(effective["log_format"] == "json", "log_format must be json")
             expect(spec["terminationGracePeriodSeconds"] * 1000 > effective["shutdown"]["timeout_ms"],
                    f"terminationGracePeriodSeconds {spec['terminationGracePeriodSeconds']} s <= the binary's shutdown.timeout_ms {effective['shutdown']['timeout_ms']}")
-            expect(effective["redis"]["url"] == self.toml(render)["redis"]["url"], "the file's URL was not read")
+            expect(effective["redis"]["url"] == rendered["url"], "the file's URL was not read")
             for line in cfg.stdout.splitlines():
                 if re.match(r"^\w+ = ", line) and not line.startswith(("log_format", "bind")) and "TOML file" not in line and "environment" not in line:
                     fail(f"setting not taken from the ConfigMap: {line}")
-            if "DSG_REDIS__PASSWORD" in env:
-                expect(re.search(r'^password = "\*\*\*"', cfg.stdout, re.M), "the password from the Secret was not read")
+            mounts = self.mount_map(container, files)
+            for setting, (secret, key) in secret_files.items():
+                local = self.local_path(rendered[setting], mounts)
+                expect(effective["redis"].get(setting) == local, f"the binary's {setting} is {effective['redis'].get(setting)}, the pod mounts {local}")
+                expect(Path(local).read_text() == secrets[(secret, key)], f"{local} does not hold Secret {secret}'s {key}")
+            expect(re.search(r"^# password: not set", cfg.stdout, re.M), "the password must come from the file only")
 
-            # 2. The same, against a private redis-server: probes answer on
-            #    the port the spec names.
-            _, _, db, _ = redis_endpoint(self.toml(render)["redis"]["url"])
-            # Redis demands the credentials the values configure, so a pod
-            # that does not pass them on cannot get ready.
-            auth = render.merged["auth"]
-            password = secrets.get((auth["existingSecret"], auth["existingSecretPasswordKey"])) or auth["password"] or None
-            username = auth["username"] or None
-            redis_port = start_redis(procs, "redis-server", password, username)
+            # 2. The same, against a private redis-server that demands the
+            #    password of the mounted Secret and, for a rediss:// URL,
+            #    speaks TLS with a certificate of the CA the TLS Secret holds:
+            #    probes answer on the port the spec names.
+            _, _, db, _ = redis_endpoint(rendered["url"])
+            password = None
+            if "password_file" in secret_files:
+                password = secrets[secret_files["password_file"]].rstrip("\r\n")
+            username = render.merged["auth"]["username"] or None
+            redis_tls = None
+            drop_tls = False
+            tls_note = ""
+            if rendered["url"].startswith("rediss"):
+                verifiable = "tls_ca_file" in rendered or rendered["tls_insecure_skip_verify"]
+                if self.tls.available and verifiable and not os.environ.get(PLAIN_REDIS_ENV):
+                    # The server's certificate names what the program must
+                    # verify: tls_server_name when set (so that it must be
+                    # used), else the address it connects to.
+                    server_name = rendered.get("tls_server_name") or "127.0.0.1"
+                    cert, key = self.tls.server(server_name)
+                    redis_tls = RedisTls(cert, key, self.tls.ca, self.tls.client if "tls_cert_file" in rendered else None)
+                    tls_note = (f"TLS: rediss:// to a server certificate for {server_name} of the CA in Secret "
+                                f"{secret_files['tls_ca_file'][0] if 'tls_ca_file' in secret_files else '(none: verification off)'}"
+                                + ("; the server demands the client certificate of the TLS Secret" if redis_tls.client else ""))
+                else:
+                    # The program refuses TLS settings with a redis:// URL,
+                    # so a plain run drops them.
+                    drop_tls = True
+                    why = (f"{PLAIN_REDIS_ENV} is set" if os.environ.get(PLAIN_REDIS_ENV)
+                           else "openssl is missing" if not self.tls.available
+                           else "no CA file to trust a private CA with (the system's roots)")
+                    tls_note = (f"TLS NOT exercised ({why}): plain redis:// substituted and the TLS settings "
+                                f"({', '.join(s for s in TLS_SETTINGS if s in rendered and rendered[s] is not False)}) "
+                                "dropped for this run, as the program refuses them with a non-TLS URL; step 1 read them with the real URL")
+            redis_port = start_redis(procs, "redis-server", password, username, tls=redis_tls)
             files = work / "files-live"
-            local_url = f"redis://127.0.0.1:{redis_port}/{db}"
-            self.materialize_volumes(render, spec, files, redis_url=local_url)
-            env = self.pod_env(render, container, files, secrets)
+            local_url = f"{'rediss' if redis_tls else 'redis'}://127.0.0.1:{redis_port}/{db}"
+            env = self.pod_files(render, spec, container, files, secrets, redis_url=local_url, drop_tls=drop_tls)
             if not self.port_free(port):
                 # The spec's port is taken on this machine: use another one
                 # through the HTTP port setting, the probes keep their paths.
@@ -1042,20 +1323,34 @@ class Checks:
             # 3. SIGTERM: the consumer stops cleanly within the grace period.
             took = stop("pod-2", pod2)
             # 4. Liveness never depends on Redis, readiness does, and the pod
-            #    comes back by itself when Redis does.
+            #    comes back by itself when Redis does. With a password, Redis
+            #    comes back with a new one while the Secret's file is rotated
+            #    the kubelet's way: the running pod must read it again.
             redis_proc = next(p for n, p in procs.procs if n == "redis-server")
             redis_proc.kill()
             redis_proc.wait()
             wait_for(f"{ready} = 503 with Redis down", lambda: http_get(port, ready)[0] == 503, LIVE_TIMEOUT)
             expect(http_get(port, live)[0] == 200, f"{live} must stay 200 while Redis is down")
-            start_redis(procs, "redis-server-again", password, username, port=redis_port)
-            wait_for(f"{ready} = 200 once Redis is back", lambda: alive(pod1, "pod-1") and http_get(port, ready)[0] == 200, LIVE_TIMEOUT)
+            rotated = ""
+            if password:
+                secret, key = secret_files["password_file"]
+                password = password + "-rotated"
+                secrets = dict(secrets)
+                secrets[(secret, key)] = password
+                mount = next(m for m in container["volumeMounts"] if rendered["password_file"].startswith(m["mountPath"].rstrip("/") + "/"))
+                vol = next(v for v in spec["volumes"] if v["name"] == mount["name"])
+                self.pod_files(render, {"volumes": [vol]}, container, files, secrets, redis_url=None)
+                rotated = f"; Secret {secret} rotated under the running pod: ready again with the new password, no restart"
+            start_redis(procs, "redis-server-again", password, username, port=redis_port, tls=redis_tls)
+            wait_for(f"{ready} = 200 once Redis is back" + (" with the rotated password" if rotated else ""),
+                     lambda: alive(pod1, "pod-1") and http_get(port, ready)[0] == 200, LIVE_TIMEOUT)
             # 5. SIGTERM: the generator stops cleanly within the grace period.
             took = max(took, stop("pod-1", pod1))
             probed = ", ".join(f"{n} {g['path']}" for n, g in probes)
+            auth = ("password from the mounted file" + (f" (user {username})" if username else "")) if password else "no password"
             return (f"{' '.join(argv[1:])} on port {port}: {probed} = 200; "
                     f"helm test `{' '.join(tc['args'])}` = 0; {ready} 503 / {live} 200 without Redis, ready again with it; "
-                    f"SIGTERM exit 0 in {took:.1f} s < {grace} s")
+                    f"SIGTERM exit 0 in {took:.1f} s < {grace} s; {auth}{rotated}" + (f"; {tls_note}" if tls_note else ""))
         finally:
             procs.stop_all()
 
@@ -1220,6 +1515,15 @@ class Checks:
                 if c.startswith("kubectl ") and " -k " not in c:
                     for kind, name in re.findall(r"(?<=\s)(deployment|deploy|svc)/([a-z0-9.-]+)", c):
                         expect(name == RELEASE, f"`{c}` names {kind}/{name}, the chart names it {RELEASE}")
+        # The files the chart mounts from Secrets are where the README says.
+        secret_mounts = Render({"config": {"redis": {"url": "rediss://redis.example.internal:6380"}}, "auth": {"password": "x"},
+                                "tls": {"existingSecret": "redis-tls", "certKey": "tls.crt", "keyKey": "tls.key"}}, RELEASE, README_NAMESPACE)
+        dep = self.app_deployment(secret_mounts)
+        for setting, path in sorted(self.toml(secret_mounts)["redis"].items()):
+            if setting in SECRET_FILE_SETTINGS:
+                directory = path.rsplit("/", 1)[0]
+                expect(f"`{path}`" in section or f"`{directory}`" in section, f"the section does not say where {setting} is mounted ({directory})")
+        expect(len(dep["spec"]["template"]["spec"]["volumes"]) == 3, "expected the ConfigMap, password and TLS volumes")
         # The Docker image the README builds is the chart's image.
         repo = load_yaml(CHART / "values.yaml")["image"]["repository"]
         for tag in re.findall(r"docker build -t (\S+)", section):

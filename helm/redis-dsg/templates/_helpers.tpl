@@ -137,6 +137,106 @@ Key of the password in that Secret.
 {{- end }}
 
 {{/*
+Where the password Secret is mounted (read-only, the whole volume: a subPath
+mount would never see a rotated Secret) and the file the program reads.
+*/}}
+{{- define "redis-dsg.passwordMountPath" -}}
+/var/run/secrets/redis-dsg/auth
+{{- end }}
+
+{{- define "redis-dsg.passwordFile" -}}
+{{- printf "%s/password" (include "redis-dsg.passwordMountPath" .) }}
+{{- end }}
+
+{{/*
+Where the TLS Secret is mounted (read-only).
+*/}}
+{{- define "redis-dsg.tlsMountPath" -}}
+/var/run/secrets/redis-dsg/tls
+{{- end }}
+
+{{/*
+The TLS files mounted from tls.existingSecret, as a JSON list of
+{setting, key, path}: the program's setting, the key in the Secret and the
+file name under the mount path. Empty list when tls.existingSecret is empty.
+*/}}
+{{- define "redis-dsg.tlsFiles" -}}
+{{- $files := list }}
+{{- if .Values.tls.existingSecret }}
+{{- with .Values.tls.caKey }}
+{{- $files = append $files (dict "setting" "tls_ca_file" "key" . "path" "ca.crt") }}
+{{- end }}
+{{- with .Values.tls.certKey }}
+{{- $files = append $files (dict "setting" "tls_cert_file" "key" . "path" "tls.crt") }}
+{{- end }}
+{{- with .Values.tls.keyKey }}
+{{- $files = append $files (dict "setting" "tls_key_file" "key" . "path" "tls.key") }}
+{{- end }}
+{{- end }}
+{{- toJson $files }}
+{{- end }}
+
+{{/*
+The pods' volumes: the ConfigMap, and the password and TLS Secrets when set.
+Secret files are 0444: the pods run as a non-root user without fsGroup.
+*/}}
+{{- define "redis-dsg.volumes" -}}
+- name: config
+  configMap:
+    name: {{ include "redis-dsg.fullname" . }}
+{{- with include "redis-dsg.passwordSecretName" . }}
+- name: redis-password
+  secret:
+    secretName: {{ . }}
+    # 0444
+    defaultMode: 292
+    items:
+      - key: {{ include "redis-dsg.passwordSecretKey" $ }}
+        path: password
+{{- end }}
+{{- $tlsFiles := include "redis-dsg.tlsFiles" . | fromJsonArray }}
+{{- if $tlsFiles }}
+- name: redis-tls
+  secret:
+    secretName: {{ .Values.tls.existingSecret }}
+    # 0444
+    defaultMode: 292
+    items:
+      {{- range $tlsFiles }}
+      - key: {{ .key }}
+        path: {{ .path }}
+      {{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
+The volume mounts of a redis-dsg container (service pods and the test pod).
+*/}}
+{{- define "redis-dsg.volumeMounts" -}}
+- name: config
+  mountPath: /etc/redis-dsg
+  readOnly: true
+{{- if include "redis-dsg.passwordSecretName" . }}
+- name: redis-password
+  mountPath: {{ include "redis-dsg.passwordMountPath" . }}
+  readOnly: true
+{{- end }}
+{{- if include "redis-dsg.tlsFiles" . | fromJsonArray }}
+- name: redis-tls
+  mountPath: {{ include "redis-dsg.tlsMountPath" . }}
+  readOnly: true
+{{- end }}
+{{- end }}
+
+{{/*
+"true" when KEDA's scaler needs a TriggerAuthentication (a password or TLS
+files), else empty.
+*/}}
+{{- define "redis-dsg.kedaAuth" -}}
+{{- if or (include "redis-dsg.passwordSecretName" .) (include "redis-dsg.tlsFiles" . | fromJsonArray) }}true{{ end }}
+{{- end }}
+
+{{/*
 One TOML value: strings quoted, integral numbers without a fraction (Helm
 reads every number as a float), other numbers and booleans as they are.
 */}}
@@ -154,11 +254,13 @@ reads every number as a float), other numbers and booleans as they are.
 The TOML configuration file. Values keys are the TOML keys in camelCase;
 snakecase turns them back (intervalMs -> interval_ms). config.redis.url is
 replaced by the effective URL; other empty strings (optional settings such as
-consumer.outputQueue) are left out.
+consumer.outputQueue) are left out. [redis] also gets the files mounted from
+Secrets (auth.*, tls.*).
 */}}
 {{- define "redis-dsg.configToml" -}}
 # redis-dsg configuration rendered by the Helm chart (values: config.*).
-# Credentials come from the environment (DSG_REDIS__USERNAME, DSG_REDIS__PASSWORD).
+# The user name comes from the environment (DSG_REDIS__USERNAME); the
+# password and TLS files are Secrets mounted read-only (auth.*, tls.*).
 mode = {{ toJson .Values.config.mode }}
 {{- range $section := list "http" "redis" "generator" "lease" "consumer" "processor" "shutdown" }}
 {{- $values := index $.Values.config $section }}
@@ -174,11 +276,22 @@ url = {{ include "redis-dsg.redisUrl" $ | toJson }}
 {{ snakecase $key }} = {{ include "redis-dsg.tomlValue" $value }}
 {{- end }}
 {{- end }}
+{{- if eq $section "redis" }}
+{{- if include "redis-dsg.passwordSecretName" $ }}
+# Read again at every (re)connection: a rotated Secret needs no restart.
+password_file = {{ include "redis-dsg.passwordFile" $ | toJson }}
+{{- end }}
+{{- range include "redis-dsg.tlsFiles" $ | fromJsonArray }}
+{{ .setting }} = {{ printf "%s/%s" (include "redis-dsg.tlsMountPath" $) .path | toJson }}
+{{- end }}
+{{- end }}
 {{- end }}
 {{- end }}
 
 {{/*
 The environment of a redis-dsg container (service pods and the test pod).
+The password is no environment variable: it is a mounted file
+(redis-dsg.volumes), so a rotated Secret reaches running pods.
 */}}
 {{- define "redis-dsg.env" -}}
 - name: DSG_CONFIG
@@ -190,13 +303,6 @@ The environment of a redis-dsg container (service pods and the test pod).
 {{- with .Values.auth.username }}
 - name: DSG_REDIS__USERNAME
   value: {{ . | quote }}
-{{- end }}
-{{- with include "redis-dsg.passwordSecretName" . }}
-- name: DSG_REDIS__PASSWORD
-  valueFrom:
-    secretKeyRef:
-      name: {{ . }}
-      key: {{ include "redis-dsg.passwordSecretKey" $ }}
 {{- end }}
 {{- end }}
 
@@ -215,6 +321,21 @@ Refuse settings that cannot work, with a message naming them.
 {{- end }}
 {{- if and .Values.auth.existingSecret .Values.auth.password }}
 {{- fail "set auth.existingSecret or auth.password, not both" }}
+{{- end }}
+{{- $tls := .Values.tls }}
+{{- if and $tls.existingSecret (not (or $tls.caKey $tls.certKey $tls.keyKey)) }}
+{{- fail "tls.existingSecret is set but tls.caKey, tls.certKey and tls.keyKey are all empty: name the keys to mount" }}
+{{- end }}
+{{- if and $tls.existingSecret (ne (empty $tls.certKey) (empty $tls.keyKey)) }}
+{{- fail "a client certificate needs both tls.certKey and tls.keyKey (or neither)" }}
+{{- end }}
+{{- $tlsSettings := list }}
+{{- if include "redis-dsg.tlsFiles" . | fromJsonArray }}{{ $tlsSettings = append $tlsSettings "tls.existingSecret" }}{{ end }}
+{{- if .Values.config.redis.tlsServerName }}{{ $tlsSettings = append $tlsSettings "config.redis.tlsServerName" }}{{ end }}
+{{- if .Values.config.redis.tlsInsecureSkipVerify }}{{ $tlsSettings = append $tlsSettings "config.redis.tlsInsecureSkipVerify" }}{{ end }}
+{{- $url := include "redis-dsg.redisUrl" . }}
+{{- if and $tlsSettings (not (regexMatch "^rediss(-sentinel|-cluster)?://" $url)) }}
+{{- fail (printf "TLS settings (%s) need a rediss:// (or rediss-sentinel://, rediss-cluster://) config.redis.url, not %s" (join ", " $tlsSettings) $url) }}
 {{- end }}
 {{- end }}
 
