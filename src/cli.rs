@@ -61,6 +61,14 @@ pub enum Command {
         after_help = "Examples:\n  redis-dsg config\n  REDIS_URL=redis://:pw@redis:6379 redis-dsg config"
     )]
     Config,
+    /// Print the least-privilege `ACL SETUSER` command for the configured
+    /// queue, error list and output list (every command and key the service
+    /// and its one-shot commands use, nothing else).
+    #[command(
+        name = "acl-rule",
+        after_help = "Examples:\n  redis-dsg acl-rule\n  REDIS_QUEUE=orders redis-dsg acl-rule --user orders-dsg   # add >password, run it on every Redis node"
+    )]
+    AclRule(AclRuleArgs),
     /// Show the fleet as Redis records it: lease, lists, consumers.
     #[command(
         after_help = "Examples:\n  redis-dsg status\n  redis-dsg status --json\n  redis-dsg status --check   # exit 1 without a generator or a live consumer"
@@ -84,6 +92,25 @@ pub enum Command {
         after_help = "Examples:\n  redis-dsg chaos                  # 120 s of faults\n  redis-dsg chaos --duration 900   # the long soak\n  redis-dsg chaos --seed 42 --json"
     )]
     Chaos(crate::chaos::ChaosArgs),
+}
+
+/// Flags of `acl-rule`.
+#[derive(Debug, Args)]
+pub struct AclRuleArgs {
+    /// The ACL user name.
+    #[arg(long, default_value = "dsg")]
+    pub user: String,
+}
+
+/// The `ACL SETUSER` command for `config`'s keys; the password is left for
+/// the operator to add (`>secret`), so it never passes through here.
+pub fn acl_rule_command(config: &crate::config::Config, args: &AclRuleArgs) -> String {
+    let keys = Keys::new(&config.redis.queue, &config.redis.error_queue);
+    format!(
+        "ACL SETUSER {} {}\n",
+        args.user,
+        keys.acl_rule(config.consumer.output_queue.as_deref())
+    )
 }
 
 /// Flags of `run`.

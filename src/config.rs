@@ -134,8 +134,31 @@ impl Serialize for RedisUrl {
     }
 }
 
-/// Replaces the password of `scheme://user:password@host` with `***`.
+/// Replaces the password of `scheme://user:password@host`, and the value of
+/// a `sentinelPassword` query parameter, with `***`.
 pub fn redact_url(url: &str) -> String {
+    // A raw '?' in a password would start the query for the URL parser
+    // too, so the first one separates the query here as well.
+    let (base, query) = match url.split_once('?') {
+        Some((b, q)) => (b, Some(q)),
+        None => (url, None),
+    };
+    let mut out = redact_userinfo(base);
+    if let Some(query) = query {
+        let params: Vec<String> = query
+            .split('&')
+            .map(|param| match param.split_once('=') {
+                Some((k, _)) if k.eq_ignore_ascii_case("sentinelPassword") => format!("{k}=***"),
+                _ => param.to_string(),
+            })
+            .collect();
+        out.push('?');
+        out.push_str(&params.join("&"));
+    }
+    out
+}
+
+fn redact_userinfo(url: &str) -> String {
     let Some(scheme_end) = url.find("://") else {
         return url.to_string();
     };
@@ -1093,5 +1116,19 @@ mod tests {
         assert_eq!(redact_url("rediss://:p@w@h:1"), "rediss://:***@h:1");
         assert_eq!(redact_url("redis://h:1"), "redis://h:1");
         assert_eq!(redact_url("h:1"), "h:1");
+    }
+
+    #[test]
+    fn redact_url_hides_the_sentinel_password() {
+        assert_eq!(
+            redact_url(
+                "redis-sentinel://u:p@s0:26379/0?sentinelServiceName=m&sentinelPassword=sp&node=s1:26379"
+            ),
+            "redis-sentinel://u:***@s0:26379/0?sentinelServiceName=m&sentinelPassword=***&node=s1:26379"
+        );
+        assert_eq!(
+            redact_url("redis-sentinel://s0:26379?sentinelServiceName=m&sentinelPassword=a@b"),
+            "redis-sentinel://s0:26379?sentinelServiceName=m&sentinelPassword=***"
+        );
     }
 }

@@ -37,8 +37,8 @@ use tokio_util::sync::CancellationToken;
 use crate::config::ConsumerConfig;
 use crate::error_entry::{self, Reason};
 use crate::keys::{
-    ACK_ERROR, ACK_OUTPUT, ADOPT, FETCH, HEARTBEAT, INFLIGHT_MARKER_FIELD, INFLIGHT_MARKER_VALUE,
-    Keys, RETURN_INFLIGHT,
+    ACK_ERROR, ACK_OUTPUT, ADOPT, FETCH, FORGET, HEARTBEAT, INFLIGHT_MARKER_FIELD,
+    INFLIGHT_MARKER_VALUE, Keys, PUSH_ONCE, RETURN_INFLIGHT,
 };
 use crate::message;
 use crate::metrics::{Metrics, Outcome};
@@ -659,15 +659,20 @@ impl Consumer {
     }
 
     /// Moves held messages to `target`, a list in another hash slot on Redis
-    /// Cluster, each behind its prefix: read them, push them, then forget
-    /// them. A crash between push and forget leaves a message in both
-    /// places, so it is processed again; it is never lost. Returns, per
-    /// item, whether this consumer still held it.
+    /// Cluster, each behind its prefix, in two steps: push each one unless
+    /// its delivery token is marked as pushed already (so retrying after an
+    /// error whose outcome is unknown does not push it again), then forget
+    /// it. A crash between the steps leaves a message pushed and still held;
+    /// the reaper delivers it again, the duplicate at-least-once allows.
+    /// Returns, per item, whether this consumer still held it.
     async fn move_in_two_steps(
         &self,
         target: &str,
         items: &[(u64, &str)],
     ) -> Result<Vec<bool>, RedisError> {
+        /// Long past any retry of one move; markers left by a crash between
+        /// the steps go away with it.
+        const MARKER_TTL_MS: u64 = 3_600_000;
         let inflight = self.keys.inflight(&self.id);
         let ids: Vec<String> = items.iter().map(|(id, _)| id.to_string()).collect();
         let bodies: Vec<Value> = self
@@ -675,27 +680,46 @@ impl Consumer {
             .client()
             .hmget(inflight.as_str(), ids.clone())
             .await?;
-        let mut held = Vec::with_capacity(items.len());
-        let mut entries = Vec::new();
-        let mut done = Vec::new();
+        let marker = Keys::moved_marker(target);
+        let mut args = vec![int(MARKER_TTL_MS)];
+        let mut tokens = Vec::new();
         for ((id, prefix), body) in items.iter().zip(bodies) {
-            match value_bytes(body) {
-                Some(body) => {
-                    let mut entry = Vec::with_capacity(prefix.len() + body.len());
-                    entry.extend_from_slice(prefix.as_bytes());
-                    entry.extend_from_slice(&body);
-                    entries.push(Value::Bytes(entry.into()));
-                    done.push(id.to_string());
-                    held.push(true);
-                }
-                None => held.push(false),
+            if let Some(body) = value_bytes(body) {
+                let token = format!("{}:{id}", self.id);
+                let mut entry = Vec::with_capacity(prefix.len() + body.len());
+                entry.extend_from_slice(prefix.as_bytes());
+                entry.extend_from_slice(&body);
+                args.push(Value::from(token.as_str()));
+                args.push(Value::Bytes(entry.into()));
+                tokens.push(token);
             }
         }
-        if !entries.is_empty() {
-            let _: i64 = self.redis.client().lpush(target, entries).await?;
-            let _: i64 = self.redis.client().hdel(inflight.as_str(), done).await?;
+        if !tokens.is_empty() {
+            let _: i64 = self
+                .redis
+                .run(&PUSH_ONCE, vec![target.to_string(), marker.clone()], args)
+                .await?;
         }
-        Ok(held)
+        let flags: Vec<i64> = self
+            .redis
+            .run(
+                &FORGET,
+                vec![inflight],
+                ids.into_iter().map(Value::from).collect(),
+            )
+            .await?;
+        if !tokens.is_empty() {
+            // Only tidiness: a marker left behind expires with its set.
+            if let Err(e) = self
+                .redis
+                .client()
+                .srem::<i64, _, _>(marker.as_str(), tokens)
+                .await
+            {
+                tracing::debug!(error = %e, "could not clear move markers");
+            }
+        }
+        Ok(flags.iter().map(|f| *f == 1).collect())
     }
 
     fn record(&self, outcome: Outcome, n: u64) {

@@ -192,7 +192,8 @@ impl ErrorList {
     /// slots of a Redis Cluster (no script can touch both): push the oldest
     /// entry's message to the queue, then remove the entry if it is still
     /// the oldest. Interrupted in between, an entry is requeued twice at
-    /// worst, never lost.
+    /// worst, never lost. `lrem` counts from the head, where `lpush` put
+    /// our copy.
     async fn requeue_in_two_steps(
         &self,
         limit: Option<usize>,
@@ -216,7 +217,7 @@ impl ErrorList {
                 )
                 .await
                 .map_err(RedisError::from)?;
-            let _: i64 = self
+            let removed: i64 = self
                 .redis
                 .run(
                     &CONFIRM_DRAINED,
@@ -224,6 +225,22 @@ impl ErrorList {
                     vec![sha1_hex(&raw).into()],
                 )
                 .await?;
+            if removed == 0 {
+                // Another drain or requeue took the entry meanwhile: take
+                // our copy back off the queue's head unless a consumer
+                // already has it, and do not count or print it.
+                let _: i64 = self
+                    .redis
+                    .client()
+                    .lrem(
+                        self.keys.queue.as_str(),
+                        1,
+                        Value::Bytes(entry.payload.clone().into()),
+                    )
+                    .await
+                    .map_err(RedisError::from)?;
+                continue;
+            }
             moved += 1;
             if output_open && out.write(&render(&entry, format)).is_err() {
                 output_open = false;

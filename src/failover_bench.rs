@@ -339,14 +339,7 @@ async fn sentinel_series(
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         let before = all_of(&primary, &output).await?;
-        let _: i64 = primary
-            .client()
-            .custom(
-                fred::types::CustomCommand::new_static("WAIT", None, false),
-                vec!["1", "2000"],
-            )
-            .await
-            .map_err(|e| e.to_string())?;
+        crate::local_sentinel::wait_replicated(&primary, &format!("{{{queue}}}:probe")).await?;
         primary.quit().await;
 
         let killed_at = time::OffsetDateTime::now_utc();
@@ -393,11 +386,7 @@ async fn sentinel_series(
         own_share.push((recovered - promoted).as_secs_f64() * 1000.0);
 
         // The crashed node comes back as a replica of the new primary.
-        let new_port = new.to_string();
-        topology
-            .node_mut(old)
-            .ok_or("the old primary is none of our nodes")?
-            .restart_with(&["--replicaof", "127.0.0.1", &new_port])?;
+        topology.restart_as_replica(old, new)?;
         topology.wait_converged(Duration::from_secs(60))?;
     }
     for r in replicas.iter_mut() {

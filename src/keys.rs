@@ -98,6 +98,27 @@ impl Keys {
         fred::util::redis_keyslot(self.queue.as_bytes())
             == fred::util::redis_keyslot(key.as_bytes())
     }
+
+    /// The set of delivery tokens already pushed to `list` by a two-step
+    /// move (lists in another hash slot on Redis Cluster). It shares the
+    /// list's slot, so pushing and marking are one script there.
+    pub fn moved_marker(list: &str) -> String {
+        let slot = fred::util::redis_keyslot(list.as_bytes());
+        let same_slot = |k: &String| fred::util::redis_keyslot(k.as_bytes()) == slot;
+        if hash_tag(list).is_some() {
+            return format!("{list}:moved");
+        }
+        let tagged = format!("{{{list}}}:moved");
+        if same_slot(&tagged) {
+            return tagged;
+        }
+        // Braces that make no tag (`a{}b`): any tag of the same slot will
+        // do, since delivery tokens are unique whichever list they go to.
+        (0u32..)
+            .map(|n| format!("{{moved-{n}}}:moved"))
+            .find(same_slot)
+            .unwrap_or(tagged)
+    }
 }
 
 impl Keys {
@@ -113,6 +134,13 @@ impl Keys {
         ];
         if let Some(out) = output_queue {
             keys.push(format!("~{out}"));
+        }
+        // Lists in another hash slot are written in two steps, each pushed
+        // delivery marked next to the list (only used on Redis Cluster).
+        for list in std::iter::once(self.error_queue.as_str()).chain(output_queue) {
+            if !self.shares_slot(list) {
+                keys.push(format!("~{}", Keys::moved_marker(list)));
+            }
         }
         let commands = [
             // Sent directly.
@@ -134,6 +162,13 @@ impl Keys {
             "+cluster|slots",
             "+cluster|shards",
             "+cluster|info",
+            // Sent by fred itself: the primary check after a Sentinel
+            // lookup, and the redirect during Cluster resharding.
+            "+role",
+            "+asking",
+            // fred reads the server version at every connection (and warns
+            // at each one if it cannot).
+            "+info",
             // Run by the Lua scripts, which use the caller's rights.
             "+set",
             "+incr",
@@ -147,6 +182,8 @@ impl Keys {
             "+sadd",
             "+srem",
             "+ltrim",
+            // Undoing a cross-slot requeue that lost a race (Cluster).
+            "+lrem",
             "+publish",
         ];
         format!(
@@ -508,6 +545,47 @@ return entries
     )
 });
 
+/// First step of a move to a list in another hash slot (Redis Cluster):
+/// pushes each entry unless its delivery token was pushed before, so a
+/// retry after an error whose outcome is unknown does not push it twice.
+///
+/// KEYS: target list, its marker set ([`Keys::moved_marker`]). ARGV: marker
+/// TTL (ms), then token and entry pairs. Returns how many were pushed.
+pub static PUSH_ONCE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        "push_once",
+        r#"
+local pushed = 0
+for i = 2, #ARGV, 2 do
+  if redis.call('SADD', KEYS[2], ARGV[i]) == 1 then
+    redis.call('LPUSH', KEYS[1], ARGV[i + 1])
+    pushed = pushed + 1
+  end
+end
+redis.call('PEXPIRE', KEYS[2], ARGV[1])
+return pushed
+"#,
+    )
+});
+
+/// Second step of such a move: forgets the held messages.
+///
+/// KEYS: in-flight hash. ARGV: delivery ids.
+/// Returns per id 1 if this consumer still held it, 0 if a reaper had
+/// taken it back meanwhile (then it is delivered again: a duplicate).
+pub static FORGET: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        "forget",
+        r#"
+local flags = {}
+for i = 1, #ARGV do
+  flags[i] = redis.call('HDEL', KEYS[1], ARGV[i])
+end
+return flags
+"#,
+    )
+});
+
 /// The chaos soak's external producer: pushes message number N only once,
 /// however often a push is retried after an error whose outcome is unknown.
 ///
@@ -539,6 +617,18 @@ mod tests {
         assert_eq!(Keys::new("a", "e").lease(), "{a}:lease");
         assert_eq!(Keys::new("{t}q", "e").inflight("c1"), "{t}q:inflight:c1");
         assert!(!Keys::new("a}b", "e").derived_keys_share_slot());
+    }
+
+    #[test]
+    fn moved_markers_share_their_list_slot() {
+        for list in ["errors", "{a}:errors", "x{y}z", "with space", "a{}b", "{}"] {
+            let marker = Keys::moved_marker(list);
+            assert_eq!(
+                fred::util::redis_keyslot(marker.as_bytes()),
+                fred::util::redis_keyslot(list.as_bytes()),
+                "{list} -> {marker}"
+            );
+        }
     }
 
     #[test]

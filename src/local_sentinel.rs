@@ -17,13 +17,31 @@ pub struct LocalSentinel {
     child: Child,
     port: u16,
     dir: PathBuf,
+    password: Option<String>,
+}
+
+/// Passwords of a topology: the data nodes' (`requirepass`, `masterauth`,
+/// and the sentinels' `auth-pass`) and the sentinels' own `requirepass`.
+#[derive(Debug, Clone)]
+pub struct TopologyAuth {
+    /// Password of the primary and the replica.
+    pub data: String,
+    /// Password of the sentinels.
+    pub sentinel: String,
 }
 
 impl LocalSentinel {
     /// Starts a sentinel monitoring `127.0.0.1:primary_port` with quorum 2.
     /// `down_after_ms` is how long the primary must be silent before it is
-    /// considered down: the floor of every failover.
-    pub fn start(primary_port: u16, down_after_ms: u64) -> Result<LocalSentinel, String> {
+    /// considered down: the floor of every failover. It listens on
+    /// 127.0.0.1 and 127.0.0.2, and announces itself as 127.0.0.1, so a URL
+    /// naming 127.0.0.2 is one clients cannot match with what sentinels
+    /// report (as with a Kubernetes Service name).
+    pub fn start(
+        primary_port: u16,
+        down_after_ms: u64,
+        auth: Option<&TopologyAuth>,
+    ) -> Result<LocalSentinel, String> {
         let binary = ensure_installed()?;
         let port = free_port();
         let dir =
@@ -32,14 +50,21 @@ impl LocalSentinel {
             .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
         // Sentinel rewrites its configuration file, so each gets its own.
         let conf = dir.join("sentinel.conf");
+        let auth_lines = auth.map_or(String::new(), |a| {
+            format!(
+                "requirepass {}\nsentinel auth-pass {MASTER_NAME} {}\n",
+                a.sentinel, a.data
+            )
+        });
         std::fs::write(
             &conf,
             format!(
-                "port {port}\nbind 127.0.0.1\ndir {dir}\nlogfile {dir}/sentinel.log\n\
+                "port {port}\nbind 127.0.0.1 127.0.0.2\nsentinel announce-ip 127.0.0.1\n\
+                 dir {dir}\nlogfile {dir}/sentinel.log\n\
                  sentinel monitor {MASTER_NAME} 127.0.0.1 {primary_port} 2\n\
                  sentinel down-after-milliseconds {MASTER_NAME} {down_after_ms}\n\
                  sentinel failover-timeout {MASTER_NAME} 5000\n\
-                 sentinel parallel-syncs {MASTER_NAME} 1\n",
+                 sentinel parallel-syncs {MASTER_NAME} 1\n{auth_lines}",
                 dir = dir.display()
             ),
         )
@@ -52,7 +77,12 @@ impl LocalSentinel {
             .stderr(Stdio::null())
             .spawn()
             .map_err(|e| format!("cannot start a sentinel: {e}"))?;
-        let sentinel = LocalSentinel { child, port, dir };
+        let sentinel = LocalSentinel {
+            child,
+            port,
+            dir,
+            password: auth.map(|a| a.sentinel.clone()),
+        };
         let deadline = Instant::now() + Duration::from_secs(10);
         while !crate::local_redis::ping(port) {
             if Instant::now() > deadline {
@@ -70,7 +100,7 @@ impl LocalSentinel {
 
     /// The reply of a command, as `redis-cli` prints it (one value a line).
     pub fn ask(&self, args: &[&str]) -> String {
-        ask(self.port, args)
+        ask(self.port, self.password.as_deref(), args)
     }
 
     /// The port of the primary this sentinel currently names.
@@ -92,13 +122,17 @@ impl Drop for LocalSentinel {
 
 /// A command's reply from the server on `port`, through `redis-cli`
 /// (installed with `redis-server`); empty when it cannot be asked.
-pub fn ask(port: u16, args: &[&str]) -> String {
+pub fn ask(port: u16, password: Option<&str>, args: &[&str]) -> String {
     let Some(cli) = find_on_path("redis-cli") else {
         return String::new();
     };
-    Command::new(cli)
-        .args(["-h", "127.0.0.1", "-p", &port.to_string()])
-        .args(args)
+    let mut cmd = Command::new(cli);
+    cmd.args(["-h", "127.0.0.1", "-p", &port.to_string()]);
+    if let Some(p) = password {
+        // The environment keeps it out of the process list.
+        cmd.env("REDISCLI_AUTH", p);
+    }
+    cmd.args(args)
         .stdin(Stdio::null())
         .stderr(Stdio::null())
         .output()
@@ -113,36 +147,66 @@ pub struct SentinelTopology {
     pub nodes: Vec<LocalRedis>,
     /// The three sentinels.
     pub sentinels: Vec<LocalSentinel>,
+    auth: Option<TopologyAuth>,
 }
 
 impl SentinelTopology {
     /// Starts the topology and waits until every sentinel knows the other
     /// two and the replica (acting earlier makes failovers fail).
     pub fn start(down_after_ms: u64) -> Result<SentinelTopology, String> {
-        let primary = LocalRedis::start()?;
-        let replica =
-            LocalRedis::start_with(&["--replicaof", "127.0.0.1", &primary.port().to_string()])?;
+        Self::start_with(down_after_ms, None)
+    }
+
+    /// The same with passwords on the data nodes and the sentinels.
+    pub fn start_with(
+        down_after_ms: u64,
+        auth: Option<TopologyAuth>,
+    ) -> Result<SentinelTopology, String> {
+        let data_auth: Vec<String> = auth.as_ref().map_or(Vec::new(), |a| {
+            ["--requirepass", &a.data, "--masterauth", &a.data]
+                .map(String::from)
+                .to_vec()
+        });
+        let data_auth: Vec<&str> = data_auth.iter().map(String::as_str).collect();
+        let primary = LocalRedis::start_with(&data_auth)?;
+        let primary_port = primary.port().to_string();
+        let mut replica_args = vec!["--replicaof", "127.0.0.1", &primary_port];
+        replica_args.extend(&data_auth);
+        let replica = LocalRedis::start_with(&replica_args)?;
         let sentinels = (0..3)
-            .map(|_| LocalSentinel::start(primary.port(), down_after_ms))
+            .map(|_| LocalSentinel::start(primary.port(), down_after_ms, auth.as_ref()))
             .collect::<Result<Vec<_>, _>>()?;
         let topology = SentinelTopology {
             nodes: vec![primary, replica],
             sentinels,
+            auth,
         };
         topology.wait_converged(Duration::from_secs(30))?;
         Ok(topology)
     }
 
-    /// `redis-sentinel://` URL naming all three sentinels.
+    /// `redis-sentinel://` URL naming all three sentinels (by 127.0.0.1,
+    /// as they announce themselves).
     pub fn url(&self) -> String {
+        self.url_via("127.0.0.1")
+    }
+
+    /// `redis-sentinel://` URL naming the three sentinels by `host`
+    /// (127.0.0.1 or 127.0.0.2).
+    pub fn url_via(&self, host: &str) -> String {
         let mut url = format!(
-            "redis-sentinel://127.0.0.1:{}?sentinelServiceName={MASTER_NAME}",
+            "redis-sentinel://{host}:{}?sentinelServiceName={MASTER_NAME}",
             self.sentinels[0].port
         );
         for s in &self.sentinels[1..] {
-            url.push_str(&format!("&node=127.0.0.1:{}", s.port));
+            url.push_str(&format!("&node={host}:{}", s.port));
         }
         url
+    }
+
+    /// The data nodes' password, if any.
+    pub fn data_password(&self) -> Option<&str> {
+        self.auth.as_ref().map(|a| a.data.as_str())
     }
 
     /// The primary's port as the first sentinel names it.
@@ -181,7 +245,8 @@ impl SentinelTopology {
         else {
             return false;
         };
-        let link_up = ask(replica, &["INFO", "replication"]).contains("master_link_status:up");
+        let link_up = ask(replica, self.data_password(), &["INFO", "replication"])
+            .contains("master_link_status:up");
         link_up
             && self.sentinels.iter().all(|s| {
                 let replicas = s.ask(&["SENTINEL", "replicas", MASTER_NAME]);
@@ -200,4 +265,41 @@ impl SentinelTopology {
     pub fn node_mut(&mut self, port: u16) -> Option<&mut LocalRedis> {
         self.nodes.iter_mut().find(|n| n.port() == port)
     }
+
+    /// Restarts the crashed node on `port` as a replica of the primary on
+    /// `primary_port`, with the topology's passwords.
+    pub fn restart_as_replica(&mut self, port: u16, primary_port: u16) -> Result<(), String> {
+        let primary = primary_port.to_string();
+        let auth = self.auth.clone();
+        let mut args = vec!["--replicaof", "127.0.0.1", primary.as_str()];
+        if let Some(a) = &auth {
+            args.extend(["--requirepass", &a.data, "--masterauth", &a.data]);
+        }
+        self.node_mut(port)
+            .ok_or_else(|| format!("no node on port {port}"))?
+            .restart_with(&args)
+    }
+}
+
+/// Waits until the replica has everything the primary behind `redis` has
+/// written so far: a write of our own, then `WAIT 1` on the same
+/// connection (since Redis 7, `WAIT` only waits for the calling
+/// connection's own writes, so a `WAIT` alone returns at once).
+pub async fn wait_replicated(redis: &crate::redis::Redis, probe_key: &str) -> Result<(), String> {
+    use fred::prelude::*;
+    let client = redis.client();
+    for _ in 0..5 {
+        let _: i64 = client.incr(probe_key).await.map_err(|e| e.to_string())?;
+        let acked: i64 = client
+            .custom(
+                fred::types::CustomCommand::new_static("WAIT", None, false),
+                vec!["1", "2000"],
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+        if acked >= 1 {
+            return Ok(());
+        }
+    }
+    Err("the replica did not acknowledge the primary's writes".into())
 }

@@ -47,6 +47,10 @@ async fn dispatch(cli: Cli) -> i32 {
             print!("{}", loaded.render_toml());
             exit::OK
         }
+        (Some(Command::AclRule(args)), Some(loaded)) => {
+            print!("{}", cli::acl_rule_command(&loaded.config, args));
+            exit::OK
+        }
         (Some(Command::Errors(cmd)), Some(loaded)) => {
             logging::init(loaded.config.log_format, "warn");
             cli::errors_command(&loaded.config, cmd).await

@@ -116,18 +116,19 @@ fn fred_config(cfg: &RedisConfig, fail_fast: bool) -> Result<Config, RedisError>
     if let Some(password) = &cfg.password {
         config.password = Some(password.expose().to_string());
     }
-    if let Some(path) = &cfg.password_file {
-        config.credential_provider = Some(Arc::new(PasswordFile {
-            username: config.username.clone(),
-            path: path.clone(),
-            sentinels: sentinel_hosts(&config),
-        }));
-    }
     if config.tls.is_some() {
         config.tls = Some(tls_config(cfg)?);
         if let Some(name) = &cfg.tls_server_name {
             set_tls_server_name(&mut config, name);
         }
+    }
+    // Last: the provider copies the sentinel side's settings (TLS too).
+    if let Some(path) = &cfg.password_file {
+        config.credential_provider = Some(Arc::new(PasswordFile {
+            username: config.username.clone(),
+            path: path.clone(),
+            sentinel: SentinelSide::of(&config),
+        }));
     }
     config.fail_fast = fail_fast;
     Ok(config)
@@ -135,13 +136,100 @@ fn fred_config(cfg: &RedisConfig, fail_fast: bool) -> Result<Config, RedisError>
 
 /// Reads the password from a file at every connection (fred asks before
 /// each `AUTH`), so a rotated Kubernetes secret is picked up by the next
-/// reconnect without a restart. Sentinels get no credentials: they
-/// usually have none, and the data nodes' password would be refused.
+/// reconnect without a restart.
 #[derive(Debug)]
 struct PasswordFile {
     username: Option<String>,
     path: PathBuf,
-    sentinels: Vec<Server>,
+    /// With Sentinel, fred asks the same provider for the sentinels'
+    /// credentials too, and after the first connection it knows the
+    /// sentinels by the addresses they announce, not those in the URL.
+    sentinel: Option<SentinelSide>,
+}
+
+/// What the password file's provider needs to tell sentinels from the
+/// primary: the primary is positively identified by asking a sentinel
+/// (`SENTINEL get-master-addr-by-name`); everything else is a sentinel and
+/// gets the sentinel credentials of the URL (`sentinelUsername`,
+/// `sentinelPassword`), never the data password.
+#[derive(Debug)]
+struct SentinelSide {
+    hosts: Vec<Server>,
+    service_name: String,
+    username: Option<String>,
+    password: Option<String>,
+    tls: Option<fred::types::config::TlsConfig>,
+}
+
+impl SentinelSide {
+    fn of(config: &Config) -> Option<SentinelSide> {
+        match &config.server {
+            ServerConfig::Sentinel {
+                hosts,
+                service_name,
+                username,
+                password,
+            } => Some(SentinelSide {
+                hosts: hosts.clone(),
+                service_name: service_name.clone(),
+                username: username.clone(),
+                password: password.clone(),
+                tls: config.tls.clone(),
+            }),
+            _ => None,
+        }
+    }
+
+    fn credentials(&self) -> (Option<String>, Option<String>) {
+        (self.username.clone(), self.password.clone())
+    }
+
+    fn is_listed(&self, server: &Server) -> bool {
+        self.hosts
+            .iter()
+            .any(|h| h.host == server.host && h.port == server.port)
+    }
+
+    /// Whether a sentinel of the URL names `server` as the primary now.
+    async fn is_primary(&self, server: &Server) -> bool {
+        for host in &self.hosts {
+            let config = Config {
+                server: ServerConfig::Centralized {
+                    server: host.clone(),
+                },
+                username: self.username.clone(),
+                password: self.password.clone(),
+                tls: self.tls.clone(),
+                fail_fast: true,
+                ..Config::default()
+            };
+            let Ok(client) = Builder::from_config(config)
+                .with_connection_config(|c| {
+                    c.connection_timeout = Duration::from_secs(2);
+                    c.internal_command_timeout = Duration::from_secs(2);
+                })
+                .set_policy(ReconnectPolicy::new_constant(0, 0))
+                .build()
+            else {
+                continue;
+            };
+            let answer = async {
+                client.init().await?;
+                client
+                    .custom::<Option<(String, u16)>, _>(
+                        fred::types::CustomCommand::new_static("SENTINEL", None, false),
+                        vec!["get-master-addr-by-name", self.service_name.as_str()],
+                    )
+                    .await
+            };
+            let answer = tokio::time::timeout(Duration::from_secs(3), answer).await;
+            let _ = client.quit().await;
+            if let Ok(Ok(Some((host, port)))) = answer {
+                return &*server.host == host.as_str() && port == server.port;
+            }
+        }
+        false
+    }
 }
 
 #[async_trait::async_trait]
@@ -150,12 +238,10 @@ impl fred::types::config::CredentialProvider for PasswordFile {
         &self,
         server: Option<&Server>,
     ) -> Result<(Option<String>, Option<String>), fred::error::Error> {
-        if server.is_some_and(|s| {
-            self.sentinels
-                .iter()
-                .any(|x| x.host == s.host && x.port == s.port)
-        }) {
-            return Ok((None, None));
+        if let (Some(sentinel), Some(server)) = (&self.sentinel, server)
+            && (sentinel.is_listed(server) || !sentinel.is_primary(server).await)
+        {
+            return Ok(sentinel.credentials());
         }
         let text = tokio::fs::read_to_string(&self.path).await.map_err(|e| {
             fred::error::Error::new(
@@ -165,13 +251,6 @@ impl fred::types::config::CredentialProvider for PasswordFile {
         })?;
         let password = text.trim_end_matches(['\n', '\r']).to_string();
         Ok((self.username.clone(), Some(password)))
-    }
-}
-
-fn sentinel_hosts(config: &Config) -> Vec<Server> {
-    match &config.server {
-        ServerConfig::Sentinel { hosts, .. } => hosts.clone(),
-        _ => Vec::new(),
     }
 }
 
@@ -231,7 +310,25 @@ fn tls_config(cfg: &RedisConfig) -> Result<fred::types::config::TlsConfig, Redis
                 }
             }
         }
-        ClientConfig::builder().with_root_certificates(roots)
+        match &cfg.tls_server_name {
+            // Every server's certificate must name this, including servers
+            // the client discovers by IP (Cluster nodes from CLUSTER SLOTS,
+            // the primary a sentinel names), which fred dials by address.
+            Some(name) => {
+                let name = fred::rustls::pki_types::ServerName::try_from(name.clone())
+                    .map_err(|e| config_error(format!("redis.tls_server_name {name:?}: {e}")))?;
+                let inner = fred::rustls::client::WebPkiServerVerifier::builder_with_provider(
+                    Arc::new(roots),
+                    Arc::new(fred::rustls::crypto::ring::default_provider()),
+                )
+                .build()
+                .map_err(|e| config_error(format!("TLS roots: {e}")))?;
+                ClientConfig::builder()
+                    .dangerous()
+                    .with_custom_certificate_verifier(Arc::new(ExpectServerName { inner, name }))
+            }
+            None => ClientConfig::builder().with_root_certificates(roots),
+        }
     };
     let config = match (&cfg.tls_cert_file, &cfg.tls_key_file) {
         (Some(cert), Some(key)) => {
@@ -255,6 +352,50 @@ fn tls_config(cfg: &RedisConfig) -> Result<fred::types::config::TlsConfig, Redis
 /// source (rustls-native-certs).
 fn rustls_native_roots() -> Vec<fred::rustls::pki_types::CertificateDer<'static>> {
     rustls_native_certs::load_native_certs().certs
+}
+
+/// Full WebPKI verification, against `redis.tls_server_name` whatever
+/// address was dialled.
+#[derive(Debug)]
+struct ExpectServerName {
+    inner: Arc<fred::rustls::client::WebPkiServerVerifier>,
+    name: fred::rustls::pki_types::ServerName<'static>,
+}
+
+impl fred::rustls::client::danger::ServerCertVerifier for ExpectServerName {
+    fn verify_server_cert(
+        &self,
+        end_entity: &fred::rustls::pki_types::CertificateDer<'_>,
+        intermediates: &[fred::rustls::pki_types::CertificateDer<'_>],
+        _dialled: &fred::rustls::pki_types::ServerName<'_>,
+        ocsp_response: &[u8],
+        now: fred::rustls::pki_types::UnixTime,
+    ) -> Result<fred::rustls::client::danger::ServerCertVerified, fred::rustls::Error> {
+        self.inner
+            .verify_server_cert(end_entity, intermediates, &self.name, ocsp_response, now)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &fred::rustls::pki_types::CertificateDer<'_>,
+        dss: &fred::rustls::DigitallySignedStruct,
+    ) -> Result<fred::rustls::client::danger::HandshakeSignatureValid, fred::rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &fred::rustls::pki_types::CertificateDer<'_>,
+        dss: &fred::rustls::DigitallySignedStruct,
+    ) -> Result<fred::rustls::client::danger::HandshakeSignatureValid, fred::rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<fred::rustls::SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
 }
 
 /// Accepts every server certificate (`redis.tls_insecure_skip_verify`).

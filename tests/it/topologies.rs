@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use fred::prelude::*;
 use redis_dsg::local_redis::{LocalRedis, free_port};
-use redis_dsg::local_sentinel::SentinelTopology;
+use redis_dsg::local_sentinel::{SentinelTopology, TopologyAuth};
 use redis_dsg::replica::Replica;
 
 use crate::helpers::*;
@@ -164,6 +164,14 @@ async fn tls_with_a_private_ca_is_verified_and_a_wrong_ca_refused() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // And an override is checked, not trusted.
+    let out = run_cli(
+        &with("DSG_REDIS__TLS_SERVER_NAME", "other.test"),
+        &["errors", "count"],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(69), "{stderr}");
+    assert!(stderr.to_lowercase().contains("certificate"), "{stderr}");
     // The server requires a client certificate.
     let mut no_client = good.clone();
     no_client.retain(|(k, _)| k != "DSG_REDIS__TLS_CERT_FILE" && k != "DSG_REDIS__TLS_KEY_FILE");
@@ -247,7 +255,16 @@ async fn acl_setuser(admin_url: &str, user: &str, password: &str, rule: &str) {
 async fn least_privilege_acl_user_runs_the_service_and_its_commands() {
     let env = TestEnv::new().await;
     let keys = redis_dsg::keys::Keys::new(&env.queue, &env.errors);
-    acl_setuser(&env.redis.url(), "dsg", "dsg-secret", &keys.acl_rule(None)).await;
+    // The rule as `redis-dsg acl-rule` prints it for this configuration.
+    let printed = run_cli(&env.env(&[]), &["acl-rule"]);
+    assert!(printed.status.success());
+    let printed = String::from_utf8_lossy(&printed.stdout).into_owned();
+    let rule = printed
+        .trim_end()
+        .strip_prefix("ACL SETUSER dsg ")
+        .unwrap_or_else(|| panic!("{printed}"));
+    assert_eq!(rule, keys.acl_rule(None));
+    acl_setuser(&env.redis.url(), "dsg", "dsg-secret", rule).await;
     let url = format!("redis://dsg:dsg-secret@127.0.0.1:{}", env.redis.port());
     let a = env
         .spawn(
@@ -445,9 +462,24 @@ impl Cluster {
 #[tokio::test]
 async fn redis_cluster_runs_generator_consumers_errors_cli_and_recovery() {
     let cluster = Cluster::start().await;
-    let url = cluster.url();
-    let client = connect(&url).await;
+    let admin_url = cluster.url();
+    let client = connect(&admin_url).await;
     assert!(client.is_clustered());
+    // Everything runs as a user with only the documented rule, set on
+    // every node (ACL users are per node); the cross-slot error list needs
+    // its marker set too.
+    let rule = redis_dsg::keys::Keys::new("q", "errors").acl_rule(Some("{q}:out"));
+    assert!(rule.contains("~{errors}:moved"), "{rule}");
+    for node in &cluster.nodes {
+        acl_setuser(
+            &format!("redis://{}", node.url()),
+            "dsg",
+            "dsg-secret",
+            &rule,
+        )
+        .await;
+    }
+    let url = admin_url.replacen("redis-cluster://", "redis-cluster://dsg:dsg-secret@", 1);
     let logs = tempfile::tempdir().expect("tempdir");
     // The error list "errors" is in another slot than the queue "q": moves
     // to it take the two-step path; the output list shares the slot.
@@ -502,7 +534,6 @@ async fn redis_cluster_runs_generator_consumers_errors_cli_and_recovery() {
         log(&a),
         log(&b)
     );
-    let errors_before = llen("errors").await;
     let entry = redis_dsg::error_entry::decode(
         &value_list(&client, "errors")
             .await
@@ -514,35 +545,6 @@ async fn redis_cluster_runs_generator_consumers_errors_cli_and_recovery() {
         redis_dsg::message::parse(&entry.payload).is_ok(),
         "the original bytes are kept"
     );
-
-    // The errors CLI on the cluster, the two-step requeue included.
-    for args in [
-        &["errors", "count"][..],
-        &["errors", "list", "--limit", "3"][..],
-        &["status"][..],
-    ] {
-        let out = run_cli(&env, args);
-        assert!(
-            out.status.success(),
-            "{args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    let out = run_cli(&env, &["errors", "requeue", "--limit", "2", "--json"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 2);
-    let out = run_cli(&env, &["errors", "drain", "--limit", "3"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 3);
-    assert!(llen("errors").await >= errors_before.saturating_sub(5));
 
     // Recovery: a slow consumer holding messages is killed; the others get them.
     let mut slow = start(
@@ -592,6 +594,54 @@ async fn redis_cluster_runs_generator_consumers_errors_cli_and_recovery() {
     );
     a.stop(Duration::from_secs(5));
     b.stop(Duration::from_secs(5));
+
+    // The errors CLI on the cluster, the two-step requeue included; nothing
+    // else writes now, so the lists must change by exactly what it did.
+    for args in [
+        &["errors", "count"][..],
+        &["errors", "list", "--limit", "3"][..],
+        &["status"][..],
+    ] {
+        let out = run_cli(&env, args);
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let errors = value_list(&client, "errors").await;
+    assert!(errors.len() > 5, "{}", errors.len());
+    let out = run_cli(&env, &["errors", "requeue", "--limit", "2", "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 2);
+    // The two oldest entries (the tail) left, their messages at the queue's head.
+    assert_eq!(
+        value_list(&client, "errors").await,
+        errors[..errors.len() - 2].to_vec()
+    );
+    let head = value_list(&client, "q").await;
+    for raw in &errors[errors.len() - 2..] {
+        let payload = redis_dsg::error_entry::decode(raw).payload;
+        assert!(
+            head[..2].contains(&payload.to_vec()),
+            "requeued message not at the head"
+        );
+    }
+    let out = run_cli(&env, &["errors", "drain", "--limit", "3"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 3);
+    assert_eq!(
+        value_list(&client, "errors").await,
+        errors[..errors.len() - 5].to_vec()
+    );
 }
 
 async fn value_list(client: &redis_dsg::redis::Redis, key: &str) -> Vec<Vec<u8>> {
@@ -664,14 +714,9 @@ async fn sentinel_failover_keeps_one_generator_and_loses_nothing_processed() {
         .filter_map(redis_dsg::redis::value_bytes)
         .map(|b| b.to_vec())
         .collect();
-    let _: i64 = old
-        .client()
-        .custom(
-            fred::types::CustomCommand::new_static("WAIT", None, false),
-            vec!["1", "2000"],
-        )
+    redis_dsg::local_sentinel::wait_replicated(&old, "{q}:probe")
         .await
-        .expect("wait");
+        .expect("replicated");
     let mut epoch_before = 0;
     for r in &replicas {
         if let Some(e) = r.status().await.and_then(|s| s["lease"]["epoch"].as_u64()) {
@@ -782,4 +827,166 @@ fn readme_documents_the_exact_acl_rule() {
         readme.contains(&format!("ACL SETUSER dsg >password {rule}")),
         "README's ACL rule is out of date:\n{rule}"
     );
+}
+
+/// The awkward Sentinel case: the URL names the sentinels differently from
+/// how they announce themselves (like a Kubernetes Service name), the
+/// sentinels have their own password, and the data nodes take an ACL user
+/// with only the documented rule whose password comes from a file. The
+/// sentinels must get the sentinel password, never the file's, also after
+/// a failover, when fred reconnects through the announced addresses.
+#[tokio::test]
+async fn sentinel_with_password_file_acl_user_and_sentinel_password_survives_a_failover() {
+    let auth = TopologyAuth {
+        data: "admin-secret".into(),
+        sentinel: "sentinel-secret".into(),
+    };
+    let mut topology = SentinelTopology::start_with(1000, Some(auth)).expect("sentinel topology");
+    let keys = redis_dsg::keys::Keys::new("s", "{s}:errors");
+    let rule = keys.acl_rule(Some("{s}:out"));
+    // ACL users are not replicated: both data nodes get one.
+    for node in &topology.nodes {
+        acl_setuser(
+            &format!("redis://:admin-secret@127.0.0.1:{}", node.port()),
+            "dsg",
+            "file-secret",
+            &rule,
+        )
+        .await;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let password_file = dir.path().join("password");
+    std::fs::write(&password_file, "file-secret\n").expect("write");
+    let url = format!(
+        "{}&sentinelPassword=sentinel-secret",
+        topology.url_via("127.0.0.2")
+    );
+    let env: Vec<(String, String)> = [
+        ("REDIS_URL", url.as_str()),
+        ("DSG_REDIS__USERNAME", "dsg"),
+        (
+            "DSG_REDIS__PASSWORD_FILE",
+            &password_file.display().to_string(),
+        ),
+        ("REDIS_QUEUE", "s"),
+        ("REDIS_ERROR_QUEUE", "{s}:errors"),
+        ("DSG_CONSUMER__OUTPUT_QUEUE", "{s}:out"),
+        ("GENERATOR_INTERVAL", "10"),
+        ("DSG_PROCESSOR__MAX_MS", "1"),
+        ("DSG_REDIS__RECONNECT_MAX_DELAY_MS", "250"),
+        ("RUST_LOG", "info"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    let mut replicas = Vec::new();
+    for i in 0..2 {
+        let mut r = Replica::start(
+            &exe(),
+            free_port(),
+            &env,
+            &dir.path().join(format!("r{i}.log")),
+        )
+        .expect("start");
+        assert!(r.wait_ready(Duration::from_secs(20)).await, "{}", log(&r));
+        replicas.push(r);
+    }
+    let out_len = |port: u16| async move {
+        let c = connect(&format!("redis://:admin-secret@127.0.0.1:{port}")).await;
+        let n: u64 = c.client().llen("{s}:out").await.unwrap_or(0);
+        c.quit().await;
+        n
+    };
+    let primary = topology.primary_port().expect("a primary");
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            out_len(primary).await > 20
+        })
+        .await,
+        "{}",
+        log(&replicas[0])
+    );
+    topology.node_mut(primary).expect("primary").kill();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let new = loop {
+        if let Some(p) = topology.primary_port().filter(|p| *p != primary) {
+            break p;
+        }
+        assert!(std::time::Instant::now() < deadline, "no promotion");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let before = out_len(new).await;
+    assert!(
+        eventually(Duration::from_secs(20), || async {
+            out_len(new).await > before + 20
+        })
+        .await,
+        "processing did not resume on the new primary\n{}\n{}",
+        log(&replicas[0]),
+        log(&replicas[1])
+    );
+    for r in &replicas {
+        let logs = std::fs::read_to_string(r.log()).unwrap_or_default();
+        for secret in ["admin-secret", "sentinel-secret", "file-secret"] {
+            assert!(!logs.contains(secret), "{secret} in the log:\n{logs}");
+        }
+    }
+    // Sentinels never saw the data password: their logs would not say, but
+    // a sentinel refusing it would have failed every reconnect above.
+    let status = replicas[0].status().await.expect("status");
+    assert!(!status.to_string().contains("sentinel-secret"), "{status}");
+}
+
+/// The first step of a cross-slot move, retried after an unknown outcome,
+/// pushes each delivery once; the second reports what a reaper took back.
+#[tokio::test]
+async fn two_step_moves_push_each_delivery_once_and_report_what_was_taken_back() {
+    use redis_dsg::keys::{FORGET, Keys, PUSH_ONCE};
+    let redis = LocalRedis::start().expect("redis");
+    let client = connect(&redis.url()).await;
+    let marker = Keys::moved_marker("errors");
+    let args = |entries: &[(&str, &str)]| {
+        let mut a = vec![fred::types::Value::from(60_000i64)];
+        for (token, entry) in entries {
+            a.push(fred::types::Value::from(*token));
+            a.push(fred::types::Value::from(*entry));
+        }
+        a
+    };
+    let keys = vec!["errors".to_string(), marker.clone()];
+    let first: i64 = client
+        .run(
+            &PUSH_ONCE,
+            keys.clone(),
+            args(&[("c:1", "m1"), ("c:2", "m2")]),
+        )
+        .await
+        .expect("push");
+    let retry: i64 = client
+        .run(
+            &PUSH_ONCE,
+            keys.clone(),
+            args(&[("c:1", "m1"), ("c:2", "m2")]),
+        )
+        .await
+        .expect("retry");
+    assert_eq!((first, retry), (2, 0));
+    assert_eq!(value_list(&client, "errors").await.len(), 2);
+    let ttl: i64 = client.client().pttl(marker.as_str()).await.expect("pttl");
+    assert!(ttl > 0 && ttl <= 60_000, "{ttl}");
+
+    let _: i64 = client
+        .client()
+        .hset("{q}:inflight:c", ("1", "m1"))
+        .await
+        .expect("hset");
+    let flags: Vec<i64> = client
+        .run(
+            &FORGET,
+            vec!["{q}:inflight:c".into()],
+            vec!["1".into(), "2".into()],
+        )
+        .await
+        .expect("forget");
+    assert_eq!(flags, vec![1, 0]);
 }
