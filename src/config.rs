@@ -137,25 +137,23 @@ impl Serialize for RedisUrl {
 /// Replaces the password of `scheme://user:password@host`, and the value of
 /// a `sentinelPassword` query parameter, with `***`.
 pub fn redact_url(url: &str) -> String {
-    // A raw '?' in a password would start the query for the URL parser
-    // too, so the first one separates the query here as well.
-    let (base, query) = match url.split_once('?') {
-        Some((b, q)) => (b, Some(q)),
-        None => (url, None),
-    };
-    let mut out = redact_userinfo(base);
-    if let Some(query) = query {
-        let params: Vec<String> = query
-            .split('&')
-            .map(|param| match param.split_once('=') {
-                Some((k, _)) if k.eq_ignore_ascii_case("sentinelPassword") => format!("{k}=***"),
-                _ => param.to_string(),
-            })
-            .collect();
-        out.push('?');
-        out.push_str(&params.join("&"));
+    // The query parameter first, wherever it is: its value may hold '@',
+    // which would otherwise pass for the end of a userinfo.
+    const PARAM: &str = "sentinelpassword=";
+    let lower = url.to_ascii_lowercase();
+    let mut out = String::with_capacity(url.len());
+    let mut from = 0;
+    while let Some(found) = lower[from..].find(PARAM) {
+        let value_start = from + found + PARAM.len();
+        let value_end = url[value_start..]
+            .find('&')
+            .map_or(url.len(), |i| value_start + i);
+        out.push_str(&url[from..value_start]);
+        out.push_str("***");
+        from = value_end;
     }
-    out
+    out.push_str(&url[from..]);
+    redact_userinfo(&out)
 }
 
 fn redact_userinfo(url: &str) -> String {
@@ -1129,6 +1127,12 @@ mod tests {
         assert_eq!(
             redact_url("redis-sentinel://s0:26379?sentinelServiceName=m&sentinelPassword=a@b"),
             "redis-sentinel://s0:26379?sentinelServiceName=m&sentinelPassword=***"
+        );
+        // A '?' in a password does not hide it from redaction.
+        assert_eq!(redact_url("redis://u:pa?ss@h:1"), "redis://u:***@h:1");
+        assert_eq!(
+            redact_url("redis-sentinel://u:p?x@s0:1?sentinelPassword=sp&node=s1:1"),
+            "redis-sentinel://u:***@s0:1?sentinelPassword=***&node=s1:1"
         );
     }
 }

@@ -671,7 +671,7 @@ impl Consumer {
         items: &[(u64, &str)],
     ) -> Result<Vec<bool>, RedisError> {
         /// Long past any retry of one move; markers left by a crash between
-        /// the steps go away with it.
+        /// the steps are dropped after it.
         const MARKER_TTL_MS: u64 = 3_600_000;
         let inflight = self.keys.inflight(&self.id);
         let ids: Vec<String> = items.iter().map(|(id, _)| id.to_string()).collect();
@@ -681,7 +681,10 @@ impl Consumer {
             .hmget(inflight.as_str(), ids.clone())
             .await?;
         let marker = Keys::moved_marker(target);
-        let mut args = vec![int(MARKER_TTL_MS)];
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let mut args = vec![int(now_ms), int(MARKER_TTL_MS)];
         let mut tokens = Vec::new();
         for ((id, prefix), body) in items.iter().zip(bodies) {
             if let Some(body) = value_bytes(body) {
@@ -709,11 +712,11 @@ impl Consumer {
             )
             .await?;
         if !tokens.is_empty() {
-            // Only tidiness: a marker left behind expires with its set.
+            // Only tidiness: a marker left behind is dropped after the TTL.
             if let Err(e) = self
                 .redis
                 .client()
-                .srem::<i64, _, _>(marker.as_str(), tokens)
+                .zrem::<i64, _, _>(marker.as_str(), tokens)
                 .await
             {
                 tracing::debug!(error = %e, "could not clear move markers");

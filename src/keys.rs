@@ -99,7 +99,7 @@ impl Keys {
             == fred::util::redis_keyslot(key.as_bytes())
     }
 
-    /// The set of delivery tokens already pushed to `list` by a two-step
+    /// The delivery tokens already pushed to `list` by a two-step
     /// move (lists in another hash slot on Redis Cluster). It shares the
     /// list's slot, so pushing and marking are one script there.
     pub fn moved_marker(list: &str) -> String {
@@ -182,6 +182,9 @@ impl Keys {
             "+sadd",
             "+srem",
             "+ltrim",
+            "+zadd",
+            "+zrem",
+            "+zremrangebyscore",
             // Undoing a cross-slot requeue that lost a race (Cluster).
             "+lrem",
             "+publish",
@@ -548,21 +551,27 @@ return entries
 /// First step of a move to a list in another hash slot (Redis Cluster):
 /// pushes each entry unless its delivery token was pushed before, so a
 /// retry after an error whose outcome is unknown does not push it twice.
+/// Tokens are kept with their time and dropped after the TTL, so ones left
+/// by a crash between the steps do not pile up under steady traffic.
 ///
-/// KEYS: target list, its marker set ([`Keys::moved_marker`]). ARGV: marker
-/// TTL (ms), then token and entry pairs. Returns how many were pushed.
+/// KEYS: target list, its marker sorted set ([`Keys::moved_marker`]).
+/// ARGV: now (ms), TTL (ms), then token and entry pairs. Returns how many
+/// were pushed.
 pub static PUSH_ONCE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         "push_once",
         r#"
+local now = tonumber(ARGV[1])
+local ttl = tonumber(ARGV[2])
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now - ttl)
 local pushed = 0
-for i = 2, #ARGV, 2 do
-  if redis.call('SADD', KEYS[2], ARGV[i]) == 1 then
+for i = 3, #ARGV, 2 do
+  if redis.call('ZADD', KEYS[2], 'NX', now, ARGV[i]) == 1 then
     redis.call('LPUSH', KEYS[1], ARGV[i + 1])
     pushed = pushed + 1
   end
 end
-redis.call('PEXPIRE', KEYS[2], ARGV[1])
+redis.call('PEXPIRE', KEYS[2], ttl)
 return pushed
 "#,
     )
@@ -635,7 +644,7 @@ mod tests {
     fn acl_rule_names_only_our_keys() {
         let rule = Keys::new("a", "errors").acl_rule(None);
         assert!(
-            rule.contains("~a ~errors ~{a}:* &{a}:lease:released -@all +ping"),
+            rule.contains("~a ~errors ~{a}:* ~{errors}:moved &{a}:lease:released -@all +ping"),
             "{rule}"
         );
         assert!(!rule.contains("+@"), "{rule}");

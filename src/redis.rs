@@ -191,7 +191,12 @@ impl SentinelSide {
     }
 
     /// Whether a sentinel of the URL names `server` as the primary now.
+    /// All are asked at once and the first answer counts; the whole lookup
+    /// ends within [`SentinelSide::LOOKUP`], well inside fred's own
+    /// connection setup timeout, so one stalled sentinel cannot keep the
+    /// service from its primary.
     async fn is_primary(&self, server: &Server) -> bool {
+        let mut asks = tokio::task::JoinSet::new();
         for host in &self.hosts {
             let config = Config {
                 server: ServerConfig::Centralized {
@@ -203,33 +208,54 @@ impl SentinelSide {
                 fail_fast: true,
                 ..Config::default()
             };
-            let Ok(client) = Builder::from_config(config)
-                .with_connection_config(|c| {
-                    c.connection_timeout = Duration::from_secs(2);
-                    c.internal_command_timeout = Duration::from_secs(2);
-                })
-                .set_policy(ReconnectPolicy::new_constant(0, 0))
-                .build()
-            else {
-                continue;
-            };
-            let answer = async {
-                client.init().await?;
-                client
-                    .custom::<Option<(String, u16)>, _>(
-                        fred::types::CustomCommand::new_static("SENTINEL", None, false),
-                        vec!["get-master-addr-by-name", self.service_name.as_str()],
-                    )
-                    .await
-            };
-            let answer = tokio::time::timeout(Duration::from_secs(3), answer).await;
-            let _ = client.quit().await;
-            if let Ok(Ok(Some((host, port)))) = answer {
-                return &*server.host == host.as_str() && port == server.port;
-            }
+            asks.spawn(ask_primary(config, self.service_name.clone()));
         }
-        false
+        let deadline = tokio::time::sleep(Self::LOOKUP);
+        tokio::pin!(deadline);
+        let primary = loop {
+            tokio::select! {
+                _ = &mut deadline => break None,
+                next = asks.join_next() => match next {
+                    Some(Ok(Some(primary))) => break Some(primary),
+                    Some(_) => continue,
+                    None => break None,
+                },
+            }
+        };
+        // The others end on their own (each is bounded) and close their
+        // connections; aborting them could leave a connection behind.
+        asks.detach_all();
+        primary.is_some_and(|(host, port)| *server.host == *host && port == server.port)
     }
+
+    const LOOKUP: Duration = Duration::from_millis(2_000);
+}
+
+/// `SENTINEL get-master-addr-by-name` on one sentinel: one connection
+/// attempt (no reconnect policy), bounded in time, always closed.
+async fn ask_primary(config: Config, service: String) -> Option<(String, u16)> {
+    let client = Builder::from_config(config)
+        .with_connection_config(|c| {
+            c.connection_timeout = Duration::from_millis(1_000);
+            c.internal_command_timeout = Duration::from_millis(1_000);
+        })
+        .with_performance_config(|p| p.default_command_timeout = Duration::from_millis(1_000))
+        .build()
+        .ok()?;
+    let connection = client.connect();
+    let answer = tokio::time::timeout(Duration::from_millis(1_500), async {
+        client.wait_for_connect().await?;
+        client
+            .custom::<Option<(String, u16)>, _>(
+                fred::types::CustomCommand::new_static("SENTINEL", None, false),
+                vec!["get-master-addr-by-name", service.as_str()],
+            )
+            .await
+    })
+    .await;
+    let _ = tokio::time::timeout(Duration::from_millis(500), client.quit()).await;
+    connection.abort();
+    answer.ok()?.ok()?
 }
 
 #[async_trait::async_trait]
@@ -642,6 +668,103 @@ pub fn value_bytes(v: Value) -> Option<fred::bytes::Bytes> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A CA and a certificate for `redis.test` signed by it, made with
+    /// `openssl`; returns (CA, certificate) in DER.
+    fn ca_and_certificate() -> (
+        fred::rustls::pki_types::CertificateDer<'static>,
+        fred::rustls::pki_types::CertificateDer<'static>,
+    ) {
+        use fred::rustls::pki_types::CertificateDer;
+        use fred::rustls::pki_types::pem::PemObject;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let run = |args: &[&str]| {
+            let out = std::process::Command::new("openssl")
+                .args(args)
+                .current_dir(dir.path())
+                .output()
+                .expect("openssl runs");
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        run(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=test CA",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+        ]);
+        run(&[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            "/CN=server",
+            "-keyout",
+            "s.key",
+            "-out",
+            "s.csr",
+        ]);
+        std::fs::write(dir.path().join("s.ext"), "subjectAltName=DNS:redis.test\n").expect("ext");
+        run(&[
+            "x509",
+            "-req",
+            "-in",
+            "s.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            "s.ext",
+            "-out",
+            "s.pem",
+        ]);
+        let read = |f: &str| CertificateDer::from_pem_file(dir.path().join(f)).expect("pem");
+        (read("ca.pem"), read("s.pem"))
+    }
+
+    #[test]
+    fn tls_server_name_is_checked_whatever_address_was_dialled() {
+        use fred::rustls::client::danger::ServerCertVerifier;
+        use fred::rustls::pki_types::{ServerName, UnixTime};
+        let (ca, cert) = ca_and_certificate();
+        let verifier = |name: &str| {
+            let mut roots = fred::rustls::RootCertStore::empty();
+            roots.add(ca.clone()).expect("root");
+            ExpectServerName {
+                inner: fred::rustls::client::WebPkiServerVerifier::builder_with_provider(
+                    Arc::new(roots),
+                    Arc::new(fred::rustls::crypto::ring::default_provider()),
+                )
+                .build()
+                .expect("verifier"),
+                name: ServerName::try_from(name.to_string()).expect("name"),
+            }
+        };
+        // Dialled by IP (a Cluster node, the primary a sentinel names).
+        let dialled = ServerName::IpAddress(std::net::Ipv4Addr::LOCALHOST.into());
+        let check = |name: &str| {
+            verifier(name).verify_server_cert(&cert, &[], &dialled, &[], UnixTime::now())
+        };
+        assert!(check("redis.test").is_ok());
+        assert!(check("other.test").is_err());
+    }
 
     #[test]
     fn url_forms() {

@@ -945,8 +945,11 @@ async fn two_step_moves_push_each_delivery_once_and_report_what_was_taken_back()
     let redis = LocalRedis::start().expect("redis");
     let client = connect(&redis.url()).await;
     let marker = Keys::moved_marker("errors");
-    let args = |entries: &[(&str, &str)]| {
-        let mut a = vec![fred::types::Value::from(60_000i64)];
+    let args = |now: i64, entries: &[(&str, &str)]| {
+        let mut a = vec![
+            fred::types::Value::from(now),
+            fred::types::Value::from(60_000i64),
+        ];
         for (token, entry) in entries {
             a.push(fred::types::Value::from(*token));
             a.push(fred::types::Value::from(*entry));
@@ -958,7 +961,7 @@ async fn two_step_moves_push_each_delivery_once_and_report_what_was_taken_back()
         .run(
             &PUSH_ONCE,
             keys.clone(),
-            args(&[("c:1", "m1"), ("c:2", "m2")]),
+            args(1_000, &[("c:1", "m1"), ("c:2", "m2")]),
         )
         .await
         .expect("push");
@@ -966,7 +969,7 @@ async fn two_step_moves_push_each_delivery_once_and_report_what_was_taken_back()
         .run(
             &PUSH_ONCE,
             keys.clone(),
-            args(&[("c:1", "m1"), ("c:2", "m2")]),
+            args(2_000, &[("c:1", "m1"), ("c:2", "m2")]),
         )
         .await
         .expect("retry");
@@ -974,6 +977,18 @@ async fn two_step_moves_push_each_delivery_once_and_report_what_was_taken_back()
     assert_eq!(value_list(&client, "errors").await.len(), 2);
     let ttl: i64 = client.client().pttl(marker.as_str()).await.expect("pttl");
     assert!(ttl > 0 && ttl <= 60_000, "{ttl}");
+    // Markers older than the TTL are dropped by the next push, whatever
+    // the traffic.
+    let _: i64 = client
+        .run(&PUSH_ONCE, keys.clone(), args(62_000, &[("c:3", "m3")]))
+        .await
+        .expect("later push");
+    let markers: Vec<String> = client
+        .client()
+        .zrange(marker.as_str(), 0, -1, None, false, None, false)
+        .await
+        .expect("zrange");
+    assert_eq!(markers, vec!["c:3".to_string()]);
 
     let _: i64 = client
         .client()
