@@ -1491,7 +1491,9 @@ class Checks:
         expect(m, "README has no kubernetes markers")
         section = m.group(1)
         expect("## Run on Kubernetes" in section, "the section needs a '## Run on Kubernetes' heading")
-        blocks = [re.sub(r"\s*\\\n\s*", " ", block) for block in re.findall(r"```(?:sh|bash|console)?\n(.*?)```", section, re.S)]
+        # Fenced blocks pair up whatever their language; only shell ones hold commands.
+        blocks = [re.sub(r"\s*\\\n\s*", " ", block) for lang, block in re.findall(r"```([a-z]*)\n(.*?)```", section, re.S)
+                  if lang in ("", "sh", "bash", "console")]
         commands = [line.strip() for block in blocks for line in block.splitlines()]
         commands = [re.sub(r"\s+#.*$", "", c) for c in commands if c and not c.startswith("#")]
         for needed in (r"^helm install ", r"^kubectl .*\bscale\b", r"^kubectl .*\bexec\b .* errors drain", r"^helm upgrade ",
@@ -1515,6 +1517,10 @@ class Checks:
                 if c.startswith("kubectl ") and " -k " not in c:
                     for kind, name in re.findall(r"(?<=\s)(deployment|deploy|svc)/([a-z0-9.-]+)", c):
                         expect(name == RELEASE, f"`{c}` names {kind}/{name}, the chart names it {RELEASE}")
+            # Values snippets are valid chart values.
+            for lang, block in re.findall(r"```([a-z]*)\n(.*?)```", section, re.S):
+                if lang == "yaml":
+                    chart.validate_schema(chart.merge_values(yaml.safe_load(block)))
         # The files the chart mounts from Secrets are where the README says.
         secret_mounts = Render({"config": {"redis": {"url": "rediss://redis.example.internal:6380"}}, "auth": {"password": "x"},
                                 "tls": {"existingSecret": "redis-tls", "certKey": "tls.crt", "keyKey": "tls.key"}}, RELEASE, README_NAMESPACE)
