@@ -103,52 +103,30 @@ pub struct BenchReport {
 /// Runs the benchmark; returns the exit code.
 pub async fn run(cli: &Cli, args: &BenchArgs) -> i32 {
     if args.sentinel {
-        return match sentinel_failover(args).await {
-            Ok(series) => {
-                if args.json {
-                    println!(
-                        "{}",
-                        serde_json::to_string_pretty(&series).unwrap_or_default()
-                    );
-                } else {
-                    print!("{}", crate::failover_bench::render_sentinel(&series));
-                }
-                exit::OK
-            }
-            Err(e) => {
-                eprintln!("redis-dsg bench: {e}");
-                exit::FAILURE
-            }
-        };
+        let series = sentinel_failover(args).await;
+        return report(series, args.json, |s| {
+            crate::failover_bench::render_sentinel(s)
+        });
     }
     if args.failover {
-        return match failover(cli, args).await {
-            Ok(series) => {
-                if args.json {
-                    println!(
-                        "{}",
-                        serde_json::to_string_pretty(&series).unwrap_or_default()
-                    );
-                } else {
-                    print!("{}", crate::failover_bench::render(&series));
-                }
-                exit::OK
-            }
-            Err(e) => {
-                eprintln!("redis-dsg bench: {e}");
-                exit::FAILURE
-            }
-        };
+        let series = failover(cli, args).await;
+        return report(series, args.json, |s| crate::failover_bench::render(s));
     }
-    match measure(cli, args).await {
-        Ok(report) => {
-            if args.json {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&report).unwrap_or_default()
-                );
+    report(measure(cli, args).await, args.json, render)
+}
+
+/// Prints figures as JSON or as a table; returns the exit code.
+fn report<T: Serialize>(
+    figures: Result<T, String>,
+    json: bool,
+    table: impl Fn(&T) -> String,
+) -> i32 {
+    match figures {
+        Ok(f) => {
+            if json {
+                println!("{}", serde_json::to_string_pretty(&f).unwrap_or_default());
             } else {
-                print!("{}", render(&report));
+                print!("{}", table(&f));
             }
             exit::OK
         }

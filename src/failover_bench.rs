@@ -13,7 +13,6 @@ use serde::Serialize;
 
 use crate::keys::Keys;
 use crate::lease::parse_token;
-use crate::local_redis::free_port;
 use crate::redis::Redis;
 use crate::replica::Replica;
 
@@ -106,18 +105,8 @@ async fn series(
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))
     .collect();
-    let mut replicas = Vec::new();
-    for i in 0..3 {
-        let log = logs.join(format!("failover-{ttl}-{signal}-{i}.log"));
-        let mut r = Replica::start(exe, free_port(), &env, &log).map_err(|e| e.to_string())?;
-        if !r.wait_ready(Duration::from_secs(20)).await {
-            return Err(format!(
-                "a replica did not become ready; see {}",
-                log.display()
-            ));
-        }
-        replicas.push(r);
-    }
+    let mut replicas =
+        Replica::start_ready(exe, &env, logs, &format!("failover-{ttl}-{signal}"), 3).await?;
     let mut times = Vec::with_capacity(trials);
     for _ in 0..trials {
         // Find the generator through its status (the lease names its id).
@@ -302,18 +291,14 @@ async fn sentinel_series(
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))
     .collect();
-    let mut replicas = Vec::new();
-    for i in 0..3 {
-        let log = logs.join(format!("sentinel-{reconnect_max_delay_ms}-{i}.log"));
-        let mut r = Replica::start(exe, free_port(), &env, &log).map_err(|e| e.to_string())?;
-        if !r.wait_ready(Duration::from_secs(20)).await {
-            return Err(format!(
-                "a replica did not become ready; see {}",
-                log.display()
-            ));
-        }
-        replicas.push(r);
-    }
+    let mut replicas = Replica::start_ready(
+        exe,
+        &env,
+        logs,
+        &format!("sentinel-{reconnect_max_delay_ms}"),
+        3,
+    )
+    .await?;
     let wait_for = |what: &'static str, limit: Duration| {
         let start = Instant::now();
         move || {

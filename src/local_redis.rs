@@ -211,3 +211,76 @@ pub fn ping(port: u16) -> bool {
     let mut buf = [0u8; 1];
     s.read_exact(&mut buf).is_ok() && (buf[0] == b'+' || buf[0] == b'-')
 }
+
+/// Test certificates, made with `openssl` in `dir`: a CA (`ca.pem`), an
+/// unrelated CA (`other-ca.pem`), a server certificate for `redis.test`
+/// only (`server.pem`/`server.key`: connecting to 127.0.0.1 needs the
+/// server-name override) and a client certificate (`client.pem`/
+/// `client.key`), both signed by the first CA.
+pub fn make_test_certificates(dir: &Path) -> Result<(), String> {
+    let openssl = |args: &[&str]| -> Result<(), String> {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .map_err(|e| format!("cannot run openssl: {e}"))?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(format!(
+                "openssl {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            ))
+        }
+    };
+    let write = |file: &str, text: &str| {
+        std::fs::write(dir.join(file), text).map_err(|e| format!("{file}: {e}"))
+    };
+    for (name, subject) in [("ca", "/CN=dsg test CA"), ("other-ca", "/CN=someone else")] {
+        let (key, pem) = (format!("{name}.key"), format!("{name}.pem"));
+        openssl(&[
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", subject,
+            "-keyout", &key, "-out", &pem,
+        ])?;
+    }
+    write("server.ext", "subjectAltName=DNS:redis.test\n")?;
+    write("client.ext", "extendedKeyUsage=clientAuth\n")?;
+    for name in ["server", "client"] {
+        let (key, csr, pem, ext) = (
+            format!("{name}.key"),
+            format!("{name}.csr"),
+            format!("{name}.pem"),
+            format!("{name}.ext"),
+        );
+        openssl(&[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            &format!("/CN={name}"),
+            "-keyout",
+            &key,
+            "-out",
+            &csr,
+        ])?;
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            &csr,
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            &ext,
+            "-out",
+            &pem,
+        ])?;
+    }
+    Ok(())
+}

@@ -669,8 +669,7 @@ pub fn value_bytes(v: Value) -> Option<fred::bytes::Bytes> {
 mod tests {
     use super::*;
 
-    /// A CA and a certificate for `redis.test` signed by it, made with
-    /// `openssl`; returns (CA, certificate) in DER.
+    /// The test CA and the `redis.test` server certificate, in DER.
     fn ca_and_certificate() -> (
         fred::rustls::pki_types::CertificateDer<'static>,
         fred::rustls::pki_types::CertificateDer<'static>,
@@ -678,65 +677,9 @@ mod tests {
         use fred::rustls::pki_types::CertificateDer;
         use fred::rustls::pki_types::pem::PemObject;
         let dir = tempfile::tempdir().expect("tempdir");
-        let run = |args: &[&str]| {
-            let out = std::process::Command::new("openssl")
-                .args(args)
-                .current_dir(dir.path())
-                .output()
-                .expect("openssl runs");
-            assert!(
-                out.status.success(),
-                "{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        };
-        run(&[
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=test CA",
-            "-keyout",
-            "ca.key",
-            "-out",
-            "ca.pem",
-        ]);
-        run(&[
-            "req",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-subj",
-            "/CN=server",
-            "-keyout",
-            "s.key",
-            "-out",
-            "s.csr",
-        ]);
-        std::fs::write(dir.path().join("s.ext"), "subjectAltName=DNS:redis.test\n").expect("ext");
-        run(&[
-            "x509",
-            "-req",
-            "-in",
-            "s.csr",
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-days",
-            "2",
-            "-extfile",
-            "s.ext",
-            "-out",
-            "s.pem",
-        ]);
+        crate::local_redis::make_test_certificates(dir.path()).expect("certificates");
         let read = |f: &str| CertificateDer::from_pem_file(dir.path().join(f)).expect("pem");
-        (read("ca.pem"), read("s.pem"))
+        (read("ca.pem"), read("server.pem"))
     }
 
     #[test]

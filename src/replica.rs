@@ -126,6 +126,32 @@ impl Replica {
         self.spawn()
     }
 
+    /// Starts `n` replicas with the same `env` on free ports, logging to
+    /// `<logs>/<prefix>-<i>.log`, and waits until each is ready.
+    pub async fn start_ready(
+        exe: &Path,
+        env: &[(String, String)],
+        logs: &Path,
+        prefix: &str,
+        n: usize,
+    ) -> Result<Vec<Replica>, String> {
+        let mut replicas = Vec::with_capacity(n);
+        for i in 0..n {
+            let log = logs.join(format!("{prefix}-{i}.log"));
+            let mut r = Replica::start(exe, crate::local_redis::free_port(), env, &log)
+                .map_err(|e| format!("cannot start a replica: {e}"))?;
+            if !r.wait_ready(Duration::from_secs(20)).await {
+                let tail = std::fs::read_to_string(&log).unwrap_or_default();
+                return Err(format!(
+                    "a replica did not become ready; {}:\n{tail}",
+                    log.display()
+                ));
+            }
+            replicas.push(r);
+        }
+        Ok(replicas)
+    }
+
     /// Waits until `/readyz` answers 200 (or `timeout`).
     pub async fn wait_ready(&mut self, timeout: Duration) -> bool {
         let deadline = Instant::now() + timeout;

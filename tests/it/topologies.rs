@@ -13,90 +13,6 @@ use redis_dsg::replica::Replica;
 
 use crate::helpers::*;
 
-fn openssl(args: &[&str], dir: &Path) {
-    let out = Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("openssl runs");
-    assert!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// A CA, a server certificate for `redis.test` only (so connecting to
-/// 127.0.0.1 needs the server-name override), a client certificate, and an
-/// unrelated CA.
-fn make_certificates(dir: &Path) {
-    for (name, subject) in [("ca", "/CN=dsg test CA"), ("other-ca", "/CN=someone else")] {
-        openssl(
-            &[
-                "req",
-                "-x509",
-                "-newkey",
-                "rsa:2048",
-                "-nodes",
-                "-days",
-                "2",
-                "-subj",
-                subject,
-                "-keyout",
-                &format!("{name}.key"),
-                "-out",
-                &format!("{name}.pem"),
-            ],
-            dir,
-        );
-    }
-    std::fs::write(dir.join("server.ext"), "subjectAltName=DNS:redis.test\n").expect("ext");
-    std::fs::write(dir.join("client.ext"), "extendedKeyUsage=clientAuth\n").expect("ext");
-    for (name, ext) in [
-        ("server", Some("server.ext")),
-        ("client", Some("client.ext")),
-    ] {
-        openssl(
-            &[
-                "req",
-                "-newkey",
-                "rsa:2048",
-                "-nodes",
-                "-subj",
-                &format!("/CN={name}"),
-                "-keyout",
-                &format!("{name}.key"),
-                "-out",
-                &format!("{name}.csr"),
-            ],
-            dir,
-        );
-        let mut args = vec![
-            "x509",
-            "-req",
-            "-in",
-            &format!("{name}.csr"),
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-days",
-            "2",
-            "-out",
-            &format!("{name}.pem"),
-        ]
-        .into_iter()
-        .map(String::from)
-        .collect::<Vec<_>>();
-        if let Some(ext) = ext {
-            args.extend(["-extfile".to_string(), ext.to_string()]);
-        }
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        openssl(&args, dir);
-    }
-}
-
 fn path(dir: &Path, file: &str) -> String {
     dir.join(file).display().to_string()
 }
@@ -105,7 +21,7 @@ fn path(dir: &Path, file: &str) -> String {
 async fn tls_with_a_private_ca_is_verified_and_a_wrong_ca_refused() {
     let certs = tempfile::tempdir().expect("tempdir");
     let dir = certs.path();
-    make_certificates(dir);
+    redis_dsg::local_redis::make_test_certificates(dir).expect("certificates");
     let tls_port = free_port();
     let redis = LocalRedis::start_with(&[
         "--tls-port",
@@ -459,6 +375,32 @@ impl Cluster {
     }
 }
 
+/// A fleet on queue `q` with output list `{q}:out`, short lease and
+/// heartbeat times, and `extra` on top (replacing what it names).
+fn fleet_env(extra: &[(&str, &str)]) -> Vec<(String, String)> {
+    let mut env: Vec<(String, String)> = [
+        ("REDIS_QUEUE", "q"),
+        ("DSG_CONSUMER__OUTPUT_QUEUE", "{q}:out"),
+        ("GENERATOR_INTERVAL", "10"),
+        ("GENERATOR_PING_INTERVAL", "1"),
+        ("DSG_LEASE__TTL_MS", "1000"),
+        ("DSG_LEASE__RENEW_DEADLINE_MS", "700"),
+        ("DSG_LEASE__RETRY_PERIOD_MS", "200"),
+        ("DSG_CONSUMER__HEARTBEAT_TTL_MS", "1500"),
+        ("DSG_CONSUMER__HEARTBEAT_INTERVAL_MS", "300"),
+        ("DSG_PROCESSOR__MAX_MS", "2"),
+        ("RUST_LOG", "info"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    for (k, v) in extra {
+        env.retain(|(n, _)| n != k);
+        env.push((k.to_string(), v.to_string()));
+    }
+    env
+}
+
 #[tokio::test]
 async fn redis_cluster_runs_generator_consumers_errors_cli_and_recovery() {
     let cluster = Cluster::start().await;
@@ -483,26 +425,14 @@ async fn redis_cluster_runs_generator_consumers_errors_cli_and_recovery() {
     let logs = tempfile::tempdir().expect("tempdir");
     // The error list "errors" is in another slot than the queue "q": moves
     // to it take the two-step path; the output list shares the slot.
-    let env: Vec<(String, String)> = [
-        ("REDIS_URL", url.as_str()),
-        ("REDIS_QUEUE", "q"),
+    let env = fleet_env(&[
+        ("REDIS_URL", &url),
         ("REDIS_ERROR_QUEUE", "errors"),
-        ("DSG_CONSUMER__OUTPUT_QUEUE", "{q}:out"),
-        ("GENERATOR_INTERVAL", "10"),
-        ("GENERATOR_PING_INTERVAL", "1"),
-        ("DSG_LEASE__TTL_MS", "1000"),
-        ("DSG_LEASE__RENEW_DEADLINE_MS", "700"),
-        ("DSG_LEASE__RETRY_PERIOD_MS", "200"),
         ("DSG_CONSUMER__HEARTBEAT_TTL_MS", "1000"),
         ("DSG_CONSUMER__HEARTBEAT_INTERVAL_MS", "250"),
         ("DSG_CONSUMER__REAPER_INTERVAL_MS", "300"),
-        ("DSG_PROCESSOR__MAX_MS", "2"),
         ("DSG_PROCESSOR__INVALID_RATIO", "0.3"),
-        ("RUST_LOG", "info"),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v.to_string()))
-    .collect();
+    ]);
     let start = |name: &str, extra: &[(&str, &str)]| {
         let mut e = env.clone();
         for (k, v) in extra {
@@ -665,38 +595,15 @@ async fn sentinel_failover_keeps_one_generator_and_loses_nothing_processed() {
         .expect("a replica");
     let url = topology.url();
     let logs = tempfile::tempdir().expect("tempdir");
-    let env: Vec<(String, String)> = [
-        ("REDIS_URL", url.as_str()),
-        ("REDIS_QUEUE", "q"),
-        ("DSG_CONSUMER__OUTPUT_QUEUE", "{q}:out"),
-        ("GENERATOR_INTERVAL", "10"),
-        ("GENERATOR_PING_INTERVAL", "1"),
-        ("DSG_LEASE__TTL_MS", "1000"),
-        ("DSG_LEASE__RENEW_DEADLINE_MS", "700"),
-        ("DSG_LEASE__RETRY_PERIOD_MS", "200"),
-        ("DSG_CONSUMER__HEARTBEAT_TTL_MS", "1500"),
-        ("DSG_CONSUMER__HEARTBEAT_INTERVAL_MS", "300"),
-        ("DSG_PROCESSOR__MAX_MS", "2"),
+    let env = fleet_env(&[
+        ("REDIS_URL", &url),
         ("DSG_PROCESSOR__INVALID_RATIO", "0"),
         ("DSG_REDIS__COMMAND_TIMEOUT_MS", "1000"),
         ("DSG_REDIS__RECONNECT_MAX_DELAY_MS", "200"),
-        ("RUST_LOG", "info"),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v.to_string()))
-    .collect();
-    let mut replicas = Vec::new();
-    for i in 0..3 {
-        let mut r = Replica::start(
-            &exe(),
-            free_port(),
-            &env,
-            &logs.path().join(format!("r{i}.log")),
-        )
-        .expect("start");
-        assert!(r.wait_ready(Duration::from_secs(20)).await, "{}", log(&r));
-        replicas.push(r);
-    }
+    ]);
+    let replicas = Replica::start_ready(&exe(), &env, logs.path(), "r", 3)
+        .await
+        .expect("replicas");
     let old = connect(&format!("127.0.0.1:{primary_port}")).await;
     assert!(
         eventually(Duration::from_secs(10), || async {
@@ -879,18 +786,9 @@ async fn sentinel_with_password_file_acl_user_and_sentinel_password_survives_a_f
     .into_iter()
     .map(|(k, v)| (k.to_string(), v.to_string()))
     .collect();
-    let mut replicas = Vec::new();
-    for i in 0..2 {
-        let mut r = Replica::start(
-            &exe(),
-            free_port(),
-            &env,
-            &dir.path().join(format!("r{i}.log")),
-        )
-        .expect("start");
-        assert!(r.wait_ready(Duration::from_secs(20)).await, "{}", log(&r));
-        replicas.push(r);
-    }
+    let replicas = Replica::start_ready(&exe(), &env, dir.path(), "r", 2)
+        .await
+        .expect("replicas");
     let out_len = |port: u16| async move {
         let c = connect(&format!("redis://:admin-secret@127.0.0.1:{port}")).await;
         let n: u64 = c.client().llen("{s}:out").await.unwrap_or(0);
