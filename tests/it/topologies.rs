@@ -309,21 +309,52 @@ async fn a_rotated_password_file_is_used_at_the_next_reconnect_without_a_restart
 /// Three masters created with `redis-cli --cluster create`.
 struct Cluster {
     nodes: Vec<LocalRedis>,
+    /// With TLS: each node's TLS port (the plain ports stay open for the
+    /// set-up; CLUSTER SLOTS names the TLS ports to TLS clients).
+    tls_ports: Vec<u16>,
 }
 
 impl Cluster {
     async fn start() -> Cluster {
+        Cluster::start_with_tls(None).await
+    }
+
+    /// With `certs` (from `make_test_certificates`): TLS for clients and the
+    /// cluster bus, with the `redis.test` server certificate.
+    async fn start_with_tls(certs: Option<&Path>) -> Cluster {
+        let mut tls_ports = Vec::new();
         let nodes: Vec<LocalRedis> = (0..3)
             .map(|_| {
-                LocalRedis::start_with(&[
+                let mut args: Vec<String> = [
                     "--cluster-enabled",
                     "yes",
                     "--cluster-config-file",
                     "nodes.conf",
                     "--cluster-node-timeout",
                     "2000",
-                ])
-                .expect("cluster node")
+                ]
+                .map(String::from)
+                .to_vec();
+                if let Some(dir) = certs {
+                    let port = free_port();
+                    tls_ports.push(port);
+                    args.extend([
+                        "--tls-port".into(),
+                        port.to_string(),
+                        "--tls-cluster".into(),
+                        "yes".into(),
+                        "--tls-cert-file".into(),
+                        path(dir, "server.pem"),
+                        "--tls-key-file".into(),
+                        path(dir, "server.key"),
+                        "--tls-ca-cert-file".into(),
+                        path(dir, "ca.pem"),
+                        "--tls-auth-clients".into(),
+                        "no".into(),
+                    ]);
+                }
+                let args: Vec<&str> = args.iter().map(String::as_str).collect();
+                LocalRedis::start_with(&args).expect("cluster node")
             })
             .collect();
         let mut args: Vec<String> = vec!["--cluster".into(), "create".into()];
@@ -359,7 +390,21 @@ impl Cluster {
                 .await
             );
         }
-        Cluster { nodes }
+        Cluster { nodes, tls_ports }
+    }
+
+    /// `rediss-cluster://` URL naming every node's TLS port.
+    fn tls_url(&self) -> String {
+        let ports: Vec<String> = self
+            .tls_ports
+            .iter()
+            .map(|p| format!("127.0.0.1:{p}"))
+            .collect();
+        format!(
+            "rediss-cluster://{}?node={}",
+            ports[0],
+            ports[1..].join("&node=")
+        )
     }
 
     fn url(&self) -> String {
@@ -902,4 +947,50 @@ async fn two_step_moves_push_each_delivery_once_and_report_what_was_taken_back()
         .await
         .expect("forget");
     assert_eq!(flags, vec![1, 0]);
+}
+
+/// Cluster nodes found through CLUSTER SLOTS are dialled by IP address: the
+/// server-name override must hold for them too, and a wrong one is refused.
+#[tokio::test]
+async fn redis_cluster_over_tls_verifies_every_node_against_the_server_name() {
+    let certs = tempfile::tempdir().expect("tempdir");
+    redis_dsg::local_redis::make_test_certificates(certs.path()).expect("certificates");
+    let cluster = Cluster::start_with_tls(Some(certs.path())).await;
+    let tls_url = cluster.tls_url();
+    let ca = path(certs.path(), "ca.pem");
+    let env = fleet_env(&[
+        ("REDIS_URL", &tls_url),
+        ("REDIS_ERROR_QUEUE", "{q}:errors"),
+        ("DSG_REDIS__TLS_CA_FILE", &ca),
+        ("DSG_REDIS__TLS_SERVER_NAME", "redis.test"),
+        ("DSG_PROCESSOR__INVALID_RATIO", "0"),
+    ]);
+    let logs = tempfile::tempdir().expect("tempdir");
+    let replicas = Replica::start_ready(&exe(), &env, logs.path(), "tls", 2)
+        .await
+        .expect("replicas");
+    assert!(
+        eventually(Duration::from_secs(15), || async {
+            counter(&replicas[0], "processed_ok").await
+                + counter(&replicas[1], "processed_ok").await
+                > 20
+        })
+        .await,
+        "{}",
+        log(&replicas[0])
+    );
+    // The one-shot commands reach the node owning each key, over TLS.
+    let out = run_cli(&env, &["status", "--check"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut wrong = env.clone();
+    wrong.retain(|(k, _)| k != "DSG_REDIS__TLS_SERVER_NAME");
+    wrong.push(("DSG_REDIS__TLS_SERVER_NAME".into(), "other.test".into()));
+    let out = run_cli(&wrong, &["errors", "count"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(69), "{stderr}");
+    assert!(stderr.to_lowercase().contains("certificate"), "{stderr}");
 }
