@@ -2,7 +2,7 @@
 //! replica and three sentinels, for the Sentinel failover test and
 //! benchmark. Everything is killed when dropped.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -18,6 +18,8 @@ pub struct LocalSentinel {
     port: u16,
     dir: PathBuf,
     password: Option<String>,
+    /// With TLS: the CA to trust when asking it.
+    tls_ca: Option<PathBuf>,
 }
 
 /// Passwords of a topology: the data nodes' (`requirepass`, `masterauth`,
@@ -36,11 +38,14 @@ impl LocalSentinel {
     /// considered down: the floor of every failover. It listens on
     /// 127.0.0.1 and 127.0.0.2, and announces itself as 127.0.0.1, so a URL
     /// naming 127.0.0.2 is one clients cannot match with what sentinels
-    /// report (as with a Kubernetes Service name).
+    /// report (as with a Kubernetes Service name). With `tls` (a directory
+    /// from [`crate::local_redis::make_test_certificates`]) it speaks TLS
+    /// only, to clients and to the nodes and other sentinels.
     pub fn start(
         primary_port: u16,
         down_after_ms: u64,
         auth: Option<&TopologyAuth>,
+        tls: Option<&Path>,
     ) -> Result<LocalSentinel, String> {
         let binary = ensure_installed()?;
         let port = free_port();
@@ -56,10 +61,19 @@ impl LocalSentinel {
                 a.sentinel, a.data
             )
         });
+        let listen = match tls {
+            // Port 0 closes the plain port; the announced port must then
+            // be given, or it would be 0.
+            Some(certs) => format!(
+                "port 0\ntls-port {port}\n{}sentinel announce-port {port}\n",
+                tls_config_lines(certs)
+            ),
+            None => format!("port {port}\n"),
+        };
         std::fs::write(
             &conf,
             format!(
-                "port {port}\nbind 127.0.0.1 127.0.0.2\nsentinel announce-ip 127.0.0.1\n\
+                "{listen}bind 127.0.0.1 127.0.0.2\nsentinel announce-ip 127.0.0.1\n\
                  dir {dir}\nlogfile {dir}/sentinel.log\n\
                  sentinel monitor {MASTER_NAME} 127.0.0.1 {primary_port} 2\n\
                  sentinel down-after-milliseconds {MASTER_NAME} {down_after_ms}\n\
@@ -82,9 +96,10 @@ impl LocalSentinel {
             port,
             dir,
             password: auth.map(|a| a.sentinel.clone()),
+            tls_ca: tls.map(|d| d.join("ca.pem")),
         };
         let deadline = Instant::now() + Duration::from_secs(10);
-        while !crate::local_redis::ping(port) {
+        while !sentinel.ask(&["PING"]).contains("PONG") {
             if Instant::now() > deadline {
                 return Err(format!("sentinel on port {port} did not answer"));
             }
@@ -100,7 +115,12 @@ impl LocalSentinel {
 
     /// The reply of a command, as `redis-cli` prints it (one value a line).
     pub fn ask(&self, args: &[&str]) -> String {
-        ask(self.port, self.password.as_deref(), args)
+        ask(
+            self.port,
+            self.password.as_deref(),
+            self.tls_ca.as_deref(),
+            args,
+        )
     }
 
     /// The port of the primary this sentinel currently names.
@@ -122,12 +142,15 @@ impl Drop for LocalSentinel {
 
 /// A command's reply from the server on `port`, through `redis-cli`
 /// (installed with `redis-server`); empty when it cannot be asked.
-pub fn ask(port: u16, password: Option<&str>, args: &[&str]) -> String {
+pub fn ask(port: u16, password: Option<&str>, tls_ca: Option<&Path>, args: &[&str]) -> String {
     let Some(cli) = find_on_path("redis-cli") else {
         return String::new();
     };
     let mut cmd = Command::new(cli);
     cmd.args(["-h", "127.0.0.1", "-p", &port.to_string()]);
+    if let Some(ca) = tls_ca {
+        cmd.arg("--tls").arg("--cacert").arg(ca);
+    }
     if let Some(p) = password {
         // The environment keeps it out of the process list.
         cmd.env("REDISCLI_AUTH", p);
@@ -140,6 +163,16 @@ pub fn ask(port: u16, password: Option<&str>, args: &[&str]) -> String {
         .unwrap_or_default()
 }
 
+/// The `redis.conf` lines that give a server the test certificates and
+/// make its own links (replication, sentinel) use TLS too.
+fn tls_config_lines(certs: &Path) -> String {
+    format!(
+        "tls-cert-file {d}/server.pem\ntls-key-file {d}/server.key\ntls-ca-cert-file {d}/ca.pem\n\
+         tls-auth-clients no\ntls-replication yes\n",
+        d = certs.display()
+    )
+}
+
 /// One primary, one replica, three sentinels.
 #[derive(Debug)]
 pub struct SentinelTopology {
@@ -148,13 +181,17 @@ pub struct SentinelTopology {
     /// The three sentinels.
     pub sentinels: Vec<LocalSentinel>,
     auth: Option<TopologyAuth>,
+    /// With TLS: the certificates, and each node's TLS port (the port the
+    /// sentinels know it by; its plain port stays open for the set-up).
+    tls: Option<PathBuf>,
+    tls_ports: Vec<u16>,
 }
 
 impl SentinelTopology {
     /// Starts the topology and waits until every sentinel knows the other
     /// two and the replica (acting earlier makes failovers fail).
     pub fn start(down_after_ms: u64) -> Result<SentinelTopology, String> {
-        Self::start_with(down_after_ms, None)
+        Self::start_full(down_after_ms, None, None)
     }
 
     /// The same with passwords on the data nodes and the sentinels.
@@ -162,27 +199,90 @@ impl SentinelTopology {
         down_after_ms: u64,
         auth: Option<TopologyAuth>,
     ) -> Result<SentinelTopology, String> {
-        let data_auth: Vec<String> = auth.as_ref().map_or(Vec::new(), |a| {
-            ["--requirepass", &a.data, "--masterauth", &a.data]
-                .map(String::from)
-                .to_vec()
-        });
-        let data_auth: Vec<&str> = data_auth.iter().map(String::as_str).collect();
-        let primary = LocalRedis::start_with(&data_auth)?;
-        let primary_port = primary.port().to_string();
-        let mut replica_args = vec!["--replicaof", "127.0.0.1", &primary_port];
-        replica_args.extend(&data_auth);
-        let replica = LocalRedis::start_with(&replica_args)?;
-        let sentinels = (0..3)
-            .map(|_| LocalSentinel::start(primary.port(), down_after_ms, auth.as_ref()))
-            .collect::<Result<Vec<_>, _>>()?;
-        let topology = SentinelTopology {
-            nodes: vec![primary, replica],
-            sentinels,
-            auth,
+        Self::start_full(down_after_ms, auth, None)
+    }
+
+    /// The same with TLS everywhere, with the certificates in `certs`
+    /// (from [`crate::local_redis::make_test_certificates`]).
+    pub fn start_with_tls(down_after_ms: u64, certs: &Path) -> Result<SentinelTopology, String> {
+        Self::start_full(down_after_ms, None, Some(certs.to_path_buf()))
+    }
+
+    fn start_full(
+        down_after_ms: u64,
+        auth: Option<TopologyAuth>,
+        tls: Option<PathBuf>,
+    ) -> Result<SentinelTopology, String> {
+        let tls_ports: Vec<u16> = match tls {
+            Some(_) => vec![free_port(), free_port()],
+            None => Vec::new(),
         };
+        let mut topology = SentinelTopology {
+            nodes: Vec::new(),
+            sentinels: Vec::new(),
+            auth,
+            tls,
+            tls_ports,
+        };
+        let primary = topology.start_node(0, None)?;
+        topology.nodes.push(primary);
+        let primary_port = topology.known_port(0);
+        let replica = topology.start_node(1, Some(primary_port))?;
+        topology.nodes.push(replica);
+        for _ in 0..3 {
+            let sentinel = LocalSentinel::start(
+                primary_port,
+                down_after_ms,
+                topology.auth.as_ref(),
+                topology.tls.as_deref(),
+            )?;
+            topology.sentinels.push(sentinel);
+        }
         topology.wait_converged(Duration::from_secs(30))?;
         Ok(topology)
+    }
+
+    /// The extra `redis-server` arguments of node `i`: passwords, TLS, and
+    /// the primary it replicates.
+    fn node_args(&self, i: usize, replica_of: Option<u16>) -> Vec<String> {
+        let mut args = Vec::new();
+        if let Some(port) = replica_of {
+            args.extend(["--replicaof".into(), "127.0.0.1".into(), port.to_string()]);
+        }
+        if let Some(a) = &self.auth {
+            args.extend([
+                "--requirepass".into(),
+                a.data.clone(),
+                "--masterauth".into(),
+                a.data.clone(),
+            ]);
+        }
+        if let Some(certs) = &self.tls {
+            args.extend(["--tls-port".into(), self.tls_ports[i].to_string()]);
+            for line in tls_config_lines(certs).lines() {
+                let (key, value) = line.split_once(' ').unwrap_or((line, ""));
+                args.extend([format!("--{key}"), value.to_string()]);
+            }
+        }
+        args
+    }
+
+    fn start_node(&self, i: usize, replica_of: Option<u16>) -> Result<LocalRedis, String> {
+        let args = self.node_args(i, replica_of);
+        LocalRedis::start_with(&args.iter().map(String::as_str).collect::<Vec<_>>())
+    }
+
+    /// The port the sentinels (and clients) know node `i` by.
+    fn known_port(&self, i: usize) -> u16 {
+        self.tls_ports
+            .get(i)
+            .copied()
+            .unwrap_or_else(|| self.nodes[i].port())
+    }
+
+    /// The index of the node the sentinels know by `port`.
+    fn index_of(&self, port: u16) -> Option<usize> {
+        (0..self.nodes.len()).find(|i| self.known_port(*i) == port)
     }
 
     /// `redis-sentinel://` URL naming all three sentinels (by 127.0.0.1,
@@ -194,8 +294,13 @@ impl SentinelTopology {
     /// `redis-sentinel://` URL naming the three sentinels by `host`
     /// (127.0.0.1 or 127.0.0.2).
     pub fn url_via(&self, host: &str) -> String {
+        let scheme = if self.tls.is_some() {
+            "rediss-sentinel"
+        } else {
+            "redis-sentinel"
+        };
         let mut url = format!(
-            "redis-sentinel://{host}:{}?sentinelServiceName={MASTER_NAME}",
+            "{scheme}://{host}:{}?sentinelServiceName={MASTER_NAME}",
             self.sentinels[0].port
         );
         for s in &self.sentinels[1..] {
@@ -237,16 +342,17 @@ impl SentinelTopology {
         let Some(primary) = self.primary_port() else {
             return false;
         };
-        let Some(replica) = self
-            .nodes
-            .iter()
-            .map(LocalRedis::port)
-            .find(|p| *p != primary)
-        else {
+        let Some(i) = (0..self.nodes.len()).find(|i| self.known_port(*i) != primary) else {
             return false;
         };
-        let link_up = ask(replica, self.data_password(), &["INFO", "replication"])
-            .contains("master_link_status:up");
+        let replica = self.known_port(i);
+        let link_up = ask(
+            self.nodes[i].port(),
+            self.data_password(),
+            None,
+            &["INFO", "replication"],
+        )
+        .contains("master_link_status:up");
         link_up
             && self.sentinels.iter().all(|s| {
                 let replicas = s.ask(&["SENTINEL", "replicas", MASTER_NAME]);
@@ -261,23 +367,22 @@ impl SentinelTopology {
             })
     }
 
-    /// The data node listening on `port`.
+    /// The data node the sentinels know by `port`.
     pub fn node_mut(&mut self, port: u16) -> Option<&mut LocalRedis> {
-        self.nodes.iter_mut().find(|n| n.port() == port)
+        let i = self.index_of(port)?;
+        self.nodes.get_mut(i)
     }
 
-    /// Restarts the crashed node on `port` as a replica of the primary on
-    /// `primary_port`, with the topology's passwords.
+    /// Restarts the crashed node known by `port` as a replica of the
+    /// primary known by `primary_port`, with the topology's passwords and
+    /// TLS.
     pub fn restart_as_replica(&mut self, port: u16, primary_port: u16) -> Result<(), String> {
-        let primary = primary_port.to_string();
-        let auth = self.auth.clone();
-        let mut args = vec!["--replicaof", "127.0.0.1", primary.as_str()];
-        if let Some(a) = &auth {
-            args.extend(["--requirepass", &a.data, "--masterauth", &a.data]);
-        }
-        self.node_mut(port)
-            .ok_or_else(|| format!("no node on port {port}"))?
-            .restart_with(&args)
+        let i = self
+            .index_of(port)
+            .ok_or_else(|| format!("no node on port {port}"))?;
+        let args = self.node_args(i, Some(primary_port));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        self.nodes[i].restart_with(&args)
     }
 }
 

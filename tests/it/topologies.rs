@@ -994,3 +994,61 @@ async fn redis_cluster_over_tls_verifies_every_node_against_the_server_name() {
     assert_eq!(out.status.code(), Some(69), "{stderr}");
     assert!(stderr.to_lowercase().contains("certificate"), "{stderr}");
 }
+
+/// Sentinel over TLS: sentinels name the primary by IP address, so the
+/// server-name override must hold for it too, before and after a failover.
+#[tokio::test]
+async fn sentinel_over_tls_verifies_the_primary_named_by_ip_through_a_failover() {
+    let certs = tempfile::tempdir().expect("tempdir");
+    redis_dsg::local_redis::make_test_certificates(certs.path()).expect("certificates");
+    let mut topology =
+        SentinelTopology::start_with_tls(1000, certs.path()).expect("sentinel topology");
+    let url = topology.url();
+    assert!(url.starts_with("rediss-sentinel://"), "{url}");
+    let ca = path(certs.path(), "ca.pem");
+    let env = fleet_env(&[
+        ("REDIS_URL", &url),
+        ("DSG_REDIS__TLS_CA_FILE", &ca),
+        ("DSG_REDIS__TLS_SERVER_NAME", "redis.test"),
+        ("DSG_PROCESSOR__INVALID_RATIO", "0"),
+        ("DSG_REDIS__RECONNECT_MAX_DELAY_MS", "250"),
+    ]);
+    let logs = tempfile::tempdir().expect("tempdir");
+    let replicas = Replica::start_ready(&exe(), &env, logs.path(), "tls", 2)
+        .await
+        .expect("replicas");
+    let processed = || async {
+        counter(&replicas[0], "processed_ok").await + counter(&replicas[1], "processed_ok").await
+    };
+    assert!(
+        eventually(Duration::from_secs(15), || async { processed().await > 20 }).await,
+        "{}",
+        log(&replicas[0])
+    );
+    let primary = topology.primary_port().expect("a primary");
+    topology.node_mut(primary).expect("primary").kill();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while topology.primary_port().is_none_or(|p| p == primary) {
+        assert!(std::time::Instant::now() < deadline, "no promotion");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let before = processed().await;
+    assert!(
+        eventually(Duration::from_secs(20), || async {
+            processed().await > before + 20
+        })
+        .await,
+        "processing did not resume over TLS on the new primary\n{}",
+        log(&replicas[0])
+    );
+    let mut wrong = env.clone();
+    wrong.retain(|(k, _)| k != "DSG_REDIS__TLS_SERVER_NAME");
+    wrong.push(("DSG_REDIS__TLS_SERVER_NAME".into(), "other.test".into()));
+    let out = run_cli(&wrong, &["errors", "count"]);
+    assert_eq!(
+        out.status.code(),
+        Some(69),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
