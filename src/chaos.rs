@@ -37,7 +37,7 @@ use crate::fencing_audit::{self, Audit};
 use crate::keys::{Keys, PRODUCE_ONCE};
 use crate::local_redis::{LocalRedis, free_port};
 use crate::proxy::Proxy;
-use crate::redis::{Redis, int, value_bytes};
+use crate::redis::{Redis, int};
 use crate::replica::Replica;
 
 /// Flags of `chaos`.
@@ -489,8 +489,11 @@ async fn soak(args: &ChaosArgs) -> Result<ChaosSummary, String> {
     summary.takeover_max_ms = takeovers.iter().copied().fold(0.0, f64::max);
 
     // Every message exactly once in the output or the error list.
-    let outputs = read_all(&client, &output).await?;
-    let errors = read_all(&client, &keys.error_queue).await?;
+    let outputs = client.list(&output).await.map_err(|e| e.to_string())?;
+    let errors = client
+        .list(&keys.error_queue)
+        .await
+        .map_err(|e| e.to_string())?;
     summary.processed = outputs.len() as u64;
     summary.errored = errors.len() as u64;
     let mut seen: HashMap<Vec<u8>, u32> = HashMap::new();
@@ -668,23 +671,6 @@ async fn held_messages(client: &Redis, keys: &Keys) -> Result<u64, fred::error::
         held += fields.iter().filter(|f| f.parse::<u64>().is_ok()).count() as u64;
     }
     Ok(held)
-}
-
-async fn read_all(client: &Redis, key: &str) -> Result<Vec<Vec<u8>>, String> {
-    let mut out = Vec::new();
-    let mut start = 0i64;
-    loop {
-        let page: Vec<Value> = client
-            .client()
-            .lrange(key, start, start + 9_999)
-            .await
-            .map_err(|e| e.to_string())?;
-        if page.is_empty() {
-            return Ok(out);
-        }
-        start += page.len() as i64;
-        out.extend(page.into_iter().filter_map(value_bytes).map(|b| b.to_vec()));
-    }
 }
 
 /// Every `LPUSH` to `queue` in Redis' append-only files under `dir`, by

@@ -1057,6 +1057,43 @@ mod tests {
     }
 
     #[test]
+    fn contract5_inconsistent_auth_and_tls_settings_are_rejected() {
+        let file = tempfile::NamedTempFile::new().expect("file");
+        let path = file.path().display().to_string();
+        // A password given twice.
+        let msg = problems(&[
+            ("DSG_REDIS__PASSWORD", "x"),
+            ("DSG_REDIS__PASSWORD_FILE", &path),
+        ]);
+        assert!(msg.contains("redis.password_file"), "{msg}");
+        // A file that cannot be read.
+        let msg = problems(&[("DSG_REDIS__PASSWORD_FILE", "/nonexistent/password")]);
+        assert!(
+            msg.contains("redis.password_file") && msg.contains("cannot be read"),
+            "{msg}"
+        );
+        // A client certificate without its key.
+        let msg = problems(&[
+            ("REDIS_URL", "rediss://h:1"),
+            ("DSG_REDIS__TLS_CERT_FILE", &path),
+        ]);
+        assert!(msg.contains("redis.tls_cert_file"), "{msg}");
+        // TLS settings with a plain URL.
+        let msg = problems(&[
+            ("REDIS_URL", "redis://h:1"),
+            ("DSG_REDIS__TLS_SERVER_NAME", "redis.test"),
+        ]);
+        assert!(msg.contains("redis.url") && msg.contains("rediss"), "{msg}");
+        // And a consistent set passes.
+        let ok = load_env(&[
+            ("REDIS_URL", "rediss://h:1"),
+            ("DSG_REDIS__TLS_CA_FILE", &path),
+            ("DSG_REDIS__PASSWORD_FILE", &path),
+        ]);
+        assert!(ok.is_ok(), "{:?}", ok.err().map(|e| e.to_string()));
+    }
+
+    #[test]
     fn bad_redis_url_is_rejected() {
         for url in ["http://example.com", "localhost:notaport", "redis://", ""] {
             let msg = problems(&[("REDIS_URL", url)]);

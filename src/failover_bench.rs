@@ -241,14 +241,11 @@ async fn processed_since(redis: &Redis, output: &str, since: time::OffsetDateTim
 }
 
 async fn all_of(redis: &Redis, list: &str) -> Result<std::collections::HashSet<Vec<u8>>, String> {
-    let v: Vec<fred::types::Value> = redis
-        .client()
-        .lrange(list, 0, -1)
+    Ok(redis
+        .list(list)
         .await
-        .map_err(|e| e.to_string())?;
-    Ok(v.into_iter()
-        .filter_map(crate::redis::value_bytes)
-        .map(|b| b.to_vec())
+        .map_err(|e| e.to_string())?
+        .into_iter()
         .collect())
 }
 

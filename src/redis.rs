@@ -595,6 +595,21 @@ impl Redis {
         self.pool.next_connected()
     }
 
+    /// Every element of the list `key`, head first, read in pages so a long
+    /// list stays within the command timeout.
+    pub async fn list(&self, key: &str) -> Result<Vec<Vec<u8>>, RedisError> {
+        let mut out = Vec::new();
+        let mut start = 0i64;
+        loop {
+            let page: Vec<Value> = self.client().lrange(key, start, start + 9_999).await?;
+            if page.is_empty() {
+                return Ok(out);
+            }
+            start += page.len() as i64;
+            out.extend(page.into_iter().filter_map(value_bytes).map(|b| b.to_vec()));
+        }
+    }
+
     /// The per-command timeout.
     pub fn command_timeout(&self) -> Duration {
         self.command_timeout

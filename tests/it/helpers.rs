@@ -7,7 +7,7 @@ use fred::bytes::Bytes;
 use fred::prelude::*;
 use redis_dsg::config::{Config, RedisUrl};
 use redis_dsg::local_redis::{LocalRedis, free_port};
-use redis_dsg::redis::{Redis, value_bytes};
+use redis_dsg::redis::Redis;
 use redis_dsg::replica::Replica;
 
 /// The binary under test.
@@ -110,22 +110,7 @@ impl TestEnv {
 
     /// All elements, oldest (rightmost) first.
     pub async fn all(&self, key: &str) -> Vec<Vec<u8>> {
-        // In pages, so a million entries stay within the command timeout.
-        let mut out = Vec::new();
-        let mut start = 0i64;
-        loop {
-            let page: Vec<Value> = self
-                .client
-                .client()
-                .lrange(key, start, start + 49_999)
-                .await
-                .expect("lrange");
-            if page.is_empty() {
-                break;
-            }
-            start += page.len() as i64;
-            out.extend(page.into_iter().filter_map(value_bytes).map(|b| b.to_vec()));
-        }
+        let mut out = self.client.list(key).await.expect("lrange");
         out.reverse();
         out
     }

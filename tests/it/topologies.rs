@@ -616,11 +616,7 @@ async fn redis_cluster_runs_generator_consumers_errors_cli_and_recovery() {
 }
 
 async fn value_list(client: &redis_dsg::redis::Redis, key: &str) -> Vec<Vec<u8>> {
-    let v: Vec<fred::types::Value> = client.client().lrange(key, 0, -1).await.expect("lrange");
-    v.into_iter()
-        .filter_map(redis_dsg::redis::value_bytes)
-        .map(|b| b.to_vec())
-        .collect()
+    client.list(key).await.expect("lrange")
 }
 
 #[tokio::test]
@@ -655,13 +651,7 @@ async fn sentinel_failover_keeps_one_generator_and_loses_nothing_processed() {
         log(&replicas[0])
     );
     // What was processed and replicated before the crash must survive it.
-    let processed: Vec<fred::types::Value> =
-        old.client().lrange("{q}:out", 0, -1).await.expect("lrange");
-    let processed: std::collections::HashSet<Vec<u8>> = processed
-        .into_iter()
-        .filter_map(redis_dsg::redis::value_bytes)
-        .map(|b| b.to_vec())
-        .collect();
+    let processed = value_list(&old, "{q}:out").await;
     redis_dsg::local_sentinel::wait_replicated(&old, "{q}:probe")
         .await
         .expect("replicated");
@@ -725,15 +715,9 @@ async fn sentinel_failover_keeps_one_generator_and_loses_nothing_processed() {
         "Sentinel failover to recovery (new primary processing again): {:?}",
         killed.elapsed()
     );
-    let after: Vec<fred::types::Value> = new_primary
-        .client()
-        .lrange("{q}:out", 0, -1)
+    let after: std::collections::HashSet<Vec<u8>> = value_list(&new_primary, "{q}:out")
         .await
-        .expect("lrange");
-    let after: std::collections::HashSet<Vec<u8>> = after
         .into_iter()
-        .filter_map(redis_dsg::redis::value_bytes)
-        .map(|b| b.to_vec())
         .collect();
     let lost = processed.iter().filter(|m| !after.contains(*m)).count();
     assert_eq!(lost, 0, "processed messages lost in the failover");
