@@ -937,26 +937,13 @@ async fn redis_cluster_over_tls_verifies_every_node_against_the_server_name() {
     redis_dsg::local_redis::make_test_certificates(certs.path()).expect("certificates");
     let cluster = Cluster::start_with_tls(Some(certs.path())).await;
     let tls_url = cluster.tls_url();
-    let ca = path(certs.path(), "ca.pem");
-    let env = fleet_env(&[
-        ("REDIS_URL", &tls_url),
-        ("REDIS_ERROR_QUEUE", "{q}:errors"),
-        ("DSG_REDIS__TLS_CA_FILE", &ca),
-        ("DSG_REDIS__TLS_SERVER_NAME", "redis.test"),
-        ("DSG_PROCESSOR__INVALID_RATIO", "0"),
-    ]);
     let logs = tempfile::tempdir().expect("tempdir");
-    let replicas = Replica::start_ready(&exe(), &env, logs.path(), "tls", 2)
-        .await
-        .expect("replicas");
-    assert!(
-        eventually(Duration::from_secs(15), || async {
-            processed_ok(&replicas).await > 20
-        })
-        .await,
-        "{}",
-        log(&replicas[0])
-    );
+    let (env, _replicas) = processing_tls_fleet(
+        certs.path(),
+        logs.path(),
+        &[("REDIS_URL", &tls_url), ("REDIS_ERROR_QUEUE", "{q}:errors")],
+    )
+    .await;
     // The one-shot commands reach the node owning each key, over TLS.
     let out = run_cli(&env, &["status", "--check"]);
     assert!(
@@ -977,26 +964,16 @@ async fn sentinel_over_tls_verifies_the_primary_named_by_ip_through_a_failover()
         SentinelTopology::start_with_tls(1000, certs.path()).expect("sentinel topology");
     let url = topology.url();
     assert!(url.starts_with("rediss-sentinel://"), "{url}");
-    let ca = path(certs.path(), "ca.pem");
-    let env = fleet_env(&[
-        ("REDIS_URL", &url),
-        ("DSG_REDIS__TLS_CA_FILE", &ca),
-        ("DSG_REDIS__TLS_SERVER_NAME", "redis.test"),
-        ("DSG_PROCESSOR__INVALID_RATIO", "0"),
-        ("DSG_REDIS__RECONNECT_MAX_DELAY_MS", "250"),
-    ]);
     let logs = tempfile::tempdir().expect("tempdir");
-    let replicas = Replica::start_ready(&exe(), &env, logs.path(), "tls", 2)
-        .await
-        .expect("replicas");
-    assert!(
-        eventually(Duration::from_secs(15), || async {
-            processed_ok(&replicas).await > 20
-        })
-        .await,
-        "{}",
-        log(&replicas[0])
-    );
+    let (env, replicas) = processing_tls_fleet(
+        certs.path(),
+        logs.path(),
+        &[
+            ("REDIS_URL", &url),
+            ("DSG_REDIS__RECONNECT_MAX_DELAY_MS", "250"),
+        ],
+    )
+    .await;
     let primary = topology.primary_port().expect("a primary");
     topology.node_mut(primary).expect("primary").kill();
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
@@ -1046,4 +1023,33 @@ fn assert_a_wrong_server_name_is_refused(env: &[(String, String)]) {
     let out = run_cli(&wrong, &["errors", "count"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(69), "{stderr}");
+}
+
+/// Two replicas trusting the test CA and expecting `redis.test`, with
+/// `extra` on top, once they have processed some messages.
+async fn processing_tls_fleet(
+    certs: &Path,
+    logs: &Path,
+    extra: &[(&str, &str)],
+) -> (Vec<(String, String)>, Vec<Replica>) {
+    let ca = path(certs, "ca.pem");
+    let mut settings = vec![
+        ("DSG_REDIS__TLS_CA_FILE", ca.as_str()),
+        ("DSG_REDIS__TLS_SERVER_NAME", "redis.test"),
+        ("DSG_PROCESSOR__INVALID_RATIO", "0"),
+    ];
+    settings.extend_from_slice(extra);
+    let env = fleet_env(&settings);
+    let replicas = Replica::start_ready(&exe(), &env, logs, "tls", 2)
+        .await
+        .expect("replicas");
+    assert!(
+        eventually(Duration::from_secs(15), || async {
+            processed_ok(&replicas).await > 20
+        })
+        .await,
+        "{}",
+        log(&replicas[0])
+    );
+    (env, replicas)
 }
