@@ -1,33 +1,42 @@
 # syntax=docker/dockerfile:1
 #
-# redis-dsg container image.
+# redis-dsg container image: one stripped binary, the product (crate
+# crates/redis-dsg); the development tools (crates/dsg-dev) and the test
+# support (crates/dsg-testkit) are never built here.
 #
 #   docker build -t ghcr.io/redis-dsg/redis-dsg:0.1.0 .
 #
 # The builder runs Debian bookworm, the release the runtime image
 # (distroless cc-debian12) is built from, so the binary links against the same
-# glibc it runs with. Checked by tests/packaging/run (hadolint and structure).
+# glibc it runs with. Checked by tests/packaging/run (hadolint, structure, and
+# the same build steps run outside Docker).
 
 ARG RUST_VERSION=1.95.0
 
 FROM rust:${RUST_VERSION}-slim-bookworm AS builder
 WORKDIR /src
 
-# Dependencies first: this layer is rebuilt only when Cargo.toml or
-# Cargo.lock change, not on every source edit.
+# Dependencies first: this layer is rebuilt only when a manifest or
+# Cargo.lock changes, not on every source edit. Cargo loads every workspace
+# member, so the other crates get empty stand-ins; only the product is built.
 COPY Cargo.toml Cargo.lock ./
-RUN mkdir src \
-    && echo 'fn main() {}' > src/main.rs \
-    && touch src/lib.rs \
-    && cargo build --release --locked \
-    && rm -rf src
+COPY crates/redis-dsg/Cargo.toml crates/redis-dsg/
+COPY crates/dsg-testkit/Cargo.toml crates/dsg-testkit/
+COPY crates/dsg-dev/Cargo.toml crates/dsg-dev/
+RUN mkdir -p crates/redis-dsg/src crates/dsg-testkit/src crates/dsg-dev/src \
+    && echo 'fn main() {}' > crates/redis-dsg/src/main.rs \
+    && touch crates/redis-dsg/src/lib.rs crates/dsg-testkit/src/lib.rs \
+    && echo 'fn main() {}' > crates/dsg-dev/src/main.rs \
+    && cargo build --profile dist --locked -p redis-dsg --bin redis-dsg \
+    && rm -rf crates/redis-dsg/src
 
-# The crate itself. Touch the sources so cargo rebuilds them over the stub
-# (COPY keeps the context's timestamps, which may be older than the stub's).
-COPY src ./src
-RUN touch src/main.rs src/lib.rs \
-    && cargo build --release --locked \
-    && cp target/release/redis-dsg /usr/local/bin/redis-dsg
+# The product itself, built with the `dist` profile (release, stripped: no
+# debug info in the image). Touch the sources so cargo rebuilds them over the
+# stand-in (COPY keeps the context's timestamps, which may be older).
+COPY crates/redis-dsg/src crates/redis-dsg/src
+RUN find crates/redis-dsg/src -name '*.rs' -exec touch {} + \
+    && cargo build --profile dist --locked -p redis-dsg --bin redis-dsg \
+    && cp target/dist/redis-dsg /usr/local/bin/redis-dsg
 
 FROM gcr.io/distroless/cc-debian12:nonroot
 

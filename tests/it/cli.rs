@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::helpers::*;
-use redis_dsg::error_entry::{Reason, header};
+use redis_dsg::service::error_entry::{Reason, header};
 
 /// A listener standing in for Redis that records whether anyone connected.
 fn tripwire() -> (u16, Arc<AtomicBool>) {
@@ -101,7 +101,7 @@ fn contract5_bad_configuration_exits_78_naming_the_setting_before_touching_redis
 
 #[test]
 fn one_shot_commands_exit_69_when_redis_is_unreachable() {
-    let port = redis_dsg::local_redis::free_port();
+    let port = dsg_testkit::local_redis::free_port();
     let env = vec![
         ("REDIS_URL".to_string(), format!("127.0.0.1:{port}")),
         (
@@ -350,4 +350,36 @@ async fn status_command_shows_the_fleet() {
         text.contains("generator:") && text.contains("epoch 1"),
         "{text}"
     );
+}
+
+/// The image ships only the product: its command line has the service and
+/// the operator commands, none of the development tools (DESIGN.md,
+/// "Command line").
+#[test]
+fn product_binary_has_only_the_service_and_operator_commands() {
+    let out = run_cli(&[], &["--help"]);
+    assert!(out.status.success(), "{out:?}");
+    let help = String::from_utf8_lossy(&out.stdout);
+    let commands: Vec<&str> = help
+        .lines()
+        .skip_while(|l| !l.starts_with("Commands:"))
+        .skip(1)
+        .take_while(|l| l.starts_with("  "))
+        // Continuation lines of a wrapped description are indented further.
+        .filter(|l| !l.starts_with("   "))
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    assert_eq!(
+        commands,
+        ["run", "errors", "config", "acl-rule", "status", "help"],
+        "{help}"
+    );
+    for tool in ["demo", "bench", "chaos"] {
+        let out = run_cli(&[], &[tool]);
+        assert_eq!(
+            out.status.code(),
+            Some(78),
+            "`redis-dsg {tool}` must not exist"
+        );
+    }
 }

@@ -5,12 +5,12 @@
 use std::time::{Duration, Instant};
 
 use crate::helpers::*;
-use redis_dsg::replica::Replica;
+use dsg_testkit::replica::Replica;
 
 async fn generators(replicas: &[Replica]) -> Vec<usize> {
     let mut out = Vec::new();
     for (i, r) in replicas.iter().enumerate() {
-        if role(r).await.as_deref() == Some("generator") {
+        if r.is_generator().await {
             out.push(i);
         }
     }
@@ -18,10 +18,7 @@ async fn generators(replicas: &[Replica]) -> Vec<usize> {
 }
 
 async fn epoch_of(r: &Replica) -> u64 {
-    r.status()
-        .await
-        .and_then(|s| s["lease"]["epoch"].as_u64())
-        .unwrap_or(0)
+    r.status().await.map(|s| s.lease.epoch).unwrap_or(0)
 }
 
 /// Waits for a generator other than `not`; returns its index and the time.
@@ -33,7 +30,7 @@ async fn next_generator(
     let deadline = Instant::now() + timeout;
     while Instant::now() < deadline {
         for (i, r) in replicas.iter().enumerate() {
-            if i != not && role(r).await.as_deref() == Some("generator") {
+            if i != not && r.is_generator().await {
                 return Some((i, Instant::now()));
             }
         }
@@ -85,7 +82,7 @@ async fn contract1_exactly_one_generator_among_five_started_together() {
     let total_generated: u64 = {
         let mut t = 0;
         for r in &replicas {
-            t += counter(r, "generated").await;
+            t += counters(r).await.generated;
         }
         t
     };
@@ -159,10 +156,10 @@ async fn contract2_sigkill_of_the_generator_is_taken_over_within_the_ttl() {
     eprintln!("takeover after SIGKILL with TTL 1 s: {takeover:?}");
     // TTL 1 s; a retry period (0.2 s) and polling slack on top.
     assert!(takeover < Duration::from_millis(2500), "{takeover:?}");
-    let before = counter(&replicas[next], "generated").await;
+    let before = counters(&replicas[next]).await.generated;
     assert!(
         eventually(Duration::from_secs(3), || async {
-            counter(&replicas[next], "generated").await > before + 5
+            counters(&replicas[next]).await.generated > before + 5
         })
         .await
     );
@@ -213,7 +210,7 @@ async fn contract1_sigstopped_generator_cannot_append_after_losing_the_lease() {
     // b takes over once a's lease expires in Redis (TTL 1 s).
     assert!(
         eventually(Duration::from_secs(10), || async {
-            role(&replicas[b]).await.as_deref() == Some("generator")
+            replicas[b].is_generator().await
         })
         .await,
         "{}",
@@ -233,7 +230,7 @@ async fn contract1_sigstopped_generator_cannot_append_after_losing_the_lease() {
         "the deposed generator appended after losing the lease"
     );
     let status = replicas[a].status().await.expect("a answers");
-    assert_ne!(status["role"], "generator");
+    assert_ne!(status.role, Role::Generator);
     replicas[b].signal(libc::SIGCONT);
     assert!(
         eventually(Duration::from_secs(5), || async {
@@ -285,7 +282,8 @@ async fn contract6_redis_down_longer_than_the_ttl_then_exactly_one_generator_aga
         assert!(
             eventually(Duration::from_secs(10), || async {
                 matches!(
-                    redis_dsg::http_client::get(r.port(), "/readyz", Duration::from_secs(2)).await,
+                    dsg_testkit::http_client::get(r.port(), "/readyz", Duration::from_secs(2))
+                        .await,
                     Some((200, _))
                 )
             })
@@ -316,9 +314,9 @@ async fn contract6_redis_down_longer_than_the_ttl_then_exactly_one_generator_aga
     // The work goes on: messages flow through the new Redis.
     assert!(
         eventually(Duration::from_secs(5), || async {
-            counter(&replicas[0], "processed_ok").await
-                + counter(&replicas[1], "processed_ok").await
-                + counter(&replicas[2], "processed_ok").await
+            counters(&replicas[0]).await.processed_ok
+                + counters(&replicas[1]).await.processed_ok
+                + counters(&replicas[2]).await.processed_ok
                 > 0
         })
         .await
@@ -360,7 +358,7 @@ async fn original_failover_deadlock_with_an_empty_queue_recovers() {
         .expect("takeover with an empty queue");
     assert!(
         eventually(Duration::from_secs(8), || async {
-            counter(&replicas[next], "generated").await >= 1
+            counters(&replicas[next]).await.generated >= 1
         })
         .await,
         "the new generator generates"

@@ -12,8 +12,8 @@ use crate::helpers::*;
 /// duplicate messages).
 #[tokio::test]
 async fn contract3_a_command_cut_in_flight_is_never_resent() {
-    let redis = redis_dsg::local_redis::LocalRedis::start().expect("redis");
-    let proxy = redis_dsg::proxy::Proxy::start(([127, 0, 0, 1], redis.port()).into())
+    let redis = dsg_testkit::local_redis::LocalRedis::start().expect("redis");
+    let proxy = dsg_testkit::proxy::Proxy::start(([127, 0, 0, 1], redis.port()).into())
         .await
         .expect("proxy");
     let mut cfg = redis_dsg::config::Config::default();

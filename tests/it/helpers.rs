@@ -3,12 +3,14 @@
 
 use std::time::{Duration, Instant};
 
+use dsg_testkit::fleet;
+use dsg_testkit::local_redis::{LocalRedis, free_port};
+use dsg_testkit::replica::Replica;
 use fred::bytes::Bytes;
 use fred::prelude::*;
 use redis_dsg::config::{Config, RedisUrl};
-use redis_dsg::local_redis::{LocalRedis, free_port};
 use redis_dsg::redis::Redis;
-use redis_dsg::replica::Replica;
+pub use redis_dsg::service::{Counts, Role};
 
 /// The binary under test.
 pub fn exe() -> std::path::PathBuf {
@@ -37,34 +39,21 @@ impl TestEnv {
         }
     }
 
-    /// Environment for a replica: this Redis, short timings so tests are
-    /// quick, plus `extra` (which wins).
+    /// The typed settings of this test's replicas: this Redis, its lists,
+    /// short timings ([`dsg_testkit::fleet::quick_config`]).
+    pub fn config(&self) -> Config {
+        let mut c = fleet::quick_config(&self.redis.url());
+        c.redis.queue = self.queue.clone();
+        c.redis.error_queue = self.errors.clone();
+        c
+    }
+
+    /// Environment for a replica: [`TestEnv::config`] as its file, plus
+    /// `extra` variables (which win, as in a pod).
     pub fn env(&self, extra: &[(&str, &str)]) -> Vec<(String, String)> {
-        let mut env: Vec<(String, String)> = [
-            ("REDIS_URL", self.redis.url()),
-            ("REDIS_QUEUE", self.queue.clone()),
-            ("REDIS_ERROR_QUEUE", self.errors.clone()),
-            ("GENERATOR_PING_INTERVAL", "1".into()),
-            ("DSG_LEASE__TTL_MS", "1000".into()),
-            ("DSG_LEASE__RENEW_DEADLINE_MS", "700".into()),
-            ("DSG_LEASE__RETRY_PERIOD_MS", "200".into()),
-            ("DSG_CONSUMER__HEARTBEAT_TTL_MS", "1000".into()),
-            ("DSG_CONSUMER__HEARTBEAT_INTERVAL_MS", "250".into()),
-            ("DSG_CONSUMER__REAPER_INTERVAL_MS", "300".into()),
-            ("DSG_REDIS__COMMAND_TIMEOUT_MS", "1000".into()),
-            ("DSG_REDIS__CONNECT_TIMEOUT_MS", "1000".into()),
-            ("DSG_REDIS__RECONNECT_MAX_DELAY_MS", "200".into()),
-            ("DSG_SHUTDOWN__TIMEOUT_MS", "5000".into()),
-            ("RUST_LOG", "info".into()),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v))
-        .collect();
-        for (k, v) in extra {
-            env.retain(|(name, _)| name != k);
-            env.push((k.to_string(), v.to_string()));
-        }
-        env
+        let base = fleet::env_for(&self.config(), self.logs.path(), "replica")
+            .expect("replica configuration written");
+        fleet::with_extra(base, extra)
     }
 
     /// Starts a replica (not waiting for readiness).
@@ -131,7 +120,7 @@ pub async fn connect(url: &str) -> Redis {
         .expect("test client connects")
 }
 
-pub use redis_dsg::chaos::{number_of, numbered};
+pub use dsg_testkit::chaos::{number_of, numbered};
 
 /// Polls `cond` every 20 ms until it holds or `timeout` passes.
 pub async fn eventually<F, Fut>(timeout: Duration, mut cond: F) -> bool
@@ -151,17 +140,9 @@ where
     }
 }
 
-pub async fn role(r: &Replica) -> Option<String> {
-    r.status()
-        .await
-        .and_then(|s| s["role"].as_str().map(String::from))
-}
-
-pub async fn counter(r: &Replica, name: &str) -> u64 {
-    r.status()
-        .await
-        .and_then(|s| s["counters"][name].as_u64())
-        .unwrap_or(0)
+/// Its counters now (zero while it does not answer).
+pub async fn counters(r: &Replica) -> Counts {
+    r.status().await.map(|s| s.counters).unwrap_or_default()
 }
 
 /// The last lines of a replica's log, for failure messages.
@@ -177,7 +158,7 @@ pub async fn error_payloads(env: &TestEnv) -> Vec<(String, Vec<u8>)> {
         .await
         .iter()
         .map(|e| {
-            let d = redis_dsg::error_entry::decode(e);
+            let d = redis_dsg::service::error_entry::decode(e);
             (d.reason, d.payload)
         })
         .collect()

@@ -1,6 +1,9 @@
 //! Integration tests: real redis-server processes on free ports and the
 //! real binary. Each test names the DESIGN.md contract it proves.
 
+// The helpers are shared by the test modules of this one crate.
+#![allow(unreachable_pub)]
+
 mod chaos;
 mod cli;
 mod election;

@@ -32,9 +32,9 @@ async fn generator_writes_well_formed_messages_at_the_interval() {
     );
     let mut times = Vec::new();
     for m in &messages {
-        let parsed = redis_dsg::message::parse(m)
+        let parsed = redis_dsg::service::message::parse(m)
             .unwrap_or_else(|e| panic!("{:?}: {e}", String::from_utf8_lossy(m)));
-        assert_eq!(m.len(), redis_dsg::message::GENERATED_LEN);
+        assert_eq!(m.len(), redis_dsg::service::message::GENERATED_LEN);
         assert!(String::from_utf8_lossy(m).ends_with('Z'));
         times.push(parsed.created_at);
     }
@@ -64,7 +64,11 @@ async fn generator_interval_zero_batches_messages() {
     g.stop(Duration::from_secs(5));
     let generated = env.llen(&env.queue).await;
     let sample = env.all(&env.queue).await;
-    assert!(sample.iter().all(|m| redis_dsg::message::parse(m).is_ok()));
+    assert!(
+        sample
+            .iter()
+            .all(|m| redis_dsg::service::message::parse(m).is_ok())
+    );
     assert!(generated >= 5_000);
 }
 
@@ -103,9 +107,9 @@ async fn contract4_consumer_routes_invalid_and_malformed_with_reasons() {
     assert!(
         eventually(Duration::from_secs(15), || async {
             env.llen(&env.queue).await == 0
-                && counter(&c, "processed_ok").await
-                    + counter(&c, "invalid").await
-                    + counter(&c, "malformed").await
+                && counters(&c).await.processed_ok
+                    + counters(&c).await.invalid
+                    + counters(&c).await.malformed
                     == 206
         })
         .await,
@@ -124,11 +128,11 @@ async fn contract4_consumer_routes_invalid_and_malformed_with_reasons() {
         "malformed payloads kept byte for byte"
     );
     let invalid = errors.iter().filter(|(r, _)| r == "invalid").count() as u64;
-    assert_eq!(invalid, counter(&c, "invalid").await);
+    assert_eq!(invalid, counters(&c).await.invalid);
     // 30 % of 201 well-formed: far from 0 and from all.
     assert!((20..=120).contains(&invalid), "{invalid}");
-    assert_eq!(counter(&c, "processed_ok").await + invalid, 201);
-    let entry = redis_dsg::error_entry::decode(&env.all(&env.errors).await[0]);
+    assert_eq!(counters(&c).await.processed_ok + invalid, 201);
+    let entry = redis_dsg::service::error_entry::decode(&env.all(&env.errors).await[0]);
     assert!(entry.consumer.is_some_and(|id| !id.is_empty()));
     assert!(entry.failed_at.is_some());
     assert!(!entry.detail.is_empty());
@@ -152,7 +156,7 @@ async fn contract4_oversized_messages_go_to_the_error_list_unprocessed() {
         .await;
     assert!(
         eventually(Duration::from_secs(10), || async {
-            counter(&c, "oversized").await == 1 && counter(&c, "processed_ok").await == 1
+            counters(&c).await.oversized == 1 && counters(&c).await.processed_ok == 1
         })
         .await
     );
@@ -178,10 +182,7 @@ async fn contract3_consumer_killed_with_sigkill_loses_no_message() {
         ("CONSUMER_MAX_GOROUTINES", "100"),
     ];
     let mut a = env.spawn("a", &slow).await;
-    let a_id = a.status().await.expect("status")["id"]
-        .as_str()
-        .expect("id")
-        .to_string();
+    let a_id = a.status().await.expect("status").id;
     let inflight_key = format!("{{{}}}:inflight:{a_id}", env.queue);
     assert!(
         eventually(Duration::from_secs(5), || async {
@@ -231,7 +232,7 @@ async fn contract3_consumer_killed_with_sigkill_loses_no_message() {
         n,
         "the killed consumer acknowledged nothing, so nothing twice"
     );
-    assert_eq!(counter(&b, "recovered").await, 100);
+    assert_eq!(counters(&b).await.recovered, 100);
     assert_eq!(env.held(&inflight_key).await, 0);
 }
 
@@ -350,7 +351,7 @@ async fn contract6_healthz_stays_up_while_redis_is_down_and_readyz_follows() {
     let code = |path: &'static str| {
         let port = c.port();
         async move {
-            redis_dsg::http_client::get(port, path, Duration::from_secs(3))
+            dsg_testkit::http_client::get(port, path, Duration::from_secs(3))
                 .await
                 .map(|(code, _)| code)
         }
@@ -399,11 +400,11 @@ async fn metrics_expose_every_documented_name() {
         .await;
     assert!(
         eventually(Duration::from_secs(10), || async {
-            counter(&c, "processed_ok").await > 0
+            counters(&c).await.processed_ok > 0
         })
         .await
     );
-    let (code, body) = redis_dsg::http_client::get(c.port(), "/metrics", Duration::from_secs(2))
+    let (code, body) = dsg_testkit::http_client::get(c.port(), "/metrics", Duration::from_secs(2))
         .await
         .expect("metrics");
     assert_eq!(code, 200);
@@ -425,7 +426,7 @@ async fn metrics_expose_every_documented_name() {
     ] {
         assert!(body.contains(name), "{name} missing from\n{body}");
     }
-    if let Some(promtool) = redis_dsg::local_redis::find_on_path("promtool") {
+    if let Some(promtool) = dsg_testkit::local_redis::find_on_path("promtool") {
         use std::io::Write;
         let mut child = std::process::Command::new(promtool)
             .args(["check", "metrics"])
@@ -448,16 +449,16 @@ async fn metrics_expose_every_documented_name() {
             String::from_utf8_lossy(&out.stderr)
         );
     }
+    // `/status` parses as the typed status the tools read.
     let status = c.status().await.expect("status");
-    for key in ["id", "role", "queue", "error_queue", "counters"] {
-        assert!(!status[key].is_null(), "/status lacks {key}: {status}");
-    }
+    assert!(!status.id.is_empty(), "{status:?}");
+    assert_eq!(status.queue, env.queue, "{status:?}");
 }
 
 #[tokio::test]
 async fn status_config_and_logs_never_show_secrets() {
     let redis =
-        redis_dsg::local_redis::LocalRedis::start_with(&["--requirepass", "hunter2-secret"])
+        dsg_testkit::local_redis::LocalRedis::start_with(&["--requirepass", "hunter2-secret"])
             .expect("redis");
     let url = format!("redis://:hunter2-secret@127.0.0.1:{}", redis.port());
     let logs = tempfile::tempdir().expect("tempdir");
@@ -465,15 +466,15 @@ async fn status_config_and_logs_never_show_secrets() {
         ("REDIS_URL".to_string(), url.clone()),
         ("RUST_LOG".to_string(), "debug".to_string()),
     ];
-    let mut c = redis_dsg::replica::Replica::start(
+    let mut c = dsg_testkit::replica::Replica::start(
         &exe(),
-        redis_dsg::local_redis::free_port(),
+        dsg_testkit::local_redis::free_port(),
         &env,
         &logs.path().join("c.log"),
     )
     .expect("start");
     assert!(c.wait_ready(Duration::from_secs(15)).await, "{}", log(&c));
-    let (_, body) = redis_dsg::http_client::get(c.port(), "/status", Duration::from_secs(2))
+    let (_, body) = dsg_testkit::http_client::get(c.port(), "/status", Duration::from_secs(2))
         .await
         .expect("status");
     assert!(!body.contains("hunter2"), "{body}");
@@ -545,7 +546,7 @@ async fn contract3_batched_consumption_of_a_million_messages_loses_and_duplicate
     assert_eq!(env.llen(&env.queue).await, 0);
     assert_eq!(env.llen(&env.errors).await, 0);
     assert_eq!(
-        counter(&a, "processed_ok").await + counter(&b, "processed_ok").await,
+        counters(&a).await.processed_ok + counters(&b).await.processed_ok,
         n
     );
 }
@@ -565,23 +566,23 @@ async fn contract4_an_oversized_message_is_never_read_into_memory() {
         )
         .await;
     let pid = c.pid().expect("pid").to_string();
-    let before = redis_dsg::process::peak_rss_of(&pid).expect("rss");
+    let before = dsg_testkit::process::peak_rss_of(&pid).expect("rss");
     let size = 64 * 1024 * 1024;
     env.push(&env.queue, &[vec![b'x'; size]]).await;
     assert!(
         eventually(Duration::from_secs(20), || async {
-            counter(&c, "oversized").await == 1
+            counters(&c).await.oversized == 1
         })
         .await,
         "{}",
         log(&c)
     );
-    let after = redis_dsg::process::peak_rss_of(&pid).expect("rss");
+    let after = dsg_testkit::process::peak_rss_of(&pid).expect("rss");
     assert!(
         after < before + 16 * 1024 * 1024,
         "peak RSS grew from {before} to {after} bytes"
     );
-    let entry = redis_dsg::error_entry::decode(&env.all(&env.errors).await[0]);
+    let entry = redis_dsg::service::error_entry::decode(&env.all(&env.errors).await[0]);
     assert_eq!(entry.reason, "oversized");
     assert_eq!(
         entry.payload.len(),
@@ -631,17 +632,14 @@ async fn contract3_messages_of_a_fetch_whose_reply_was_lost_are_processed() {
         "{}",
         log(&c)
     );
-    let id = c.status().await.expect("status")["id"]
-        .as_str()
-        .expect("id")
-        .to_string();
+    let id = c.status().await.expect("status").id;
     assert_eq!(
         env.held(&format!("{{q}}:inflight:{id}")).await,
         0,
         "nothing left stranded in the hash"
     );
     assert!(
-        counter(&c, "redis_errors").await >= 1,
+        counters(&c).await.redis_errors >= 1,
         "the pause should have failed a call"
     );
 }
@@ -755,19 +753,16 @@ async fn contract3_memory_stays_bounded_under_a_two_million_backlog() {
     for _ in 0..40 {
         tokio::time::sleep(Duration::from_millis(100)).await;
         let s = c.status().await.expect("status");
-        peak_in_flight = peak_in_flight.max(s["in_flight"].as_i64().unwrap_or(0));
-        samples.push(redis_dsg::process::rss_of(&pid).expect("rss"));
+        peak_in_flight = peak_in_flight.max(s.in_flight);
+        samples.push(dsg_testkit::process::rss_of(&pid).expect("rss"));
     }
-    let processed = counter(&c, "processed_ok").await;
+    let processed = counters(&c).await.processed_ok;
     assert!(
         processed > 5_000,
         "it works through the backlog: {processed}"
     );
     assert!(peak_in_flight <= 5_000, "held {peak_in_flight} > the limit");
-    let id = c.status().await.expect("status")["id"]
-        .as_str()
-        .expect("id")
-        .to_string();
+    let id = c.status().await.expect("status").id;
     assert!(env.held(&format!("{{q}}:inflight:{id}")).await <= 5_000);
     // A debug build with 5,000 messages in flight; generous on purpose.
     let peak = *samples.iter().max().expect("samples");

@@ -6,10 +6,13 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+use dsg_testkit::fleet;
+use dsg_testkit::local_redis::{LocalRedis, free_port};
+use dsg_testkit::local_sentinel::{SentinelTopology, TopologyAuth};
+use dsg_testkit::replica::Replica;
 use fred::prelude::*;
-use redis_dsg::local_redis::{LocalRedis, free_port};
-use redis_dsg::local_sentinel::{SentinelTopology, TopologyAuth};
-use redis_dsg::replica::Replica;
+
+use redis_dsg::config::Config;
 
 use crate::helpers::*;
 
@@ -21,7 +24,7 @@ fn path(dir: &Path, file: &str) -> String {
 async fn tls_with_a_private_ca_is_verified_and_a_wrong_ca_refused() {
     let certs = tempfile::tempdir().expect("tempdir");
     let dir = certs.path();
-    redis_dsg::local_redis::make_test_certificates(dir).expect("certificates");
+    dsg_testkit::local_redis::make_test_certificates(dir).expect("certificates");
     let tls_port = free_port();
     let redis = LocalRedis::start_with(&[
         "--tls-port",
@@ -168,7 +171,7 @@ async fn acl_setuser(admin_url: &str, user: &str, password: &str, rule: &str) {
 #[tokio::test]
 async fn least_privilege_acl_user_runs_the_service_and_its_commands() {
     let env = TestEnv::new().await;
-    let keys = redis_dsg::keys::Keys::new(&env.queue, &env.errors);
+    let keys = redis_dsg::redis::Keys::new(&env.queue, &env.errors);
     // The rule as `redis-dsg acl-rule` prints it for this configuration.
     let printed = run_cli(&env.env(&[]), &["acl-rule"]);
     assert!(printed.status.success());
@@ -202,8 +205,8 @@ async fn least_privilege_acl_user_runs_the_service_and_its_commands() {
         .await;
     assert!(
         eventually(Duration::from_secs(10), || async {
-            counter(&a, "processed_ok").await + counter(&b, "processed_ok").await > 10
-                && counter(&a, "invalid").await + counter(&b, "invalid").await > 0
+            counters(&a).await.processed_ok + counters(&b).await.processed_ok > 10
+                && counters(&a).await.invalid + counters(&b).await.invalid > 0
         })
         .await,
         "{}\n{}",
@@ -211,7 +214,7 @@ async fn least_privilege_acl_user_runs_the_service_and_its_commands() {
         log(&b)
     );
     assert_eq!(
-        counter(&a, "redis_errors").await + counter(&b, "redis_errors").await,
+        counters(&a).await.redis_errors + counters(&b).await.redis_errors,
         0,
         "{}\n{}",
         log(&a),
@@ -284,12 +287,13 @@ async fn a_rotated_password_file_is_used_at_the_next_reconnect_without_a_restart
     )
     .await;
     admin(&admin_url, &["CLIENT", "KILL", "TYPE", "pubsub"]).await;
-    let before = counter(&c, "generated").await;
+    let before = counters(&c).await.generated;
     assert!(
         eventually(Duration::from_secs(15), || async {
-            counter(&c, "generated").await > before + 10
+            counters(&c).await.generated > before + 10
                 && matches!(
-                    redis_dsg::http_client::get(c.port(), "/readyz", Duration::from_secs(2)).await,
+                    dsg_testkit::http_client::get(c.port(), "/readyz", Duration::from_secs(2))
+                        .await,
                     Some((200, _))
                 )
         })
@@ -420,28 +424,19 @@ impl Cluster {
 
 /// A fleet on queue `q` with output list `{q}:out`, short lease and
 /// heartbeat times, and `extra` on top (replacing what it names).
-fn fleet_env(extra: &[(&str, &str)]) -> Vec<(String, String)> {
-    let mut env: Vec<(String, String)> = [
-        ("REDIS_QUEUE", "q"),
-        ("DSG_CONSUMER__OUTPUT_QUEUE", "{q}:out"),
-        ("GENERATOR_INTERVAL", "10"),
-        ("GENERATOR_PING_INTERVAL", "1"),
-        ("DSG_LEASE__TTL_MS", "1000"),
-        ("DSG_LEASE__RENEW_DEADLINE_MS", "700"),
-        ("DSG_LEASE__RETRY_PERIOD_MS", "200"),
-        ("DSG_CONSUMER__HEARTBEAT_TTL_MS", "1500"),
-        ("DSG_CONSUMER__HEARTBEAT_INTERVAL_MS", "300"),
-        ("DSG_PROCESSOR__MAX_MS", "2"),
-        ("RUST_LOG", "info"),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v.to_string()))
-    .collect();
-    for (k, v) in extra {
-        env.retain(|(n, _)| n != k);
-        env.push((k.to_string(), v.to_string()));
-    }
-    env
+/// The settings of a topology test's fleet on `url`: queue `q`, output list
+/// `{q}:out` (same slot), a generator every 10 ms, processing up to 2 ms,
+/// short timings; `tune` changes what one test needs. Written to `logs`.
+fn fleet_env(logs: &Path, url: &str, tune: impl FnOnce(&mut Config)) -> Vec<(String, String)> {
+    let mut c = fleet::quick_config(url);
+    c.redis.queue = "q".into();
+    c.consumer.output_queue = Some("{q}:out".into());
+    c.generator.interval_ms = 10;
+    c.consumer.heartbeat_ttl_ms = 1_500;
+    c.consumer.heartbeat_interval_ms = 300;
+    c.processor.max_ms = 2;
+    tune(&mut c);
+    fleet::env_for(&c, logs, "fleet").expect("fleet configuration written")
 }
 
 #[tokio::test]
@@ -453,7 +448,7 @@ async fn redis_cluster_runs_generator_consumers_errors_cli_and_recovery() {
     // Everything runs as a user with only the documented rule, set on
     // every node (ACL users are per node); the cross-slot error list needs
     // its marker set too.
-    let rule = redis_dsg::keys::Keys::new("q", "errors").acl_rule(Some("{q}:out"));
+    let rule = redis_dsg::redis::Keys::new("q", "errors").acl_rule(Some("{q}:out"));
     assert!(rule.contains("~{errors}:moved"), "{rule}");
     for node in &cluster.nodes {
         acl_setuser(
@@ -468,14 +463,13 @@ async fn redis_cluster_runs_generator_consumers_errors_cli_and_recovery() {
     let logs = tempfile::tempdir().expect("tempdir");
     // The error list "errors" is in another slot than the queue "q": moves
     // to it take the two-step path; the output list shares the slot.
-    let env = fleet_env(&[
-        ("REDIS_URL", &url),
-        ("REDIS_ERROR_QUEUE", "errors"),
-        ("DSG_CONSUMER__HEARTBEAT_TTL_MS", "1000"),
-        ("DSG_CONSUMER__HEARTBEAT_INTERVAL_MS", "250"),
-        ("DSG_CONSUMER__REAPER_INTERVAL_MS", "300"),
-        ("DSG_PROCESSOR__INVALID_RATIO", "0.3"),
-    ]);
+    let env = fleet_env(logs.path(), &url, |c| {
+        c.redis.error_queue = "errors".into();
+        c.consumer.heartbeat_ttl_ms = 1_000;
+        c.consumer.heartbeat_interval_ms = 250;
+        c.consumer.reaper_interval_ms = 300;
+        c.processor.invalid_ratio = 0.3;
+    });
     let start = |name: &str, extra: &[(&str, &str)]| {
         let mut e = env.clone();
         for (k, v) in extra {
@@ -507,7 +501,7 @@ async fn redis_cluster_runs_generator_consumers_errors_cli_and_recovery() {
         log(&a),
         log(&b)
     );
-    let entry = redis_dsg::error_entry::decode(
+    let entry = redis_dsg::service::error_entry::decode(
         &value_list(&client, "errors")
             .await
             .pop()
@@ -515,7 +509,7 @@ async fn redis_cluster_runs_generator_consumers_errors_cli_and_recovery() {
     );
     assert_eq!(entry.reason, "invalid");
     assert!(
-        redis_dsg::message::parse(&entry.payload).is_ok(),
+        redis_dsg::service::message::parse(&entry.payload).is_ok(),
         "the original bytes are kept"
     );
 
@@ -533,10 +527,7 @@ async fn redis_cluster_runs_generator_consumers_errors_cli_and_recovery() {
         "{}",
         log(&slow)
     );
-    let id = slow.status().await.expect("status")["id"]
-        .as_str()
-        .expect("id")
-        .to_string();
+    let id = slow.status().await.expect("status").id;
     let inflight = format!("{{q}}:inflight:{id}");
     let held = || {
         let (c, k) = (client.clone(), inflight.clone());
@@ -561,7 +552,7 @@ async fn redis_cluster_runs_generator_consumers_errors_cli_and_recovery() {
     );
     assert!(
         eventually(Duration::from_secs(10), || async {
-            counter(&a, "recovered").await + counter(&b, "recovered").await >= 5
+            counters(&a).await.recovered + counters(&b).await.recovered >= 5
         })
         .await
     );
@@ -597,7 +588,7 @@ async fn redis_cluster_runs_generator_consumers_errors_cli_and_recovery() {
     );
     let head = value_list(&client, "q").await;
     for raw in &errors[errors.len() - 2..] {
-        let payload = redis_dsg::error_entry::decode(raw).payload;
+        let payload = redis_dsg::service::error_entry::decode(raw).payload;
         assert!(
             head[..2].contains(&payload.to_vec()),
             "requeued message not at the head"
@@ -632,12 +623,11 @@ async fn sentinel_failover_keeps_one_generator_and_loses_nothing_processed() {
         .expect("a replica");
     let url = topology.url();
     let logs = tempfile::tempdir().expect("tempdir");
-    let env = fleet_env(&[
-        ("REDIS_URL", &url),
-        ("DSG_PROCESSOR__INVALID_RATIO", "0"),
-        ("DSG_REDIS__COMMAND_TIMEOUT_MS", "1000"),
-        ("DSG_REDIS__RECONNECT_MAX_DELAY_MS", "200"),
-    ]);
+    let env = fleet_env(logs.path(), &url, |c| {
+        c.processor.invalid_ratio = 0.0;
+        c.redis.command_timeout_ms = 1_000;
+        c.redis.reconnect_max_delay_ms = 200;
+    });
     let replicas = Replica::start_ready(&exe(), &env, logs.path(), "r", 3)
         .await
         .expect("replicas");
@@ -652,12 +642,12 @@ async fn sentinel_failover_keeps_one_generator_and_loses_nothing_processed() {
     );
     // What was processed and replicated before the crash must survive it.
     let processed = value_list(&old, "{q}:out").await;
-    redis_dsg::local_sentinel::wait_replicated(&old, "{q}:probe")
+    dsg_testkit::local_sentinel::wait_replicated(&old, "{q}:probe")
         .await
         .expect("replicated");
     let mut epoch_before = 0;
     for r in &replicas {
-        if let Some(e) = r.status().await.and_then(|s| s["lease"]["epoch"].as_u64()) {
+        if let Some(e) = r.status().await.map(|s| s.lease.epoch) {
             epoch_before = epoch_before.max(e);
         }
     }
@@ -727,11 +717,12 @@ async fn sentinel_failover_keeps_one_generator_and_loses_nothing_processed() {
             let mut generators = 0;
             let mut ready = 0;
             for r in &replicas {
-                if role(r).await.as_deref() == Some("generator") {
+                if r.is_generator().await {
                     generators += 1;
                 }
                 if matches!(
-                    redis_dsg::http_client::get(r.port(), "/readyz", Duration::from_secs(2)).await,
+                    dsg_testkit::http_client::get(r.port(), "/readyz", Duration::from_secs(2))
+                        .await,
                     Some((200, _))
                 ) {
                     ready += 1;
@@ -742,7 +733,7 @@ async fn sentinel_failover_keeps_one_generator_and_loses_nothing_processed() {
         .await
     );
     for r in &replicas {
-        let epoch = r.status().await.and_then(|s| s["lease"]["epoch"].as_u64());
+        let epoch = r.status().await.map(|s| s.lease.epoch);
         assert!(
             epoch.is_some_and(|e| e >= epoch_before),
             "epochs must never go backwards: {epoch:?} after {epoch_before}"
@@ -752,9 +743,9 @@ async fn sentinel_failover_keeps_one_generator_and_loses_nothing_processed() {
 
 #[test]
 fn readme_documents_the_exact_acl_rule() {
-    let readme =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).expect("README");
-    let rule = redis_dsg::keys::Keys::new("a", "errors").acl_rule(None);
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md"))
+        .expect("README");
+    let rule = redis_dsg::redis::Keys::new("a", "errors").acl_rule(None);
     assert!(
         readme.contains(&format!("ACL SETUSER dsg >password {rule}")),
         "README's ACL rule is out of date:\n{rule}"
@@ -774,7 +765,7 @@ async fn sentinel_with_password_file_acl_user_and_sentinel_password_survives_a_f
         sentinel: "sentinel-secret".into(),
     };
     let mut topology = SentinelTopology::start_with(1000, Some(auth)).expect("sentinel topology");
-    let keys = redis_dsg::keys::Keys::new("s", "{s}:errors");
+    let keys = redis_dsg::redis::Keys::new("s", "{s}:errors");
     let rule = keys.acl_rule(Some("{s}:out"));
     // ACL users are not replicated: both data nodes get one.
     for node in &topology.nodes {
@@ -857,14 +848,18 @@ async fn sentinel_with_password_file_acl_user_and_sentinel_password_survives_a_f
     // Sentinels never saw the data password: their logs would not say, but
     // a sentinel refusing it would have failed every reconnect above.
     let status = replicas[0].status().await.expect("status");
-    assert!(!status.to_string().contains("sentinel-secret"), "{status}");
+    let text = serde_json::to_string(&status).expect("status serializes");
+    assert!(!text.contains("sentinel-secret"), "{text}");
 }
 
 /// The first step of a cross-slot move, retried after an unknown outcome,
 /// pushes each delivery once; the second reports what a reaper took back.
 #[tokio::test]
 async fn two_step_moves_push_each_delivery_once_and_report_what_was_taken_back() {
-    use redis_dsg::keys::{FORGET, Keys, PUSH_ONCE};
+    use redis_dsg::redis::{
+        Keys,
+        scripts::{FORGET, PUSH_ONCE},
+    };
     let redis = LocalRedis::start().expect("redis");
     let client = connect(&redis.url()).await;
     let marker = Keys::moved_marker("errors");
@@ -934,15 +929,13 @@ async fn two_step_moves_push_each_delivery_once_and_report_what_was_taken_back()
 #[tokio::test]
 async fn redis_cluster_over_tls_verifies_every_node_against_the_server_name() {
     let certs = tempfile::tempdir().expect("tempdir");
-    redis_dsg::local_redis::make_test_certificates(certs.path()).expect("certificates");
+    dsg_testkit::local_redis::make_test_certificates(certs.path()).expect("certificates");
     let cluster = Cluster::start_with_tls(Some(certs.path())).await;
     let tls_url = cluster.tls_url();
     let logs = tempfile::tempdir().expect("tempdir");
-    let (env, _replicas) = processing_tls_fleet(
-        certs.path(),
-        logs.path(),
-        &[("REDIS_URL", &tls_url), ("REDIS_ERROR_QUEUE", "{q}:errors")],
-    )
+    let (env, _replicas) = processing_tls_fleet(certs.path(), logs.path(), &tls_url, |c| {
+        c.redis.error_queue = "{q}:errors".into();
+    })
     .await;
     // The one-shot commands reach the node owning each key, over TLS.
     let out = run_cli(&env, &["status", "--check"]);
@@ -959,20 +952,15 @@ async fn redis_cluster_over_tls_verifies_every_node_against_the_server_name() {
 #[tokio::test]
 async fn sentinel_over_tls_verifies_the_primary_named_by_ip_through_a_failover() {
     let certs = tempfile::tempdir().expect("tempdir");
-    redis_dsg::local_redis::make_test_certificates(certs.path()).expect("certificates");
+    dsg_testkit::local_redis::make_test_certificates(certs.path()).expect("certificates");
     let mut topology =
         SentinelTopology::start_with_tls(1000, certs.path()).expect("sentinel topology");
     let url = topology.url();
     assert!(url.starts_with("rediss-sentinel://"), "{url}");
     let logs = tempfile::tempdir().expect("tempdir");
-    let (env, replicas) = processing_tls_fleet(
-        certs.path(),
-        logs.path(),
-        &[
-            ("REDIS_URL", &url),
-            ("DSG_REDIS__RECONNECT_MAX_DELAY_MS", "250"),
-        ],
-    )
+    let (env, replicas) = processing_tls_fleet(certs.path(), logs.path(), &url, |c| {
+        c.redis.reconnect_max_delay_ms = 250;
+    })
     .await;
     let primary = topology.primary_port().expect("a primary");
     topology.node_mut(primary).expect("primary").kill();
@@ -1008,7 +996,7 @@ fn cli_ok(env: &[(String, String)], args: &[&str]) -> String {
 async fn processed_ok(replicas: &[Replica]) -> u64 {
     let mut total = 0;
     for r in replicas {
-        total += counter(r, "processed_ok").await;
+        total += counters(r).await.processed_ok;
     }
     total
 }
@@ -1030,16 +1018,15 @@ fn assert_a_wrong_server_name_is_refused(env: &[(String, String)]) {
 async fn processing_tls_fleet(
     certs: &Path,
     logs: &Path,
-    extra: &[(&str, &str)],
+    url: &str,
+    tune: impl FnOnce(&mut Config),
 ) -> (Vec<(String, String)>, Vec<Replica>) {
-    let ca = path(certs, "ca.pem");
-    let mut settings = vec![
-        ("DSG_REDIS__TLS_CA_FILE", ca.as_str()),
-        ("DSG_REDIS__TLS_SERVER_NAME", "redis.test"),
-        ("DSG_PROCESSOR__INVALID_RATIO", "0"),
-    ];
-    settings.extend_from_slice(extra);
-    let env = fleet_env(&settings);
+    let env = fleet_env(logs, url, |c| {
+        c.redis.tls_ca_file = Some(certs.join("ca.pem"));
+        c.redis.tls_server_name = Some("redis.test".into());
+        c.processor.invalid_ratio = 0.0;
+        tune(c);
+    });
     let replicas = Replica::start_ready(&exe(), &env, logs, "tls", 2)
         .await
         .expect("replicas");

@@ -166,12 +166,12 @@ def expect(condition: Any, message: str) -> None:
 
 def crate_version() -> str:
     with open(ROOT / "Cargo.toml", "rb") as f:
-        return tomllib.load(f)["package"]["version"]
+        return tomllib.load(f)["workspace"]["package"]["version"]
 
 
 def crate_rust_version() -> str:
     with open(ROOT / "Cargo.toml", "rb") as f:
-        return tomllib.load(f)["package"]["rust-version"]
+        return tomllib.load(f)["workspace"]["package"]["rust-version"]
 
 
 def load_yaml(path: Path) -> Any:
@@ -597,14 +597,74 @@ class Checks:
         expect(expose == str(default_port), f"EXPOSE {expose} != the chart's config.http.port {default_port}")
         # Dependency caching: the manifests are copied and built before the sources.
         copy_manifest = next(i for i, (op, r) in enumerate(instructions) if op == "COPY" and "Cargo.lock" in r)
-        copy_src = next(i for i, (op, r) in enumerate(instructions) if op == "COPY" and r.startswith("src"))
+        copy_src = next(i for i, (op, r) in enumerate(instructions) if op == "COPY" and r.startswith("crates/redis-dsg/src"))
         expect(any(op == "RUN" and "cargo build" in r for op, r in instructions[copy_manifest:copy_src]),
                "dependencies must be built in a layer before the sources are copied")
         # .dockerignore lets through what the build copies.
         ignore = [line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines() if line.strip() and not line.startswith("#")]
-        for needed in ("Cargo.toml", "Cargo.lock", "src"):
+        for needed in ("Cargo.toml", "Cargo.lock", "crates/redis-dsg/Cargo.toml", "crates/redis-dsg/src"):
             expect(f"!{needed}" in ignore, f".dockerignore must let {needed} through")
+        # Only the product is built, in the stripped `dist` profile.
+        builds = [r for op, r in instructions if op == "RUN" and "cargo build" in r]
+        for r in builds:
+            expect("-p redis-dsg" in r and "--profile dist" in r, f"the image must build only the product, stripped (-p redis-dsg --profile dist): {r}")
+        expect(not any(op == "COPY" and ("dsg-dev/src" in r or "dsg-testkit/src" in r or r.startswith("tests")) for op, r in instructions),
+               "the image must not copy the development tools' or the tests' sources")
         return f"builder {builder}, runtime {froms[-1]}, version {version}"
+
+    def dockerfile_build(self) -> str:
+        """Runs the builder stage's COPY and RUN steps outside Docker (no
+        engine here), on exactly what .dockerignore lets through, then checks
+        the binary the image would ship: the product's commands only,
+        stripped. Its target directory is kept under target/ so a second run
+        only relinks."""
+        text = re.sub(r"\\\n", " ", (ROOT / "Dockerfile").read_text())
+        stages = re.split(r"^FROM\s", text, flags=re.M)
+        builder = stages[1]
+        context = self.work / "docker-context"
+        allowed = [line.strip()[1:] for line in (ROOT / ".dockerignore").read_text().splitlines() if line.strip().startswith("!")]
+        for item in allowed:
+            src = ROOT / item
+            dst = context / item
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            if src.is_dir():
+                shutil.copytree(src, dst)
+            else:
+                shutil.copy2(src, dst)
+        workdir = Path(re.search(r"^WORKDIR\s+(\S+)", builder, re.M).group(1))
+        build = self.work / "docker-build" / workdir.relative_to("/")
+        build.mkdir(parents=True)
+        target = ROOT / "target" / "docker-build"
+        target.mkdir(parents=True, exist_ok=True)
+        (build / "target").symlink_to(target)
+        out = self.work / "docker-out"
+        out.mkdir()
+        for m in re.finditer(r"^(COPY|RUN)\s+(.*)$", builder, re.M):
+            op, rest = m.group(1), m.group(2).strip()
+            if op == "COPY":
+                *sources, dest = rest.split()
+                for source in sources:
+                    src = context / source
+                    dst = build / dest / (src.name if dest.endswith("/") else "")
+                    dst.parent.mkdir(parents=True, exist_ok=True)
+                    if src.is_dir():
+                        shutil.copytree(src, dst, dirs_exist_ok=True)
+                    else:
+                        shutil.copy2(src, dst)
+            else:
+                command = rest.replace("/usr/local/bin/redis-dsg", str(out / "redis-dsg"))
+                run = subprocess.run(["bash", "-euc", command], cwd=build, capture_output=True, text=True)
+                expect(run.returncode == 0, f"RUN {rest}\nfailed:\n{run.stdout[-3000:]}{run.stderr[-3000:]}")
+        binary = out / "redis-dsg"
+        expect(binary.is_file(), "the builder stage did not produce /usr/local/bin/redis-dsg")
+        help_text = subprocess.run([binary, "--help"], capture_output=True, text=True).stdout
+        commands = re.findall(r"^  (\S+)", help_text.split("Commands:")[1].split("\n\n")[0], re.M)
+        expect(commands == ["run", "errors", "config", "acl-rule", "status", "help"], f"the image's binary has commands {commands}")
+        sections = subprocess.run(["readelf", "-S", "-W", binary], capture_output=True, text=True)
+        expect(sections.returncode == 0, f"readelf: {sections.stderr}")
+        expect(".debug_" not in sections.stdout and ".symtab" not in sections.stdout, "the image's binary still carries debug info or symbols")
+        size = binary.stat().st_size
+        return f"built the product alone; {size / 1e6:.1f} MB, stripped; commands {', '.join(commands)}"
 
     # ---- chart metadata ---------------------------------------------------
 
@@ -1564,6 +1624,7 @@ def main() -> int:
         checks.tool_versions()
         report.check("Dockerfile: hadolint", checks.dockerfile_hadolint)
         report.check("Dockerfile: stages, base images, entrypoint, user, labels", checks.dockerfile_structure)
+        report.check("Dockerfile: the builder stage run outside Docker ships one stripped product binary", checks.dockerfile_build)
         report.check("chart: Chart.yaml appVersion = crate version", checks.chart_metadata)
         report.check("chart: every value commented, camelCase", checks.values_documented)
         report.check("chart: values.schema.json is strict and accepts the defaults", checks.schema_strict)

@@ -1,0 +1,51 @@
+//! Finding the product binary the tools start: `--binary`/`DSG_BINARY`, or,
+//! when run through cargo (`cargo demo`), built from this workspace first
+//! with the same profile (so a changed source is never run stale), or else
+//! the `redis-dsg` next to this program.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// The redis-dsg binary to run.
+pub(crate) fn binary(given: Option<&Path>) -> Result<PathBuf, String> {
+    if let Some(path) = given {
+        return path
+            .is_file()
+            .then(|| path.to_path_buf())
+            .ok_or_else(|| format!("--binary {}: no such file", path.display()));
+    }
+    let here =
+        std::env::current_exe().map_err(|e| format!("cannot find this program's path: {e}"))?;
+    let sibling = here.with_file_name("redis-dsg");
+    // `cargo run` sets CARGO and CARGO_MANIFEST_DIR for the program it runs.
+    if let (Some(cargo), Some(manifest)) = (
+        std::env::var_os("CARGO"),
+        std::env::var_os("CARGO_MANIFEST_DIR"),
+    ) {
+        let mut build = Command::new(cargo);
+        build.current_dir(manifest).args([
+            "build",
+            "--locked",
+            "--quiet",
+            "-p",
+            "redis-dsg",
+            "--bin",
+            "redis-dsg",
+        ]);
+        if !cfg!(debug_assertions) {
+            build.arg("--release");
+        }
+        let status = build
+            .status()
+            .map_err(|e| format!("cannot run cargo to build redis-dsg: {e}"))?;
+        if !status.success() {
+            return Err(format!("building redis-dsg failed ({status})"));
+        }
+    }
+    sibling.is_file().then_some(sibling.clone()).ok_or_else(|| {
+        format!(
+            "{} not found; build it (cargo build --release -p redis-dsg) or pass --binary",
+            sibling.display()
+        )
+    })
+}

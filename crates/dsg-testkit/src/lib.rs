@@ -1,0 +1,15 @@
+//! Test support for redis-dsg, shared by the integration tests
+//! (`tests/it/`) and the development tools (`dsg-dev`): private
+//! `redis-server`, Sentinel and Cluster launchers, the product binary as
+//! child processes, a TCP fault proxy, the MONITOR-based fencing audit and
+//! the chaos soak. Nothing here ships in the image.
+
+pub mod chaos;
+pub mod fencing_audit;
+pub mod fleet;
+pub mod http_client;
+pub mod local_redis;
+pub mod local_sentinel;
+pub mod process;
+pub mod proxy;
+pub mod replica;

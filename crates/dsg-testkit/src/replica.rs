@@ -1,0 +1,198 @@
+//! Child processes of this same binary running the service, for the demo,
+//! the benchmark and the tests: started with a given environment, signalled
+//! (SIGTERM, SIGKILL, SIGSTOP, SIGCONT), restarted, killed when dropped.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use redis_dsg::service::{InstanceStatus, Role};
+
+use crate::http_client;
+
+/// One service process.
+#[derive(Debug)]
+pub struct Replica {
+    exe: PathBuf,
+    port: u16,
+    env: Vec<(String, String)>,
+    log: PathBuf,
+    child: Option<Child>,
+}
+
+impl Replica {
+    /// Starts `exe run` with `env` (plus `MPORT=port`), in its own process
+    /// group (so a terminal's Ctrl-C reaches only the parent, which stops
+    /// its children in order), logging to `log`.
+    pub fn start(
+        exe: &Path,
+        port: u16,
+        env: &[(String, String)],
+        log: &Path,
+    ) -> std::io::Result<Replica> {
+        let mut r = Replica {
+            exe: exe.to_path_buf(),
+            port,
+            env: env.to_vec(),
+            log: log.to_path_buf(),
+            child: None,
+        };
+        r.spawn()?;
+        Ok(r)
+    }
+
+    fn spawn(&mut self) -> std::io::Result<()> {
+        use std::os::unix::process::CommandExt;
+        let log = File::options().create(true).append(true).open(&self.log)?;
+        let child = Command::new(&self.exe)
+            .arg("run")
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("MPORT", self.port.to_string())
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .process_group(0)
+            .spawn()?;
+        self.child = Some(child);
+        Ok(())
+    }
+
+    /// Its HTTP port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Its log file.
+    pub fn log(&self) -> &Path {
+        &self.log
+    }
+
+    /// Its process id while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Sends `signal` (e.g. `libc::SIGTERM`).
+    pub fn signal(&self, signal: i32) {
+        if let Some(pid) = self.pid() {
+            // SAFETY: kill has no memory preconditions; pid is our child's.
+            unsafe {
+                libc::kill(pid as i32, signal);
+            }
+        }
+    }
+
+    /// Its exit status, if it has exited.
+    pub fn try_wait(&mut self) -> Option<ExitStatus> {
+        self.child
+            .as_mut()
+            .and_then(|c| c.try_wait().ok().flatten())
+    }
+
+    /// Waits up to `timeout` for it to exit.
+    pub fn wait_timeout(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(s) = self.try_wait() {
+                return Some(s);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// SIGTERM, then SIGKILL after `grace`.
+    pub fn stop(&mut self, grace: Duration) -> Option<ExitStatus> {
+        self.signal(libc::SIGCONT);
+        self.signal(libc::SIGTERM);
+        match self.wait_timeout(grace) {
+            Some(s) => Some(s),
+            None => {
+                self.signal(libc::SIGKILL);
+                self.wait_timeout(Duration::from_secs(5))
+            }
+        }
+    }
+
+    /// Starts it again (after it exited) with the same settings.
+    pub fn restart(&mut self) -> std::io::Result<()> {
+        if self.try_wait().is_none() {
+            self.signal(libc::SIGKILL);
+            let _ = self.wait_timeout(Duration::from_secs(5));
+        }
+        self.spawn()
+    }
+
+    /// Starts `n` replicas with the same `env` on free ports, logging to
+    /// `<logs>/<prefix>-<i>.log`, and waits until each is ready.
+    pub async fn start_ready(
+        exe: &Path,
+        env: &[(String, String)],
+        logs: &Path,
+        prefix: &str,
+        n: usize,
+    ) -> Result<Vec<Replica>, String> {
+        let mut replicas = Vec::with_capacity(n);
+        for i in 0..n {
+            let log = logs.join(format!("{prefix}-{i}.log"));
+            let mut r = Replica::start(exe, crate::local_redis::free_port(), env, &log)
+                .map_err(|e| format!("cannot start a replica: {e}"))?;
+            if !r.wait_ready(Duration::from_secs(20)).await {
+                let tail = std::fs::read_to_string(&log).unwrap_or_default();
+                return Err(format!(
+                    "a replica did not become ready; {}:\n{tail}",
+                    log.display()
+                ));
+            }
+            replicas.push(r);
+        }
+        Ok(replicas)
+    }
+
+    /// Waits until `/readyz` answers 200 (or `timeout`).
+    pub async fn wait_ready(&mut self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if self.try_wait().is_some() {
+                return false;
+            }
+            if let Some((200, _)) =
+                http_client::get(self.port, "/readyz", Duration::from_secs(1)).await
+            {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        false
+    }
+
+    /// Its role now (`None` while it does not answer).
+    pub async fn role(&self) -> Option<Role> {
+        self.status().await.map(|s| s.role)
+    }
+
+    /// Whether it generates now.
+    pub async fn is_generator(&self) -> bool {
+        self.role().await == Some(Role::Generator)
+    }
+
+    /// Its `/status`, parsed.
+    pub async fn status(&self) -> Option<InstanceStatus> {
+        http_client::status(self.port).await
+    }
+}
+
+impl Drop for Replica {
+    fn drop(&mut self) {
+        // SIGKILL ends a stopped (SIGSTOP) process too.
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}

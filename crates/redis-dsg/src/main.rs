@@ -1,0 +1,73 @@
+//! The `redis-dsg` binary: parses the command line, loads configuration,
+//! starts logging and dispatches to the library. Errors are printed once,
+//! here, and become the exit code ([`CliError::exit_code`]).
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+use redis_dsg::cli::{self, Cli, Command};
+use redis_dsg::ops::{self, CliError};
+use redis_dsg::service::{Application, shutdown};
+use redis_dsg::{config, logging};
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse_from(cli::normalize_args(std::env::args_os())) {
+        Ok(cli) => cli,
+        Err(e) => {
+            // `--help` and `--version` print to stdout and succeed; a bad
+            // flag is bad configuration.
+            let _ = e.print();
+            return if e.use_stderr() {
+                ExitCode::from(ops::exit_codes::CONFIG)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("redis-dsg: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(dispatch(cli));
+    // Background connection tasks must not delay the exit.
+    runtime.shutdown_timeout(Duration::from_millis(200));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("redis-dsg: {e}");
+            e.exit_code()
+        }
+    }
+}
+
+async fn dispatch(cli: Cli) -> Result<(), CliError> {
+    let loaded = config::load(&cli.overrides())?;
+    let log_format = loaded.config.log_format;
+    match cli.command.unwrap_or_default() {
+        Command::Config => print!("{}", loaded.render_toml()),
+        Command::AclRule(args) => print!("{}", ops::acl_rule_command(&loaded.config, &args)),
+        Command::Errors(cmd) => {
+            logging::init(log_format, "warn");
+            ops::errors_command(&loaded.config, &cmd).await?;
+        }
+        Command::Status(args) => {
+            logging::init(log_format, "warn");
+            ops::status_command(&loaded.config, &args).await?;
+        }
+        Command::Run(_) => {
+            logging::init(log_format, "info");
+            let app = Application::build(loaded.config).await?;
+            if !app.run_until_stopped(shutdown::signal()).await {
+                return Err(CliError::ShutdownTimedOut);
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,337 @@
+//! `redis-dsg errors count|list|drain|requeue`: the operator's tools for the
+//! error list. Entries are shown oldest first.
+//!
+//! None of them loses an entry when interrupted: `list` only reads; `drain`
+//! prints an entry, waits until its reader has it ([`ConfirmedStdout`]),
+//! and only then removes it, with a script that removes exactly the printed
+//! entries or nothing ([`CONFIRM_DRAINED`]); `requeue` moves entries back
+//! to the queue in one atomic script per batch.
+
+use std::io;
+
+use fred::prelude::*;
+use fred::types::Value;
+
+use super::CliError;
+use super::stdout::ConfirmedStdout;
+use crate::cli::ErrorsCommand;
+use crate::config::Config;
+use crate::redis::scripts::{CONFIRM_DRAINED, REQUEUE};
+use crate::redis::{Keys, Redis, RedisError, int, value_bytes};
+use crate::service::error_entry::{self, ErrorEntry};
+
+/// What can stop an errors command.
+#[derive(Debug, thiserror::Error)]
+pub enum ErrorsCommandError {
+    /// Redis failed.
+    #[error(transparent)]
+    Redis(#[from] RedisError),
+    /// Standard output was closed or failed.
+    #[error("output closed: {0}")]
+    Output(#[from] io::Error),
+}
+
+/// How entries are printed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// One human-readable line per entry.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+fn render(entry: &ErrorEntry, format: Format) -> Vec<u8> {
+    let mut line = match format {
+        Format::Text => entry.to_line(),
+        Format::Json => entry.to_json().to_string(),
+    }
+    .into_bytes();
+    line.push(b'\n');
+    line
+}
+
+/// Operations on one error list.
+#[derive(Debug)]
+pub struct ErrorList {
+    redis: Redis,
+    keys: Keys,
+}
+
+impl ErrorList {
+    /// The error list of `keys`.
+    pub fn new(redis: Redis, keys: Keys) -> ErrorList {
+        ErrorList { redis, keys }
+    }
+
+    /// Number of entries.
+    pub async fn count(&self) -> Result<u64, RedisError> {
+        Ok(self
+            .redis
+            .client()
+            .llen(self.keys.error_queue.as_str())
+            .await?)
+    }
+
+    /// The `n` oldest entries, raw, oldest first (`LRANGE` from the right).
+    async fn oldest(&self, skip: usize, n: usize) -> Result<Vec<Vec<u8>>, RedisError> {
+        let start = -((skip + n) as i64);
+        let stop = -(skip as i64) - 1;
+        let raw: Vec<Value> = self
+            .redis
+            .client()
+            .lrange(self.keys.error_queue.as_str(), start, stop)
+            .await?;
+        Ok(raw
+            .into_iter()
+            .rev()
+            .filter_map(value_bytes)
+            .map(|b| b.to_vec())
+            .collect())
+    }
+
+    /// Prints up to `limit` entries without removing them; returns how many.
+    pub async fn list(
+        &self,
+        limit: Option<usize>,
+        format: Format,
+        out: &mut ConfirmedStdout,
+    ) -> Result<u64, ErrorsCommandError> {
+        let mut printed = 0usize;
+        let limit = limit.unwrap_or(usize::MAX);
+        while printed < limit {
+            let page = self.oldest(printed, (limit - printed).min(500)).await?;
+            if page.is_empty() {
+                break;
+            }
+            for raw in &page {
+                out.write(&render(&error_entry::decode(raw), format))?;
+            }
+            printed += page.len();
+        }
+        Ok(printed as u64)
+    }
+
+    /// Prints and removes up to `limit` entries, oldest first; returns how
+    /// many were removed. An entry is removed only after its reader has it.
+    pub async fn drain(
+        &self,
+        limit: Option<usize>,
+        format: Format,
+        out: &mut ConfirmedStdout,
+    ) -> Result<u64, ErrorsCommandError> {
+        let limit = limit.unwrap_or(usize::MAX);
+        // On a pipe each entry is confirmed on its own: the reader may stop
+        // after any line (`| head -1`).
+        let batch = if out.is_pipe() { 1 } else { 100 };
+        let mut removed = 0usize;
+        while removed < limit {
+            let entries = self.oldest(0, (limit - removed).min(batch)).await?;
+            if entries.is_empty() {
+                break;
+            }
+            for raw in &entries {
+                out.write(&render(&error_entry::decode(raw), format))?;
+            }
+            out.confirm().await?;
+            let sums: Vec<Value> = entries.iter().map(|e| sha1_hex(e).into()).collect();
+            let n: i64 = self
+                .redis
+                .run(&CONFIRM_DRAINED, vec![self.keys.error_queue.clone()], sums)
+                .await?;
+            // 0: someone else changed the old end meanwhile (another drain
+            // or requeue); read again. The printed entries may print twice,
+            // but none is lost.
+            removed += n.max(0) as usize;
+        }
+        Ok(removed as u64)
+    }
+
+    /// Moves up to `limit` entries, oldest first, back to the queue with
+    /// their original bytes, printing each; returns how many.
+    pub async fn requeue(
+        &self,
+        limit: Option<usize>,
+        format: Format,
+        out: &mut ConfirmedStdout,
+    ) -> Result<u64, ErrorsCommandError> {
+        if self.redis.is_clustered() && !self.keys.error_queue_shares_slot() {
+            return self.requeue_in_two_steps(limit, format, out).await;
+        }
+        let limit = limit.unwrap_or(usize::MAX);
+        let mut moved = 0usize;
+        let mut output_open = true;
+        while moved < limit {
+            let n = (limit - moved).min(100);
+            let entries: Vec<Value> = self
+                .redis
+                .run(
+                    &REQUEUE,
+                    vec![self.keys.error_queue.clone(), self.keys.queue.clone()],
+                    vec![int(n as u64)],
+                )
+                .await?;
+            if entries.is_empty() {
+                break;
+            }
+            moved += entries.len();
+            // The entries are back in the queue already; printing is a
+            // report, and a closed output must not stop the move halfway.
+            for raw in entries.into_iter().filter_map(value_bytes) {
+                if output_open
+                    && out
+                        .write(&render(&error_entry::decode(&raw), format))
+                        .is_err()
+                {
+                    output_open = false;
+                }
+            }
+        }
+        Ok(moved as u64)
+    }
+}
+
+impl ErrorList {
+    /// `requeue` when the error list and the queue are in different hash
+    /// slots of a Redis Cluster (no script can touch both): push the oldest
+    /// entry's message to the queue, then remove the entry if it is still
+    /// the oldest. Interrupted in between, an entry is requeued twice at
+    /// worst, never lost. `lrem` counts from the head, where `lpush` put
+    /// our copy.
+    async fn requeue_in_two_steps(
+        &self,
+        limit: Option<usize>,
+        format: Format,
+        out: &mut ConfirmedStdout,
+    ) -> Result<u64, ErrorsCommandError> {
+        let limit = limit.unwrap_or(usize::MAX);
+        let mut moved = 0usize;
+        let mut output_open = true;
+        while moved < limit {
+            let Some(raw) = self.oldest(0, 1).await?.pop() else {
+                break;
+            };
+            let entry = error_entry::decode(&raw);
+            let _: i64 = self
+                .redis
+                .client()
+                .lpush(
+                    self.keys.queue.as_str(),
+                    Value::Bytes(entry.payload.clone().into()),
+                )
+                .await
+                .map_err(RedisError::from)?;
+            let removed: i64 = self
+                .redis
+                .run(
+                    &CONFIRM_DRAINED,
+                    vec![self.keys.error_queue.clone()],
+                    vec![sha1_hex(&raw).into()],
+                )
+                .await?;
+            if removed == 0 {
+                // Another drain or requeue took the entry meanwhile: take
+                // our copy back off the queue's head unless a consumer
+                // already has it, and do not count or print it.
+                let _: i64 = self
+                    .redis
+                    .client()
+                    .lrem(
+                        self.keys.queue.as_str(),
+                        1,
+                        Value::Bytes(entry.payload.clone().into()),
+                    )
+                    .await
+                    .map_err(RedisError::from)?;
+                continue;
+            }
+            moved += 1;
+            if output_open && out.write(&render(&entry, format)).is_err() {
+                output_open = false;
+            }
+        }
+        Ok(moved as u64)
+    }
+}
+
+/// Lowercase hex SHA1, as Redis' `redis.sha1hex` computes it.
+pub(super) fn sha1_hex(bytes: &[u8]) -> String {
+    use sha1::Digest;
+    sha1::Sha1::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+impl From<ErrorsCommandError> for CliError {
+    fn from(e: ErrorsCommandError) -> CliError {
+        match e {
+            ErrorsCommandError::Redis(e) => CliError::Redis(e),
+            ErrorsCommandError::Output(e) => CliError::Output(e),
+        }
+    }
+}
+
+/// Runs an `errors` subcommand.
+pub async fn errors_command(config: &Config, cmd: &ErrorsCommand) -> Result<(), CliError> {
+    let redis = super::connect_once(config).await?;
+    let list = ErrorList::new(
+        redis.clone(),
+        Keys::new(&config.redis.queue, &config.redis.error_queue),
+    );
+    let mut out = ConfirmedStdout::new();
+    let fmt = |json: bool| if json { Format::Json } else { Format::Text };
+    let result: Result<(), ErrorsCommandError> = async {
+        match cmd {
+            ErrorsCommand::Count(a) => {
+                let n = list.count().await?;
+                let line = if a.json {
+                    format!("{{\"count\":{n}}}\n")
+                } else {
+                    format!("{n}\n")
+                };
+                out.write(line.as_bytes())?;
+            }
+            ErrorsCommand::List(a) => {
+                list.list(a.limit, fmt(a.json), &mut out).await?;
+            }
+            ErrorsCommand::Drain(a) => {
+                let n = list.drain(a.limit, fmt(a.json), &mut out).await?;
+                eprintln!(
+                    "redis-dsg: drained {n} entries from {}",
+                    config.redis.error_queue
+                );
+            }
+            ErrorsCommand::Requeue(a) => {
+                let n = list.requeue(a.limit, fmt(a.json), &mut out).await?;
+                eprintln!(
+                    "redis-dsg: requeued {n} entries from {} to {}",
+                    config.redis.error_queue, config.redis.queue
+                );
+            }
+        }
+        Ok(())
+    }
+    .await;
+    redis.quit().await;
+    match result {
+        // The reader went away (`| head`): what it did not get is still in
+        // Redis, which is the point; not an error worth a message.
+        Err(ErrorsCommandError::Output(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => Ok(other?),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sha1_matches_known_vectors() {
+        assert_eq!(sha1_hex(b""), "da39a3ee5e6b4b0d3255bfef95601890afd80709");
+        assert_eq!(sha1_hex(b"abc"), "a9993e364706816aba3e25717850c26c9cd0d89d");
+        assert_eq!(
+            sha1_hex(&[b'a'; 1000]),
+            "291e9a6c66994949b57ba5e650361e98fc36b1ba"
+        );
+    }
+}

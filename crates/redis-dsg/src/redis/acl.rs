@@ -1,0 +1,97 @@
+//! The least-privilege ACL rule for the configured lists: every command the
+//! service and its one-shot commands send, directly or from their Lua
+//! scripts, and only the keys and the channel derived from the names.
+
+use super::keys::Keys;
+
+impl Keys {
+    /// The least-privilege ACL rule (the part after `ACL SETUSER <name>`,
+    /// without a password) for the service and its one-shot commands:
+    /// exactly the commands they send, directly or from their Lua scripts,
+    /// and only the keys and channel derived from these names.
+    pub fn acl_rule(&self, output_queue: Option<&str>) -> String {
+        let mut keys = vec![
+            format!("~{}", self.queue),
+            format!("~{}", self.error_queue),
+            format!("~{}:*", self.base),
+        ];
+        if let Some(out) = output_queue {
+            keys.push(format!("~{out}"));
+        }
+        // Lists in another hash slot are written in two steps, each pushed
+        // delivery marked next to the list (only used on Redis Cluster).
+        for list in std::iter::once(self.error_queue.as_str()).chain(output_queue) {
+            if !self.shares_slot(list) {
+                keys.push(format!("~{}", Keys::moved_marker(list)));
+            }
+        }
+        let commands = [
+            // Sent directly.
+            "+ping",
+            "+evalsha",
+            "+eval",
+            "+llen",
+            "+lrange",
+            "+lpush",
+            "+hmget",
+            "+hdel",
+            "+hlen",
+            "+smembers",
+            "+exists",
+            "+get",
+            "+pttl",
+            "+subscribe",
+            "+select",
+            "+cluster|slots",
+            "+cluster|shards",
+            "+cluster|info",
+            // Sent by fred itself: the primary check after a Sentinel
+            // lookup, and the redirect during Cluster resharding.
+            "+role",
+            "+asking",
+            // fred reads the server version at every connection (and warns
+            // at each one if it cannot).
+            "+info",
+            // Run by the Lua scripts, which use the caller's rights.
+            "+set",
+            "+incr",
+            "+pexpire",
+            "+del",
+            "+rpush",
+            "+rpop",
+            "+hset",
+            "+hget",
+            "+hgetall",
+            "+sadd",
+            "+srem",
+            "+ltrim",
+            "+zadd",
+            "+zrem",
+            "+zremrangebyscore",
+            // Undoing a cross-slot requeue that lost a race (Cluster).
+            "+lrem",
+            "+publish",
+        ];
+        format!(
+            "on resetkeys resetchannels {} &{} -@all {}",
+            keys.join(" "),
+            self.release_channel(),
+            commands.join(" ")
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn acl_rule_names_only_our_keys() {
+        let rule = Keys::new("a", "errors").acl_rule(None);
+        assert!(
+            rule.contains("~a ~errors ~{a}:* ~{errors}:moved &{a}:lease:released -@all +ping"),
+            "{rule}"
+        );
+        assert!(!rule.contains("+@"), "{rule}");
+    }
+}

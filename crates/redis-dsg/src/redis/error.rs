@@ -1,0 +1,92 @@
+//! The Redis failure type: every Redis call of the service and its commands
+//! returns [`RedisError`], classified so callers can tell an outage (retry,
+//! exit 69) from a refusal by the server (report it).
+
+use fred::prelude::*;
+
+/// A Redis failure, classified for metrics and exit codes.
+#[derive(Debug, thiserror::Error)]
+pub enum RedisError {
+    /// The server could not be reached or the connection broke.
+    #[error("Redis unavailable: {0}")]
+    Unavailable(#[source] fred::error::Error),
+    /// The server answered with an error, or an answer had the wrong shape.
+    #[error("Redis error: {0}")]
+    Command(#[source] fred::error::Error),
+    /// The connection could not be set up (TLS material, URL).
+    #[error("cannot set up the Redis connection: {0}")]
+    Setup(String),
+    /// A reply did not have the shape a script promises.
+    #[error("unexpected reply from Redis script {script}: {detail}")]
+    Reply {
+        /// The script's name.
+        script: &'static str,
+        /// What was wrong.
+        detail: String,
+    },
+}
+
+impl From<fred::error::Error> for RedisError {
+    fn from(e: fred::error::Error) -> Self {
+        match e.kind() {
+            ErrorKind::IO | ErrorKind::Timeout | ErrorKind::Canceled | ErrorKind::Backpressure => {
+                RedisError::Unavailable(e)
+            }
+            _ if e.details().contains("connection") || e.details().contains("Connection") => {
+                RedisError::Unavailable(e)
+            }
+            _ => RedisError::Command(e),
+        }
+    }
+}
+
+/// What the service was doing when a Redis call failed: the `operation`
+/// label of `dsg_redis_errors_total`. Every variant is exported from start
+/// (at zero), so the list here is the list of series.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Operation {
+    /// Moving messages from the queue into in-flight storage.
+    Fetch,
+    /// Acknowledging processed messages (removal, error list, output list).
+    Ack,
+    /// A consumer's heartbeat.
+    Heartbeat,
+    /// Looking for dead consumers and returning their messages.
+    Reap,
+    /// The generator's fenced write.
+    Push,
+    /// Taking, renewing or releasing the lease.
+    Lease,
+    /// Reading the lengths of the queue and the error list.
+    QueueLength,
+    /// A stopping consumer returning what it holds.
+    Return,
+}
+
+impl Operation {
+    /// Every operation.
+    pub const ALL: [Operation; 8] = [
+        Operation::Fetch,
+        Operation::Ack,
+        Operation::Heartbeat,
+        Operation::Reap,
+        Operation::Push,
+        Operation::Lease,
+        Operation::QueueLength,
+        Operation::Return,
+    ];
+
+    /// The metric label value.
+    pub fn metric_label(self) -> &'static str {
+        match self {
+            Operation::Fetch => "fetch",
+            Operation::Ack => "ack",
+            Operation::Heartbeat => "heartbeat",
+            Operation::Reap => "reap",
+            Operation::Push => "push",
+            Operation::Lease => "lease",
+            Operation::QueueLength => "queue_length",
+            Operation::Return => "return",
+        }
+    }
+}

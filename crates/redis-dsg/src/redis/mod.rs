@@ -1,0 +1,194 @@
+//! Everything that talks to Redis: connections (fred; a pool for commands
+//! and a subscriber client for lease notices), TLS, credentials, the key
+//! names and the Lua scripts. This layer knows no role: the service decides
+//! what to run, this layer runs it.
+//!
+//! The service connects lazily and reconnects forever with exponential
+//! backoff; one-shot commands connect once and fail fast.
+
+mod acl;
+mod connection;
+mod credentials;
+mod error;
+pub mod keys;
+pub mod scripts;
+mod tls;
+
+use std::time::Duration;
+
+use fred::prelude::*;
+use fred::types::Value;
+
+use crate::config::RedisConfig;
+use connection::builder;
+pub use error::{Operation, RedisError};
+pub use keys::Keys;
+pub use scripts::Script;
+
+/// The service's Redis connections.
+#[derive(Clone)]
+pub struct Redis {
+    pool: Pool,
+    builder: Builder,
+    command_timeout: Duration,
+}
+
+impl std::fmt::Debug for Redis {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Redis")
+            .field("pool_size", &self.pool.size())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Redis {
+    /// Builds the clients for the long-running service; they connect in the
+    /// background and reconnect forever. Call [`Redis::connect`] once.
+    pub fn for_service(cfg: &RedisConfig) -> Result<Redis, RedisError> {
+        Self::build(cfg, false, cfg.open_connections())
+    }
+
+    /// Connects once, for a one-shot command: fails if Redis cannot be
+    /// reached within the connect timeout.
+    pub async fn connect_once(cfg: &RedisConfig) -> Result<Redis, RedisError> {
+        let redis = Self::build(cfg, true, 1)?;
+        let timeout = Duration::from_millis(cfg.connect_timeout_ms) + Duration::from_secs(1);
+        let init = async {
+            redis.pool.init().await?;
+            Ok::<_, fred::error::Error>(())
+        };
+        match tokio::time::timeout(timeout, init).await {
+            Ok(Ok(())) => Ok(redis),
+            Ok(Err(e)) => Err(RedisError::Unavailable(e)),
+            Err(_) => Err(RedisError::Unavailable(fred::error::Error::new(
+                ErrorKind::Timeout,
+                format!("no connection to {} within {timeout:?}", cfg.url),
+            ))),
+        }
+    }
+
+    fn build(cfg: &RedisConfig, fail_fast: bool, size: usize) -> Result<Redis, RedisError> {
+        let builder = builder(cfg, fail_fast)?;
+        Ok(Redis {
+            pool: builder.build_pool(size)?,
+            command_timeout: cfg.command_timeout(),
+            builder,
+        })
+    }
+
+    /// Starts the background connection tasks (they retry until connected).
+    pub fn connect(&self) {
+        drop(self.pool.connect_pool());
+    }
+
+    /// Resolves once every connection is up.
+    pub async fn wait_connected(&self) -> Result<(), RedisError> {
+        self.pool.wait_for_connect().await?;
+        Ok(())
+    }
+
+    /// Whether this is a Redis Cluster (then one script may only touch keys
+    /// of one hash slot).
+    pub fn is_clustered(&self) -> bool {
+        self.pool.next().is_clustered()
+    }
+
+    /// Whether the pool has at least one live connection.
+    pub fn is_connected(&self) -> bool {
+        self.pool.clients().iter().any(|c| c.is_connected())
+    }
+
+    /// The pool for ordinary commands.
+    pub fn pool(&self) -> &Pool {
+        &self.pool
+    }
+
+    /// One client of the pool (for scripts, pub/sub publishing, pipelines).
+    pub fn client(&self) -> &Client {
+        self.pool.next_connected()
+    }
+
+    /// Every element of the list `key`, head first, read in pages so a long
+    /// list stays within the command timeout.
+    pub async fn list(&self, key: &str) -> Result<Vec<Vec<u8>>, RedisError> {
+        let mut out = Vec::new();
+        let mut start = 0i64;
+        loop {
+            let page: Vec<Value> = self.client().lrange(key, start, start + 9_999).await?;
+            if page.is_empty() {
+                return Ok(out);
+            }
+            start += page.len() as i64;
+            out.extend(page.into_iter().filter_map(value_bytes).map(|b| b.to_vec()));
+        }
+    }
+
+    /// The per-command timeout.
+    pub fn command_timeout(&self) -> Duration {
+        self.command_timeout
+    }
+
+    /// A new subscriber client with the same settings (connect it yourself).
+    pub fn subscriber(&self) -> Result<fred::clients::SubscriberClient, RedisError> {
+        Ok(self.builder.build_subscriber_client()?)
+    }
+
+    /// `PING` with the command timeout: is Redis answering now?
+    pub async fn ping(&self) -> bool {
+        let opts = Options {
+            max_attempts: Some(1),
+            timeout: Some(self.command_timeout.min(Duration::from_secs(2))),
+            ..Default::default()
+        };
+        self.client()
+            .with_options(&opts)
+            .ping::<String>(None)
+            .await
+            .is_ok()
+    }
+
+    /// Runs `script` exactly once (no automatic resend after a connection
+    /// drop: the scripts move messages, so a resend could run them twice).
+    /// An unknown script (first use, Redis restarted) is sent whole with
+    /// `EVAL`, which also caches it on that server.
+    pub async fn run<R: FromValue>(
+        &self,
+        script: &Script,
+        keys: Vec<String>,
+        args: Vec<Value>,
+    ) -> Result<R, RedisError> {
+        let opts = Options {
+            max_attempts: Some(1),
+            ..Default::default()
+        };
+        let client = self.client().with_options(&opts);
+        match client
+            .evalsha::<R, _, _, _>(script.sha1.as_str(), keys.clone(), args.clone())
+            .await
+        {
+            Err(e) if e.details().starts_with("NOSCRIPT") => {
+                Ok(client.eval(script.lua, keys, args).await?)
+            }
+            other => Ok(other?),
+        }
+    }
+
+    /// Closes every connection.
+    pub async fn quit(&self) {
+        let _ = self.pool.quit().await;
+    }
+}
+
+/// An integer script argument (fred has no `From<u64>` for `Value`).
+pub fn int(v: u64) -> Value {
+    Value::Integer(i64::try_from(v).unwrap_or(i64::MAX))
+}
+
+/// The bytes of a bulk-string reply.
+pub fn value_bytes(v: Value) -> Option<fred::bytes::Bytes> {
+    match v {
+        Value::Bytes(b) => Some(b),
+        Value::String(s) => Some(s.into_inner()),
+        _ => None,
+    }
+}

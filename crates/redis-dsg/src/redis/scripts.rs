@@ -1,0 +1,405 @@
+//! Every Lua script the service runs, each with a comment saying what it
+//! guarantees. Key names are in [`super::keys`].
+
+use std::sync::LazyLock;
+
+/// A Lua script with its SHA1, run with `EVALSHA` and, when the server does
+/// not know it yet (first use, Redis restart, another Cluster node), with
+/// `EVAL`, which also caches it there.
+#[derive(Debug)]
+pub struct Script {
+    /// A short name for logs and metrics.
+    pub name: &'static str,
+    /// The Lua source.
+    pub lua: &'static str,
+    /// The SHA1 of the source.
+    pub sha1: String,
+}
+
+impl Script {
+    /// A script named `name` (for logs and metrics) with source `lua`.
+    pub fn new(name: &'static str, lua: &'static str) -> Script {
+        let sha1 = fred::types::scripts::Script::from_lua(lua)
+            .sha1()
+            .to_string();
+        Script { name, lua, sha1 }
+    }
+}
+
+/// Prefix of a structured error entry (see [`crate::error_entry`]); the Lua
+/// scripts below strip it to recover a message's original bytes.
+pub const ERROR_ENTRY_PREFIX: &str = "DSGERR1 ";
+
+/// Takes the lease if nobody holds it, with a new fencing epoch.
+///
+/// KEYS: lease, epoch counter. ARGV: holder id, TTL (ms), the highest epoch
+/// the caller has seen.
+/// Returns `{1, token, epoch}` when taken, `{0, current token, PTTL}` when
+/// held. `INCR` and `SET NX PX` run in one atomic step, so every
+/// acquisition has its own epoch and no two holders ever share one. Epochs
+/// never go backwards, even when Redis lost the counter (a restart without
+/// persistence, a failover to a replica that missed the last `INCR`), as
+/// long as one contender saw the latest epoch: the counter is raised past
+/// what the caller has seen.
+pub static ACQUIRE_LEASE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        "acquire_lease",
+        r#"
+local current = redis.call('GET', KEYS[1])
+if current then
+  return {0, current, redis.call('PTTL', KEYS[1])}
+end
+local epoch = redis.call('INCR', KEYS[2])
+local floor = tonumber(ARGV[3])
+if epoch <= floor then
+  epoch = floor + 1
+  redis.call('SET', KEYS[2], epoch)
+end
+local token = ARGV[1] .. ' ' .. epoch
+redis.call('SET', KEYS[1], token, 'NX', 'PX', ARGV[2])
+return {1, token, epoch}
+"#,
+    )
+});
+
+/// Extends the lease only while it still holds this holder's token.
+///
+/// KEYS: lease. ARGV: token, TTL (ms). Returns 1 when renewed, 0 when the
+/// lease is gone or someone else's (the caller must stop generating).
+pub static RENEW_LEASE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        "renew_lease",
+        r#"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 1
+end
+return 0
+"#,
+    )
+});
+
+/// Gives the lease up and announces it, only while it holds this token.
+///
+/// KEYS: lease. ARGV: token, release channel. Returns 1 when released.
+/// Standbys subscribed to the channel try to acquire at once.
+pub static RELEASE_LEASE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        "release_lease",
+        r#"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('DEL', KEYS[1])
+  redis.call('PUBLISH', ARGV[2], ARGV[1])
+  return 1
+end
+return 0
+"#,
+    )
+});
+
+/// The generator's only write path: pushes the batch only while the lease
+/// holds this holder's token.
+///
+/// KEYS: lease, queue. ARGV: token, messages… Returns the queue length
+/// after the push, or -1 when fenced off (nothing written). The check and
+/// the push are one atomic step, so a deposed holder cannot append a single
+/// message, however long it was paused.
+pub static FENCED_PUSH: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        "fenced_push",
+        r#"
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then
+  return -1
+end
+return redis.call('LPUSH', KEYS[2], unpack(ARGV, 2))
+"#,
+    )
+});
+
+/// The field every in-flight hash carries besides its messages, and its
+/// value. The value is longer than Redis' `hash-max-listpack-value` (64
+/// bytes by default), which makes Redis keep the hash in its hashtable
+/// encoding from the first write: a small (listpack) hash is scanned
+/// linearly by every HSET and HDEL, which made fetching 100 messages of 64
+/// bytes cost 2 µs of Redis time per message. Field names of messages are
+/// numbers, so they never collide with it.
+pub const INFLIGHT_MARKER_FIELD: &str = "~";
+/// See [`INFLIGHT_MARKER_FIELD`].
+pub const INFLIGHT_MARKER_VALUE: &str =
+    "redis-dsg in-flight hash; this field keeps it in the hashtable encoding (O(1) HSET/HDEL)";
+
+/// Moves up to N messages from the consuming end of the queue into the
+/// consumer's in-flight hash, each under its own delivery id, registering
+/// the consumer first.
+///
+/// KEYS: queue, in-flight hash, heartbeat, consumer set.
+/// ARGV: N, heartbeat TTL (ms), max message bytes, consumer id, heartbeat
+/// value, marker field, marker value, then N delivery ids (as strings: a
+/// Lua number passed to Redis is formatted with printf, which cost more
+/// than the rest of the script).
+/// Returns the messages in the order taken (oldest first), the i-th under
+/// the i-th delivery id. A message larger than the limit is returned as its
+/// size (an integer) instead of its bytes, so it never crosses the
+/// network. On an empty queue it writes nothing (idle polling
+/// costs Redis no writes, no replication). Atomic: every message is in the
+/// queue or in the hash at all times, and the consumer is registered (so a
+/// reaper can recover it) before it holds anything.
+pub static FETCH: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        "fetch",
+        r#"
+local msgs = redis.call('RPOP', KEYS[1], ARGV[1])
+if not msgs then return {} end
+redis.call('SET', KEYS[3], ARGV[5], 'PX', ARGV[2])
+redis.call('SADD', KEYS[4], ARGV[4])
+local max = tonumber(ARGV[3])
+local fields = {ARGV[6], ARGV[7]}
+for i, m in ipairs(msgs) do
+  fields[2 * i + 1] = ARGV[7 + i]
+  fields[2 * i + 2] = m
+  if #m > max then msgs[i] = #m end
+end
+redis.call('HSET', KEYS[2], unpack(fields))
+return msgs
+"#,
+    )
+});
+
+/// Re-reads messages this consumer holds under the given delivery ids: the
+/// ones a fetch moved into the hash when its reply never arrived.
+///
+/// KEYS: in-flight hash. ARGV: max message bytes, delivery ids…
+/// Returns `{id, message or size, …}` for the ids still in the hash, in the
+/// shape of [`FETCH`]. Read-only.
+pub static ADOPT: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        "adopt",
+        r#"
+local max = tonumber(ARGV[1])
+local out = {}
+for i = 2, #ARGV do
+  local m = redis.call('HGET', KEYS[1], ARGV[i])
+  if m then
+    out[#out + 1] = tonumber(ARGV[i])
+    if #m > max then out[#out + 1] = #m else out[#out + 1] = m end
+  end
+end
+return out
+"#,
+    )
+});
+
+/// Hands processed messages over to the output list, exactly once.
+///
+/// KEYS: in-flight hash, output list. ARGV: delivery ids.
+/// Each message this consumer still holds is pushed to the output list and
+/// forgotten in the same step; returns how many. A message already
+/// reclaimed by a reaper (this consumer was presumed dead) is not pushed:
+/// its new owner will, so each message instance taken from the queue
+/// reaches the output list once.
+pub static ACK_OUTPUT: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        "ack_output",
+        r#"
+local moved = 0
+for i = 1, #ARGV do
+  local body = redis.call('HGET', KEYS[1], ARGV[i])
+  if body then
+    redis.call('LPUSH', KEYS[2], body)
+    redis.call('HDEL', KEYS[1], ARGV[i])
+    moved = moved + 1
+  end
+end
+return moved
+"#,
+    )
+});
+
+/// Moves messages this consumer still holds to the error list, each behind
+/// its entry header, and forgets them.
+///
+/// KEYS: in-flight hash, error list. ARGV: pairs of (delivery id, header).
+/// Returns one flag per pair: 1 moved, 0 already reclaimed by a reaper (a
+/// late acknowledgement). The message bytes never leave Redis, and a
+/// message is in the hash or in the error list, never both or neither.
+pub static ACK_ERROR: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        "ack_error",
+        r#"
+local moved = {}
+for i = 1, #ARGV, 2 do
+  local body = redis.call('HGET', KEYS[1], ARGV[i])
+  if body then
+    redis.call('LPUSH', KEYS[2], ARGV[i + 1] .. body)
+    redis.call('HDEL', KEYS[1], ARGV[i])
+    moved[#moved + 1] = 1
+  else
+    moved[#moved + 1] = 0
+  end
+end
+return moved
+"#,
+    )
+});
+
+/// Returns everything a consumer holds to the consuming end of the queue and
+/// unregisters it.
+///
+/// KEYS: heartbeat, in-flight hash, queue, consumer set.
+/// ARGV: consumer id, `force` (`1` for a consumer returning its own work;
+/// otherwise only when the heartbeat has expired).
+/// Returns the number of messages returned, or -1 when the consumer is alive.
+/// The oldest delivery ends up rightmost, so it is taken next. Atomic: a
+/// consumer that is alive never loses its messages to a reaper, and a
+/// message is never both returned and held.
+pub static RETURN_INFLIGHT: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        "return_inflight",
+        r#"
+if ARGV[2] ~= '1' and redis.call('EXISTS', KEYS[1]) == 1 then
+  return -1
+end
+local flat = redis.call('HGETALL', KEYS[2])
+local held = {}
+for i = 1, #flat, 2 do
+  local id = tonumber(flat[i])
+  if id then held[#held + 1] = {id, flat[i + 1]} end
+end
+table.sort(held, function(a, b) return a[1] > b[1] end)
+for _, h in ipairs(held) do
+  redis.call('RPUSH', KEYS[3], h[2])
+end
+redis.call('DEL', KEYS[2])
+if ARGV[2] == '1' then redis.call('DEL', KEYS[1]) end
+redis.call('SREM', KEYS[4], ARGV[1])
+return #held
+"#,
+    )
+});
+
+/// Refreshes a consumer's heartbeat and membership.
+///
+/// KEYS: heartbeat, consumer set. ARGV: consumer id, TTL (ms), value.
+/// Returns 1 when the heartbeat was still alive, 0 when it had expired (a
+/// reaper may have returned this consumer's messages meanwhile).
+pub static HEARTBEAT: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        "heartbeat",
+        r#"
+local alive = redis.call('EXISTS', KEYS[1])
+redis.call('SET', KEYS[1], ARGV[3], 'PX', ARGV[2])
+redis.call('SADD', KEYS[2], ARGV[1])
+return alive
+"#,
+    )
+});
+
+/// Removes entries from the old end of the error list only if they are
+/// still exactly the ones the caller printed.
+///
+/// KEYS: error list. ARGV: SHA1 of each printed entry, oldest first.
+/// Returns how many were removed (all or none). Used after the printed
+/// entries reached their reader, so an interrupted drain never loses one.
+pub static CONFIRM_DRAINED: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        "confirm_drained",
+        r#"
+local n = #ARGV
+local tail = redis.call('LRANGE', KEYS[1], -n, -1)
+if #tail ~= n then return 0 end
+for i = 1, n do
+  if redis.sha1hex(tail[n - i + 1]) ~= ARGV[i] then return 0 end
+end
+redis.call('LTRIM', KEYS[1], 0, -n - 1)
+return n
+"#,
+    )
+});
+
+/// Moves the oldest error entries back to the queue with their original
+/// bytes.
+///
+/// KEYS: error list, queue. ARGV: how many at most.
+/// Returns the entries moved (whole, for printing). Each message goes to
+/// the head of the queue (as if newly produced) with the header stripped;
+/// entries written by the original go-redis-dsg (`m:"…" e:"…"`) give back
+/// their message. Atomic: an entry is in one list or the other.
+pub static REQUEUE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        "requeue",
+        r#"
+local entries = redis.call('RPOP', KEYS[1], ARGV[1])
+if not entries then return {} end
+for _, e in ipairs(entries) do
+  local body = e
+  if string.sub(e, 1, 8) == 'DSGERR1 ' then
+    local nl = string.find(e, '\n', 9, true)
+    if nl then body = string.sub(e, nl + 1) end
+  else
+    local m = string.match(e, '^m:"(.*)" e:"[^"]*"$')
+    if m then body = m end
+  end
+  redis.call('LPUSH', KEYS[2], body)
+end
+return entries
+"#,
+    )
+});
+
+/// First step of a move to a list in another hash slot (Redis Cluster):
+/// pushes each entry unless its delivery token was pushed before, so a
+/// retry after an error whose outcome is unknown does not push it twice.
+/// Tokens are kept with their time and dropped after the TTL, so ones left
+/// by a crash between the steps do not pile up under steady traffic.
+///
+/// KEYS: target list, its marker sorted set ([`Keys::moved_marker`]).
+/// ARGV: now (ms), TTL (ms), then token and entry pairs. Returns how many
+/// were pushed.
+pub static PUSH_ONCE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        "push_once",
+        r#"
+local now = tonumber(ARGV[1])
+local ttl = tonumber(ARGV[2])
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now - ttl)
+local pushed = 0
+for i = 3, #ARGV, 2 do
+  if redis.call('ZADD', KEYS[2], 'NX', now, ARGV[i]) == 1 then
+    redis.call('LPUSH', KEYS[1], ARGV[i + 1])
+    pushed = pushed + 1
+  end
+end
+redis.call('PEXPIRE', KEYS[2], ttl)
+return pushed
+"#,
+    )
+});
+
+/// Second step of such a move: forgets the held messages.
+///
+/// KEYS: in-flight hash. ARGV: delivery ids.
+/// Returns per id 1 if this consumer still held it, 0 if a reaper had
+/// taken it back meanwhile (then it is delivered again: a duplicate).
+pub static FORGET: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        "forget",
+        r#"
+local flags = {}
+for i = 1, #ARGV do
+  flags[i] = redis.call('HDEL', KEYS[1], ARGV[i])
+end
+return flags
+"#,
+    )
+});
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_entry_prefix_matches_the_lua_scripts() {
+        assert_eq!(ERROR_ENTRY_PREFIX.len(), 8);
+        assert!(REQUEUE.lua.contains(&format!("'{ERROR_ENTRY_PREFIX}'")));
+    }
+}

@@ -1,0 +1,248 @@
+//! Acknowledging processed messages in batches: successes are removed (or
+//! handed over to the output list in the same step,
+//! [`crate::redis::scripts::ACK_OUTPUT`]), failures move to the error list
+//! behind their entry header ([`crate::redis::scripts::ACK_ERROR`]); lists
+//! in another Cluster slot take two steps. Every acknowledgement is
+//! idempotent, so a retry after an error whose outcome is unknown is safe.
+
+use std::sync::Arc;
+
+use fred::prelude::*;
+use fred::types::Value;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::{Ack, Consumer};
+use crate::redis::scripts::{ACK_ERROR, ACK_OUTPUT, FORGET, PUSH_ONCE};
+use crate::redis::{Keys, Operation, RedisError, int, value_bytes};
+use crate::service::backoff::Backoff;
+use crate::service::metrics::Outcome;
+
+/// Routes each acknowledgement to the acker of its kind.
+#[derive(Debug, Clone)]
+pub(super) struct AckSender {
+    pub(super) ok: mpsc::UnboundedSender<Ack>,
+    pub(super) err: mpsc::UnboundedSender<Ack>,
+}
+
+impl AckSender {
+    pub(super) fn send(&self, ack: Ack) {
+        let tx = if ack.header.is_some() {
+            &self.err
+        } else {
+            &self.ok
+        };
+        // The ackers live until every sender is gone.
+        let _ = tx.send(ack);
+    }
+}
+
+impl Consumer {
+    /// Sends acknowledgements (all successes or all failures) in batches;
+    /// permits go back when their acknowledgement reached Redis.
+    pub(super) async fn acker(
+        self: Arc<Self>,
+        mut rx: mpsc::UnboundedReceiver<Ack>,
+        give_up: CancellationToken,
+    ) {
+        let mut batch = Vec::with_capacity(1024);
+        while rx.recv_many(&mut batch, 1024).await > 0 {
+            let errors = batch[0].header.is_some();
+            let (this, acks) = (&self, &batch);
+            self.retry_ack(Operation::Ack, acks, &give_up, |attempt| async move {
+                if errors {
+                    this.ack_errors(acks, attempt).await
+                } else {
+                    this.ack_oks(acks, attempt).await
+                }
+            })
+            .await;
+            self.metrics.add_in_flight(-(batch.len() as i64));
+            batch.clear();
+        }
+    }
+
+    /// Runs `attempt` until it succeeds or `give_up` fires.
+    async fn retry_ack<F, Fut>(
+        &self,
+        operation: Operation,
+        acks: &[Ack],
+        give_up: &CancellationToken,
+        attempt: F,
+    ) where
+        F: Fn(u32) -> Fut,
+        Fut: std::future::Future<Output = Result<(), RedisError>>,
+    {
+        if acks.is_empty() {
+            return;
+        }
+        let mut backoff = Backoff::for_redis();
+        loop {
+            let n = backoff.failures() + 1;
+            // Past the deadline nothing is tried or awaited any more: the
+            // messages stay in our hash and go back with our return.
+            let result = tokio::select! {
+                _ = give_up.cancelled() => return,
+                r = attempt(n) => r,
+            };
+            match result {
+                Ok(()) => return,
+                Err(e) => {
+                    self.metrics.record_redis_error(operation);
+                    if n == 1 || n % 20 == 0 {
+                        tracing::warn!(error = %e, pending = acks.len(), attempts = n, "acknowledgement failed; retrying");
+                    }
+                    if backoff.fail_and_wait(give_up).await {
+                        // They stay in our hash; our return (or a reaper)
+                        // puts them back in the queue.
+                        tracing::warn!(pending = acks.len(), "giving up on acknowledgements");
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Acknowledges successes (idempotent). After a failed attempt whose
+    /// outcome is unknown, a message found gone was most likely removed by
+    /// that attempt, so it counts as processed rather than late.
+    async fn ack_oks(&self, acks: &[Ack], attempt: u32) -> Result<(), RedisError> {
+        let inflight = self.keys.inflight(&self.id);
+        let ids: Vec<String> = acks.iter().map(|a| a.id.to_string()).collect();
+        let removed: u64 = match &self.cfg.output_queue {
+            Some(output) if self.split_output => {
+                let moved = self
+                    .move_in_two_steps(output, &acks.iter().map(|a| (a.id, "")).collect::<Vec<_>>())
+                    .await?;
+                moved.iter().filter(|m| **m).count() as u64
+            }
+            // The hand-off and the acknowledgement are one step.
+            Some(output) => {
+                self.redis
+                    .run(
+                        &ACK_OUTPUT,
+                        vec![inflight, output.clone()],
+                        ids.iter().map(|id| Value::from(id.as_str())).collect(),
+                    )
+                    .await?
+            }
+            None => self.redis.client().hdel(inflight.as_str(), ids).await?,
+        };
+        let n = acks.len() as u64;
+        let removed = removed.min(n);
+        if attempt == 1 {
+            self.record(Outcome::Ok, removed);
+            self.metrics.record_late_acks(n - removed);
+        } else {
+            self.record(Outcome::Ok, n);
+        }
+        Ok(())
+    }
+
+    /// Moves failures to the error list (idempotent: a message no longer in
+    /// the hash is not pushed again).
+    async fn ack_errors(&self, acks: &[Ack], attempt: u32) -> Result<(), RedisError> {
+        let flags: Vec<i64> = if self.split_errors {
+            let items: Vec<(u64, &str)> = acks.iter().map(|a| (a.id, a.error_header())).collect();
+            self.move_in_two_steps(&self.keys.error_queue, &items)
+                .await?
+                .into_iter()
+                .map(i64::from)
+                .collect()
+        } else {
+            let mut args = Vec::with_capacity(acks.len() * 2);
+            for a in acks {
+                args.push(int(a.id));
+                args.push(Value::from(a.error_header()));
+            }
+            self.redis
+                .run(
+                    &ACK_ERROR,
+                    vec![self.keys.inflight(&self.id), self.keys.error_queue.clone()],
+                    args,
+                )
+                .await?
+        };
+        let mut late = 0;
+        let mut counts = [0u64; Outcome::ALL.len()];
+        for (flag, a) in flags.iter().zip(acks) {
+            if *flag == 1 || attempt > 1 {
+                counts[a.outcome as usize] += 1;
+            } else {
+                late += 1;
+            }
+        }
+        for (outcome, n) in Outcome::ALL.iter().zip(counts) {
+            self.record(*outcome, n);
+        }
+        self.metrics.record_late_acks(late);
+        Ok(())
+    }
+
+    /// Moves held messages to `target`, a list in another hash slot on Redis
+    /// Cluster, each behind its prefix, in two steps: push each one unless
+    /// its delivery token is marked as pushed already (so retrying after an
+    /// error whose outcome is unknown does not push it again), then forget
+    /// it. A crash between the steps leaves a message pushed and still held;
+    /// the reaper delivers it again, the duplicate at-least-once allows.
+    /// Returns, per item, whether this consumer still held it.
+    async fn move_in_two_steps(
+        &self,
+        target: &str,
+        items: &[(u64, &str)],
+    ) -> Result<Vec<bool>, RedisError> {
+        /// Long past any retry of one move; markers left by a crash between
+        /// the steps are dropped after it.
+        const MARKER_TTL_MS: u64 = 3_600_000;
+        let inflight = self.keys.inflight(&self.id);
+        let ids: Vec<String> = items.iter().map(|(id, _)| id.to_string()).collect();
+        let bodies: Vec<Value> = self
+            .redis
+            .client()
+            .hmget(inflight.as_str(), ids.clone())
+            .await?;
+        let marker = Keys::moved_marker(target);
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let mut args = vec![int(now_ms), int(MARKER_TTL_MS)];
+        let mut tokens = Vec::new();
+        for ((id, prefix), body) in items.iter().zip(bodies) {
+            if let Some(body) = value_bytes(body) {
+                let token = format!("{}:{id}", self.id);
+                let mut entry = Vec::with_capacity(prefix.len() + body.len());
+                entry.extend_from_slice(prefix.as_bytes());
+                entry.extend_from_slice(&body);
+                args.push(Value::from(token.as_str()));
+                args.push(Value::Bytes(entry.into()));
+                tokens.push(token);
+            }
+        }
+        if !tokens.is_empty() {
+            let _: i64 = self
+                .redis
+                .run(&PUSH_ONCE, vec![target.to_string(), marker.clone()], args)
+                .await?;
+        }
+        let flags: Vec<i64> = self
+            .redis
+            .run(
+                &FORGET,
+                vec![inflight],
+                ids.into_iter().map(Value::from).collect(),
+            )
+            .await?;
+        if !tokens.is_empty() {
+            // Only tidiness: a marker left behind is dropped after the TTL.
+            if let Err(e) = self
+                .redis
+                .client()
+                .zrem::<i64, _, _>(marker.as_str(), tokens)
+                .await
+            {
+                tracing::debug!(error = %e, "could not clear move markers");
+            }
+        }
+        Ok(flags.iter().map(|f| *f == 1).collect())
+    }
+}

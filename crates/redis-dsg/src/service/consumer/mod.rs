@@ -1,0 +1,368 @@
+//! The consumer role: at-least-once processing of the queue.
+//!
+//! A message is moved atomically from the queue into this consumer's
+//! in-flight hash ([`crate::redis::scripts::FETCH`]) before it is processed, and
+//! removed from it only after processing finished: `ok` → `HDEL` (or the
+//! hand-off to the output list, [`crate::redis::scripts::ACK_OUTPUT`]); invalid,
+//! malformed or oversized → moved to the error list in the same step
+//! ([`crate::redis::scripts::ACK_ERROR`]). Acknowledgements are batched and cost
+//! O(batch), never O(messages in flight). A consumer that dies leaves its
+//! messages in its hash; once its heartbeat expires a reaper returns them to
+//! the queue ([`crate::service::reaper`]).
+//!
+//! Back-pressure: a semaphore of `max_concurrency` permits; a permit is taken
+//! before a message is fetched and given back only after its
+//! acknowledgement reached Redis, so the consumer never holds more than the
+//! limit, whatever the backlog.
+//!
+//! An empty queue is polled, with a pause that starts at 1 ms and grows to
+//! `idle_poll_max_ms`, instead of waited on with a blocking pop: a blocking
+//! pop returns the whole message to the client, and an oversized message
+//! must never be read into memory. An empty poll writes nothing in Redis.
+
+mod ack;
+mod fetch;
+
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use fred::bytes::Bytes;
+use time::OffsetDateTime;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::ConsumerConfig;
+use crate::redis::scripts::{HEARTBEAT, RETURN_INFLIGHT};
+use crate::redis::{Keys, Operation, Redis, RedisError, int};
+use crate::service::error_entry::{self, Reason};
+use crate::service::message;
+use crate::service::metrics::{Metrics, Outcome};
+use crate::service::processor::{SimulatedProcessor, Verdict};
+use ack::AckSender;
+use fetch::{FETCHERS, FetchShared};
+
+/// A message taken from the queue.
+#[derive(Debug)]
+struct Delivery {
+    id: u64,
+    body: Body,
+}
+
+#[derive(Debug)]
+enum Body {
+    Bytes(Bytes),
+    /// Too large: only its size crossed the network.
+    Oversized(u64),
+}
+
+impl Ack {
+    /// The error entry's header of a failed message. [`AckSender`] routes
+    /// exactly the acks that have one to the error acker, the only caller.
+    fn error_header(&self) -> &str {
+        self.header
+            .as_deref()
+            .expect("the error acker only receives acks with a header")
+    }
+}
+
+/// A finished message waiting for its acknowledgement.
+#[derive(Debug)]
+struct Ack {
+    id: u64,
+    outcome: Outcome,
+    /// For error outcomes: the error entry's header.
+    header: Option<String>,
+    _permit: OwnedSemaphorePermit,
+}
+
+/// One consumer instance.
+#[derive(Debug)]
+pub(super) struct Consumer {
+    redis: Redis,
+    keys: Keys,
+    id: String,
+    cfg: ConsumerConfig,
+    metrics: Metrics,
+    processor: SimulatedProcessor,
+    heartbeat_value: String,
+    /// On Redis Cluster, lists outside the queue's hash slot cannot be
+    /// written by the same script as the in-flight hash: moves to them take
+    /// two steps.
+    split_errors: bool,
+    split_output: bool,
+}
+
+impl Consumer {
+    /// A consumer with id `id` (unique per process start).
+    pub(super) fn new(
+        redis: Redis,
+        keys: Keys,
+        id: String,
+        cfg: ConsumerConfig,
+        metrics: Metrics,
+        processor: SimulatedProcessor,
+    ) -> Consumer {
+        let heartbeat_value = serde_json::json!({
+            "id": id,
+            "pid": std::process::id(),
+            "started_at": OffsetDateTime::now_utc().unix_timestamp(),
+        })
+        .to_string();
+        let clustered = redis.is_clustered();
+        let split_errors = clustered && !keys.error_queue_shares_slot();
+        let split_output = clustered
+            && cfg
+                .output_queue
+                .as_deref()
+                .is_some_and(|o| !keys.shares_slot(o));
+        if split_errors || split_output {
+            tracing::warn!(
+                "the error or output list is in another hash slot than the queue: moves to it take two steps \
+                 (loss-free, but a crash between them repeats a message); name it with the queue's hash tag, \
+                 e.g. {{{}}}:errors, for one atomic step",
+                keys.queue
+            );
+        }
+        Consumer {
+            redis,
+            keys,
+            id,
+            cfg,
+            metrics,
+            processor,
+            heartbeat_value,
+            split_errors,
+            split_output,
+        }
+    }
+
+    /// Consumes while `gate` is true, until `stop` fires; then finishes
+    /// in-flight work within `drain_budget` (counted from `stop`), returns
+    /// what is left to the queue within `return_budget` more, and
+    /// unregisters.
+    pub(super) async fn run(
+        self: Arc<Self>,
+        gate: watch::Receiver<bool>,
+        stop: CancellationToken,
+        drain_budget: Duration,
+        return_budget: Duration,
+    ) {
+        // The drain deadline counts from the stop signal, not from when the
+        // fetch loop noticed it (a fetch may be waiting on a slow Redis).
+        let stopped_at = Arc::new(OnceLock::new());
+        {
+            let (stop, stopped_at) = (stop.clone(), stopped_at.clone());
+            tokio::spawn(async move {
+                stop.cancelled().await;
+                let _ = stopped_at.set(Instant::now());
+            });
+        }
+        let heartbeat_stop = CancellationToken::new();
+        let heartbeat = tokio::spawn(self.clone().heartbeat_loop(heartbeat_stop.clone()));
+        // Successes and failures are acknowledged by separate tasks, so a
+        // failing error list never holds up successes. They give up
+        // retrying only once the drain budget is spent.
+        let give_up = CancellationToken::new();
+        let (ok_tx, ok_rx) = mpsc::unbounded_channel();
+        let (err_tx, err_rx) = mpsc::unbounded_channel();
+        let ok_acker = tokio::spawn(self.clone().acker(ok_rx, give_up.clone()));
+        let err_acker = tokio::spawn(self.clone().acker(err_rx, give_up.clone()));
+        let ack_tx = AckSender {
+            ok: ok_tx,
+            err: err_tx,
+        };
+        let permits = Arc::new(Semaphore::new(self.cfg.max_concurrency));
+        let shared = Arc::new(FetchShared {
+            next_id: AtomicU64::new(1),
+            unknown: Mutex::new(Vec::new()),
+        });
+        // Two fetch loops keep a fetch in flight while the reply of the
+        // other is being handed out (one alone left Redis idle half the
+        // time while draining a backlog).
+        let loops = (0..FETCHERS).map(|_| {
+            let (this, mut gate, stop, permits, ack_tx, shared) = (
+                self.clone(),
+                gate.clone(),
+                stop.clone(),
+                permits.clone(),
+                ack_tx.clone(),
+                shared.clone(),
+            );
+            async move {
+                let mut tasks = JoinSet::new();
+                this.fetch_loop(&mut gate, &stop, &permits, &mut tasks, &ack_tx, &shared)
+                    .await;
+                tasks
+            }
+        });
+        let mut sets = futures_util::future::join_all(loops).await;
+        drop(gate);
+
+        let start = stopped_at.get().copied().unwrap_or_else(Instant::now);
+        let deadline = start + drain_budget;
+        let held: usize = sets.iter().map(JoinSet::len).sum();
+        if held > 0 {
+            tracing::info!(held, "finishing in-flight messages before stopping");
+        }
+        let finished = tokio::time::timeout_at(deadline.into(), async {
+            for tasks in sets.iter_mut() {
+                while tasks.join_next().await.is_some() {}
+            }
+        })
+        .await;
+        if finished.is_err() {
+            let unfinished: usize = sets.iter().map(JoinSet::len).sum();
+            tracing::warn!(
+                unfinished,
+                "drain budget spent; returning unfinished messages to the queue"
+            );
+            for tasks in sets.iter_mut() {
+                tasks.abort_all();
+                while tasks.join_next().await.is_some() {}
+            }
+            // Aborted tasks never reach the acker.
+            self.metrics.add_in_flight(-(unfinished as i64));
+        }
+        drop(ack_tx);
+        // Acks already queued get until the deadline to reach Redis.
+        let give_up_at = give_up.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep_until(deadline.into()).await;
+            give_up_at.cancel();
+        });
+        let _ = tokio::join!(ok_acker, err_acker);
+        // Stop the heartbeat first, without waiting for a call in flight
+        // (Redis may be down): a heartbeat landing after the return only
+        // registers an empty consumer, which the reapers remove.
+        heartbeat_stop.cancel();
+        heartbeat.abort();
+        let _ = heartbeat.await;
+        self.return_all(deadline + return_budget).await;
+    }
+
+    /// Processes one message and says how it ended.
+    async fn handle(&self, d: Delivery, permit: OwnedSemaphorePermit) -> Ack {
+        let started = Instant::now();
+        let failure = match &d.body {
+            Body::Oversized(size) => Some((
+                Reason::Oversized,
+                format!(
+                    "message is {size} bytes; consumer.max_message_bytes is {}",
+                    self.cfg.max_message_bytes
+                ),
+            )),
+            Body::Bytes(bytes) => match message::parse(bytes) {
+                Err(why) => Some((Reason::Malformed, why.to_string())),
+                Ok(m) => {
+                    let age = OffsetDateTime::now_utc() - m.created_at;
+                    self.metrics.record_message_age(age.as_seconds_f64());
+                    match self.processor.process(&m).await {
+                        Verdict::Ok => None,
+                        Verdict::Invalid(why) => Some((Reason::Invalid, why)),
+                    }
+                }
+            },
+        };
+        self.metrics.record_processing_time(started.elapsed());
+        let (outcome, header) = match failure {
+            None => (Outcome::Ok, None),
+            Some((reason, detail)) => (
+                match reason {
+                    Reason::Invalid => Outcome::Invalid,
+                    Reason::Malformed => Outcome::Malformed,
+                    Reason::Oversized => Outcome::Oversized,
+                },
+                Some(error_entry::header(
+                    reason,
+                    &detail,
+                    &self.id,
+                    OffsetDateTime::now_utc(),
+                )),
+            ),
+        };
+        Ack {
+            id: d.id,
+            outcome,
+            header,
+            _permit: permit,
+        }
+    }
+
+    fn record(&self, outcome: Outcome, n: u64) {
+        self.metrics.record_processed(outcome, n);
+    }
+
+    /// Returns everything this consumer still holds to the queue and
+    /// unregisters it; retried until `deadline`.
+    async fn return_all(&self, deadline: Instant) {
+        loop {
+            let attempt = tokio::time::timeout_at(deadline.into(), self.return_once()).await;
+            match attempt {
+                Ok(Ok(0)) => return,
+                Ok(Ok(n)) => {
+                    tracing::info!(returned = n, "returned unfinished messages to the queue");
+                    return;
+                }
+                Ok(Err(e)) if Instant::now() + Duration::from_millis(200) < deadline => {
+                    self.metrics.record_redis_error(Operation::Return);
+                    tracing::debug!(error = %e, "return failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                _ => {
+                    self.metrics.record_redis_error(Operation::Return);
+                    tracing::warn!(
+                        "could not return in-flight messages in time; a reaper will once the heartbeat expires"
+                    );
+                    return;
+                }
+            }
+        }
+    }
+
+    async fn return_once(&self) -> Result<i64, RedisError> {
+        self.redis
+            .run(
+                &RETURN_INFLIGHT,
+                vec![
+                    self.keys.heartbeat(&self.id),
+                    self.keys.inflight(&self.id),
+                    self.keys.queue.clone(),
+                    self.keys.consumers(),
+                ],
+                vec![self.id.as_str().into(), "1".into()],
+            )
+            .await
+    }
+
+    async fn heartbeat_loop(self: Arc<Self>, stop: CancellationToken) {
+        let interval = Duration::from_millis(self.cfg.heartbeat_interval_ms);
+        loop {
+            let alive: Result<i64, _> = self
+                .redis
+                .run(
+                    &HEARTBEAT,
+                    vec![self.keys.heartbeat(&self.id), self.keys.consumers()],
+                    vec![
+                        self.id.as_str().into(),
+                        int(self.cfg.heartbeat_ttl_ms),
+                        self.heartbeat_value.as_str().into(),
+                    ],
+                )
+                .await;
+            match alive {
+                Ok(1) => {}
+                Ok(_) => tracing::debug!("heartbeat (re)registered"),
+                Err(e) => {
+                    self.metrics.record_redis_error(Operation::Heartbeat);
+                    tracing::debug!(error = %e, "heartbeat failed");
+                }
+            }
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep(interval) => {}
+            }
+        }
+    }
+}

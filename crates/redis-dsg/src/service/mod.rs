@@ -1,0 +1,29 @@
+//! The long-running service: [`Application`] wires the role loop (lease,
+//! generator, consumer), the reaper, the HTTP router and the metrics.
+//!
+//! Identical instances elect one generator through a renewable, fenced
+//! Redis lease (`lease`, `generator`); the others consume the list
+//! at-least-once (`consumer`, `reaper`); probes, metrics and status come
+//! from one HTTP router (`http`, `metrics`).
+
+mod app;
+mod backoff;
+mod consumer;
+pub mod error_entry;
+mod generator;
+mod http;
+mod lease;
+pub mod message;
+mod metrics;
+mod process_stats;
+mod processor;
+mod reaper;
+mod role;
+pub mod shutdown;
+mod state;
+mod status;
+
+pub use app::{AppError, Application};
+pub use lease::LeaseToken;
+pub use state::Role;
+pub use status::{Counts, InstanceStatus, LeaseView};

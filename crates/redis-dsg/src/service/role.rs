@@ -1,0 +1,199 @@
+//! The role loop: decides what this instance does and switches between
+//! roles without ever running two generator loops.
+//!
+//! - `MODE=consumer`: consume until stopped.
+//! - `MODE=generator`: wait for the lease (standby), generate while holding
+//!   it, wait again after losing it.
+//! - `MODE=auto`: like `generator`, but consume while not holding the lease.
+//!
+//! The consumer lives for the whole process (one id, one heartbeat); taking
+//! the lease only closes its gate, so it stops fetching and finishes what it
+//! holds while the generator starts at once.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::redis::Keys;
+use crate::redis::Operation;
+use crate::redis::Redis;
+use crate::service::consumer::Consumer;
+use crate::service::generator::{FencedWriter, Generator, GeneratorEnd};
+use crate::service::lease::{HoldEnd, LeaseClient, Notices};
+use crate::service::metrics::{Metrics, Transition};
+use crate::service::processor::SimulatedProcessor;
+use crate::service::state::{InstanceState, Role};
+
+/// Everything the role loop works with.
+#[derive(Debug, Clone)]
+pub(super) struct RoleContext {
+    /// Redis connections.
+    pub redis: Redis,
+    /// Key names.
+    pub keys: Keys,
+    /// The configuration.
+    pub config: Config,
+    /// Metrics.
+    pub metrics: Metrics,
+    /// Shared state (role, holder, readiness).
+    pub state: Arc<InstanceState>,
+}
+
+/// Runs the roles until `stop` fires, then releases the lease, drains the
+/// consumer, and returns.
+pub(super) async fn run(ctx: RoleContext, stop: CancellationToken) {
+    // Wait for Redis before doing anything: readiness stays false meanwhile.
+    tokio::select! {
+        _ = stop.cancelled() => return,
+        r = ctx.redis.wait_connected() => {
+            if let Err(e) = r {
+                tracing::error!(error = %e, "cannot connect to Redis");
+            }
+        }
+    }
+    ctx.state.set_role_loop_running(true);
+    let mode = ctx.config.mode;
+    let id = ctx.state.id.clone();
+    tracing::info!(id = %id, mode = mode.as_str(), "connected to Redis; role loop running");
+
+    let (gate_tx, gate_rx) = watch::channel(false);
+    let consumer = mode.may_consume().then(|| {
+        let consumer = Arc::new(Consumer::new(
+            ctx.redis.clone(),
+            ctx.keys.clone(),
+            id.clone(),
+            ctx.config.consumer.clone(),
+            ctx.metrics.clone(),
+            SimulatedProcessor::new(ctx.config.processor.clone()),
+        ));
+        let (drain, give_back) = budgets(&ctx.config);
+        // The consumer stops with everything else, at the signal: it must
+        // not take new messages while the lease is being released.
+        tokio::spawn(consumer.run(gate_rx, stop.clone(), drain, give_back))
+    });
+
+    if mode.may_generate() {
+        contend(&ctx, &gate_tx, &stop).await;
+    } else {
+        ctx.state.set_role(Role::Consumer);
+        let _ = gate_tx.send(true);
+        stop.cancelled().await;
+    }
+
+    let _ = gate_tx.send(false);
+    if let Some(task) = consumer {
+        let _ = task.await;
+    }
+    ctx.state.set_role_loop_running(false);
+}
+
+/// How the shutdown timeout is spent by the consumer: finishing in-flight
+/// work, then returning the rest to the queue; what remains is a margin for
+/// closing connections.
+fn budgets(config: &Config) -> (Duration, Duration) {
+    let total = config.shutdown.timeout();
+    let reserve = Duration::from_secs(2).min(total / 4);
+    (total - reserve, reserve / 2)
+}
+
+/// Contends for the lease, generating while holding it, until `stop`.
+async fn contend(ctx: &RoleContext, gate: &watch::Sender<bool>, stop: &CancellationToken) {
+    let lease_client = LeaseClient::new(
+        ctx.redis.clone(),
+        ctx.keys.clone(),
+        ctx.state.id.clone(),
+        ctx.config.lease.clone(),
+    );
+    let generator = Generator::new(
+        FencedWriter::new(ctx.redis.clone(), ctx.keys.clone()),
+        ctx.config.generator.clone(),
+        ctx.metrics.clone(),
+    );
+    let mut notices = Notices::subscribe(&ctx.redis, &ctx.keys);
+    let may_consume = ctx.config.mode.may_consume();
+    // Until an attempt says someone else holds the lease, the instance is
+    // deciding (standby) and does not consume.
+    let on_waiting = || {
+        if may_consume {
+            ctx.state.set_role(Role::Consumer);
+            let _ = gate.send(true);
+        } else {
+            ctx.state.set_role(Role::Standby);
+        }
+    };
+    loop {
+        ctx.state.set_role(Role::Standby);
+        let Some(lease) = lease_client
+            .wait_for_lease(&mut notices, &ctx.state, &ctx.metrics, stop, &on_waiting)
+            .await
+        else {
+            break;
+        };
+        let _ = gate.send(false);
+        ctx.state.set_role(Role::Generator);
+        ctx.metrics.record_generating(true);
+        lease_client.announce_acquired(&lease, &ctx.state, &ctx.metrics);
+
+        let run_stop = stop.child_token();
+        let (hold_end, generator_end) = tokio::join!(
+            async {
+                let end = lease_client.hold(&lease, &run_stop, &ctx.metrics).await;
+                // Whatever ended holding ends generating too.
+                lease.mark_lost();
+                end
+            },
+            async {
+                let end = generator.run(&lease, &run_stop).await;
+                if end == GeneratorEnd::LeaseLost {
+                    lease.mark_lost();
+                }
+                end
+            },
+        );
+        ctx.metrics.record_generating(false);
+
+        if stop.is_cancelled() {
+            // The generator has no write in flight any more: release now so
+            // a standby takes over at once.
+            let release =
+                tokio::time::timeout(Duration::from_secs(2), lease_client.release(&lease));
+            match release.await.unwrap_or_else(|_| {
+                Err(crate::redis::RedisError::Reply {
+                    script: "release_lease",
+                    detail: "no answer within 2 s".into(),
+                })
+            }) {
+                Ok(true) => {
+                    ctx.metrics.record_transition(Transition::Released);
+                    tracing::info!(epoch = lease.epoch, "released the generator lease");
+                }
+                Ok(false) => {
+                    ctx.metrics.record_transition(Transition::Lost);
+                    tracing::warn!(epoch = lease.epoch, "the lease was already gone at release");
+                }
+                Err(e) => {
+                    ctx.metrics.record_redis_error(Operation::Lease);
+                    tracing::warn!(error = %e, "could not release the lease; it expires on its own");
+                }
+            }
+            ctx.state.set_holder(None, None);
+            break;
+        }
+        let why = match (hold_end, generator_end) {
+            (HoldEnd::Lost(why), _) => why,
+            (_, GeneratorEnd::LeaseLost) => "a fenced write was refused",
+            _ => "stopped",
+        };
+        ctx.metrics.record_transition(Transition::Lost);
+        tracing::warn!(
+            epoch = lease.epoch,
+            reason = why,
+            "lost the generator lease; stepping down"
+        );
+        ctx.state.set_holder(None, None);
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(1), notices.close()).await;
+}
