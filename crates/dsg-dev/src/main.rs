@@ -3,7 +3,7 @@
 //! (`redis-dsg`) as child processes; nothing of them ships in the image.
 //!
 //! ```sh
-//! cargo demo                      # = cargo run --release -p dsg-dev -- demo
+//! cargo demo --replicas 5         # = cargo run --release -p dsg-dev -- demo --replicas 5
 //! cargo dsg bench                 # throughput, latency, memory
 //! cargo dsg chaos --duration 900  # the long soak
 //! ```
@@ -38,7 +38,7 @@ enum Tool {
     /// Run a local demo: a throwaway redis-server, N replicas, a live table,
     /// and the generator killed every few seconds.
     #[command(
-        after_help = "Examples:\n  cargo demo\n  cargo demo -- --replicas 5 --kill-every 8\n  REDIS_URL=127.0.0.1:6379 cargo demo -- --duration 60"
+        after_help = "Examples:\n  cargo demo\n  cargo demo --replicas 5 --kill-every 8\n  cargo demo --redis-url 127.0.0.1:6379 --duration 60"
     )]
     Demo(demo::DemoArgs),
     /// Measure throughput, latency and memory against a private redis-server.

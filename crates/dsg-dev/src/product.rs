@@ -23,12 +23,18 @@ pub(crate) fn binary(given: Option<&Path>) -> Result<PathBuf, String> {
         std::env::var_os("CARGO_MANIFEST_DIR"),
     ) {
         let mut build = Command::new(cargo);
+        // Selecting this package too keeps cargo's feature unification the
+        // same as for `cargo run -p dsg-dev`: built alone, the product would
+        // resolve its dependencies' features differently and every `cargo
+        // demo` would rebuild fred, rustls and ring twice.
         build.current_dir(manifest).args([
             "build",
             "--locked",
             "--quiet",
             "-p",
             "redis-dsg",
+            "-p",
+            "dsg-dev",
             "--bin",
             "redis-dsg",
         ]);
