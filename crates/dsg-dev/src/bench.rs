@@ -17,10 +17,10 @@ use fred::prelude::*;
 use serde::Serialize;
 
 use dsg_testkit::fleet;
-use dsg_testkit::local_redis::{LocalRedis, find_on_path, free_port};
+use dsg_testkit::local_redis::{LocalRedis, connect, find_on_path, free_port};
 use dsg_testkit::process::peak_rss_of;
-use dsg_testkit::replica::Replica;
-use redis_dsg::config::{Config, RedisUrl};
+use dsg_testkit::replica::{READY_TIMEOUT, Replica};
+use dsg_testkit::wait::eventually;
 use redis_dsg::redis::Redis;
 use redis_dsg::service::message::MessageWriter;
 
@@ -162,11 +162,7 @@ async fn setup(
             (Some(l), url)
         }
     };
-    let mut config = Config::default();
-    config.redis.url = RedisUrl::new(url.clone());
-    let redis = Redis::connect_once(&config.redis)
-        .await
-        .map_err(|e| e.to_string())?;
+    let redis = connect(&url, Duration::from_secs(5)).await?;
     let logs = std::env::temp_dir().join(format!("redis-dsg-bench-{}", std::process::id()));
     std::fs::create_dir_all(&logs).map_err(|e| e.to_string())?;
     Ok((local, url, redis, logs))
@@ -360,12 +356,7 @@ impl Bench {
             &self.logs.join(format!("{name}.log")),
         )
         .map_err(|e| format!("cannot start {name}: {e}"))?;
-        if !r.wait_ready(Duration::from_secs(20)).await {
-            return Err(format!(
-                "{name} did not become ready; log: {}",
-                log_tail(r.log())
-            ));
-        }
+        r.ready_within(READY_TIMEOUT).await?;
         Ok(r)
     }
 
@@ -381,10 +372,10 @@ impl Bench {
         let queue = self.queue("generator");
         let env = self.env(&queue, "generator", &[("GENERATOR_INTERVAL", "0".into())])?;
         let mut g = self.start("generator", &env).await?;
-        wait_for(|| async { g.is_generator().await }, Duration::from_secs(15)).await;
-        let (t0, n0) = (Instant::now(), generated_of(&g).await);
+        eventually(Duration::from_secs(15), async || g.is_generator().await).await;
+        let (t0, n0) = (Instant::now(), g.counters().await.generated);
         tokio::time::sleep(Duration::from_secs(seconds)).await;
-        let (t1, n1) = (Instant::now(), generated_of(&g).await);
+        let (t1, n1) = (Instant::now(), g.counters().await.generated);
         let rss = g
             .pid()
             .and_then(|p| peak_rss_of(&p.to_string()))
@@ -426,17 +417,13 @@ impl Bench {
         let queue = self.queue(&format!("drain{consumers}"));
         self.prefill(&queue, n).await?;
         let env = self.env(&queue, "consumer", &[])?;
-        let mut procs = Vec::new();
-        for i in 0..consumers {
-            let r = Replica::start(
-                &self.exe,
-                free_port(),
-                &env,
-                &self.logs.join(format!("drain{consumers}-{i}.log")),
-            )
-            .map_err(|e| e.to_string())?;
-            procs.push(r);
-        }
+        let mut procs = Replica::start_many(
+            &self.exe,
+            &env,
+            &self.logs,
+            &format!("drain{consumers}"),
+            consumers,
+        )?;
         // Measure from the first processed message to the last, so process
         // start-up does not count.
         let mut first: Option<(Instant, u64)> = None;
@@ -445,7 +432,7 @@ impl Bench {
         loop {
             done = 0;
             for p in &procs {
-                done += processed_of(p).await;
+                done += p.counters().await.done();
             }
             let now = Instant::now();
             if first.is_none() && done > 0 {
@@ -526,14 +513,11 @@ impl Bench {
             ],
         )?;
         let mut c = self.start("memory-consumer", &env).await?;
-        wait_for(
-            || async {
-                c.status()
-                    .await
-                    .is_some_and(|s| u64::try_from(s.in_flight) == Ok(in_flight))
-            },
-            Duration::from_secs(20),
-        )
+        eventually(Duration::from_secs(20), async || {
+            c.status()
+                .await
+                .is_some_and(|s| u64::try_from(s.in_flight) == Ok(in_flight))
+        })
         .await;
         tokio::time::sleep(Duration::from_millis(500)).await;
         let rss = c
@@ -558,35 +542,6 @@ pub(crate) async fn remove_queue(redis: &Redis, keys: &redis_dsg::redis::Keys) {
             keys.consumers(),
         ])
         .await;
-}
-
-async fn wait_for<F, Fut>(mut cond: F, timeout: Duration) -> bool
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        if cond().await {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    false
-}
-
-async fn generated_of(r: &Replica) -> u64 {
-    r.status().await.map_or(0, |s| s.counters.generated)
-}
-
-async fn processed_of(r: &Replica) -> u64 {
-    r.status().await.map_or(0, |s| s.counters.done())
-}
-
-fn log_tail(path: &Path) -> String {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(10)..].join("\n")
 }
 
 /// Cumulative `(le, count)` buckets of a histogram from `/metrics`.

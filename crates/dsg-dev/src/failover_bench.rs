@@ -12,7 +12,9 @@ use fred::prelude::*;
 use serde::Serialize;
 
 use dsg_testkit::fleet;
-use dsg_testkit::replica::Replica;
+use dsg_testkit::local_redis::connect;
+use dsg_testkit::replica::{Replica, generators};
+use dsg_testkit::stats::percentile;
 use redis_dsg::config::{Config, RedisUrl};
 use redis_dsg::redis::Keys;
 use redis_dsg::redis::Redis;
@@ -60,18 +62,15 @@ pub(crate) async fn measure(
 }
 
 fn summarize(signal: &'static str, ttl_ms: u64, times: &[f64]) -> FailoverSeries {
-    let mut t = times.to_vec();
-    t.sort_by(f64::total_cmp);
-    let pick = |q: f64| t[((q * (t.len() - 1) as f64).round() as usize).min(t.len() - 1)];
-    let p50 = pick(0.5);
+    let pick = |q: f64| percentile(times, q).unwrap_or(f64::NAN);
     FailoverSeries {
         signal,
         ttl_ms,
-        trials: t.len(),
-        p50_ms: p50,
+        trials: times.len(),
+        p50_ms: pick(0.5),
         p99_ms: pick(0.99),
-        max_ms: t.last().copied().unwrap_or(f64::NAN),
-        p50_ttl_ratio: p50 / ttl_ms as f64,
+        max_ms: pick(1.0),
+        p50_ttl_ratio: pick(0.5) / ttl_ms as f64,
     }
 }
 
@@ -216,12 +215,7 @@ pub(crate) async fn measure_sentinel(
 }
 
 async fn connect_to(port: u16) -> Result<Redis, String> {
-    let mut config = redis_dsg::config::Config::default();
-    config.redis.url = redis_dsg::config::RedisUrl::new(format!("127.0.0.1:{port}"));
-    config.redis.command_timeout_ms = 1_000;
-    Redis::connect_once(&config.redis)
-        .await
-        .map_err(|e| e.to_string())
+    connect(&format!("127.0.0.1:{port}"), Duration::from_secs(1)).await
 }
 
 /// Whether the newest entries of `output` hold a message generated after
@@ -245,16 +239,6 @@ async fn all_of(redis: &Redis, list: &str) -> Result<std::collections::HashSet<V
         .map_err(|e| e.to_string())?
         .into_iter()
         .collect())
-}
-
-async fn generators(replicas: &[Replica]) -> usize {
-    let mut n = 0;
-    for r in replicas {
-        if r.is_generator().await {
-            n += 1;
-        }
-    }
-    n
 }
 
 async fn sentinel_series(
@@ -353,7 +337,7 @@ async fn sentinel_series(
         processed_lost += before.iter().filter(|m| !after.contains(*m)).count();
         client.quit().await;
         let check = wait_for("exactly one generator", Duration::from_secs(30));
-        while generators(&replicas).await != 1 {
+        while generators(&replicas).await.len() != 1 {
             check()?;
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -368,8 +352,8 @@ async fn sentinel_series(
     for r in replicas.iter_mut() {
         r.stop(Duration::from_secs(10));
     }
-    let median = |v: &[f64]| summarize("", 1, v).p50_ms;
-    let max = |v: &[f64]| v.iter().copied().fold(f64::NAN, f64::max);
+    let median = |v: &[f64]| percentile(v, 0.5).unwrap_or(f64::NAN);
+    let max = |v: &[f64]| percentile(v, 1.0).unwrap_or(f64::NAN);
     Ok(SentinelSeries {
         reconnect_max_delay_ms,
         down_after_ms,

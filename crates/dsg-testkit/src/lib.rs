@@ -13,3 +13,5 @@ pub mod local_sentinel;
 pub mod process;
 pub mod proxy;
 pub mod replica;
+pub mod stats;
+pub mod wait;

@@ -197,6 +197,22 @@ impl Drop for LocalRedis {
     }
 }
 
+/// A client of the Redis at `url` for setting up and inspecting it, not a
+/// service connection: one connection attempt, commands timing out after
+/// `command_timeout`.
+pub async fn connect(
+    url: &str,
+    command_timeout: Duration,
+) -> Result<redis_dsg::redis::Redis, String> {
+    let mut config = redis_dsg::config::Config::default();
+    config.redis.url = redis_dsg::config::RedisUrl::new(url);
+    config.redis.command_timeout_ms =
+        u64::try_from(command_timeout.as_millis()).unwrap_or(u64::MAX);
+    redis_dsg::redis::Redis::connect_once(&config.redis)
+        .await
+        .map_err(|e| format!("cannot connect to {url}: {e}"))
+}
+
 /// Whether a Redis server on `port` answers `PING` (an authentication
 /// error is an answer too).
 pub fn ping(port: u16) -> bool {
