@@ -20,7 +20,7 @@ use crate::fencing_audit::{self, Audit};
 use crate::fleet;
 use crate::local_redis::LocalRedis;
 use crate::proxy::Proxy;
-use crate::replica::{Census, Replica};
+use crate::replica::{Census, READY_TIMEOUT, Replica};
 use crate::stats::percentile;
 use crate::wait::poll;
 
@@ -91,7 +91,11 @@ impl<'a> Soak<'a> {
         let client = reconnecting_client(&redis.url()).await?;
         let env = replica_env(&keys, proxy.port(), &logs)?;
         let auto = fleet::with_extra(env.clone(), &[("MODE", "auto")]);
-        let replicas = Replica::start_ready(exe, &auto, &logs, "replica", args.replicas).await?;
+        // All at once, as pods of a rollout come up.
+        let mut replicas = Replica::start_many(exe, &auto, &logs, "replica", args.replicas)?;
+        for r in replicas.iter_mut() {
+            r.ready_within(READY_TIMEOUT).await?;
+        }
         Ok(Soak {
             replicas,
             args,
