@@ -27,6 +27,18 @@ pub async fn poll<T>(
     }
 }
 
+/// [`poll`], with an error naming `what` did not happen on timeout.
+pub async fn within<T>(
+    what: &str,
+    timeout: Duration,
+    every: Duration,
+    probe: impl AsyncFnMut() -> Option<T>,
+) -> Result<T, String> {
+    poll(timeout, every, probe)
+        .await
+        .ok_or_else(|| format!("{what} did not happen within {timeout:?}"))
+}
+
 /// Probes `cond` every [`POLL_EVERY`] until it holds or `timeout` has
 /// passed; whether it held.
 pub async fn eventually(timeout: Duration, mut cond: impl AsyncFnMut() -> bool) -> bool {
