@@ -269,14 +269,7 @@ async fn contract6_redis_down_longer_than_the_ttl_then_exactly_one_generator_aga
     );
     for r in &replicas {
         assert!(
-            eventually(Duration::from_secs(10), || async {
-                matches!(
-                    dsg_testkit::http_client::get(r.port(), "/readyz", Duration::from_secs(2))
-                        .await,
-                    Some((200, _))
-                )
-            })
-            .await,
+            eventually(Duration::from_secs(10), || async { r.is_ready().await }).await,
             "{}",
             log(r)
         );

@@ -117,17 +117,7 @@ async fn tls_with_a_private_ca_is_verified_and_a_wrong_ca_refused() {
         ("GENERATOR_INTERVAL".to_string(), "20".to_string()),
         ("DSG_PROCESSOR__MAX_MS".to_string(), "1".to_string()),
     ]);
-    let replicas = Replica::start_ready(&exe(), &env, logs.path(), "r", 2)
-        .await
-        .expect("replicas");
-    assert!(
-        eventually(Duration::from_secs(10), || async {
-            processed_ok(&replicas).await > 10
-        })
-        .await,
-        "{}",
-        log(&replicas[0])
-    );
+    processing_pair(&env, logs.path(), 10).await;
 }
 
 /// Runs an admin command on `redis` (`CONFIG SET`, `ACL SETUSER`, …).
@@ -281,12 +271,7 @@ async fn a_rotated_password_file_is_used_at_the_next_reconnect_without_a_restart
     let before = c.counters().await.generated;
     assert!(
         eventually(Duration::from_secs(15), || async {
-            c.counters().await.generated > before + 10
-                && matches!(
-                    dsg_testkit::http_client::get(c.port(), "/readyz", Duration::from_secs(2))
-                        .await,
-                    Some((200, _))
-                )
+            c.counters().await.generated > before + 10 && c.is_ready().await
         })
         .await,
         "{}",
@@ -413,8 +398,6 @@ impl Cluster {
     }
 }
 
-/// A fleet on queue `q` with output list `{q}:out`, short lease and
-/// heartbeat times, and `extra` on top (replacing what it names).
 /// The settings of a topology test's fleet on `url`: queue `q`, output list
 /// `{q}:out` (same slot), a generator every 10 ms, processing up to 2 ms,
 /// short timings; `tune` changes what one test needs. Written to `logs`.
@@ -1000,16 +983,23 @@ async fn processing_tls_fleet(
         c.processor.invalid_ratio = 0.0;
         tune(c);
     });
-    let replicas = Replica::start_ready(&exe(), &env, logs, "tls", 2)
+    let replicas = processing_pair(&env, logs, 20).await;
+    (env, replicas)
+}
+
+/// Two replicas on `env`, once together they have processed more than
+/// `at_least` messages (within 15 s).
+async fn processing_pair(env: &[(String, String)], logs: &Path, at_least: u64) -> Vec<Replica> {
+    let replicas = Replica::start_ready(&exe(), env, logs, "r", 2)
         .await
         .expect("replicas");
     assert!(
-        eventually(Duration::from_secs(15), || async {
-            processed_ok(&replicas).await > 20
+        eventually(Duration::from_secs(15), async || {
+            processed_ok(&replicas).await > at_least
         })
         .await,
         "{}",
         log(&replicas[0])
     );
-    (env, replicas)
+    replicas
 }

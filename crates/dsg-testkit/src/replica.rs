@@ -5,7 +5,7 @@
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use redis_dsg::service::{Counts, InstanceStatus, Role};
 
@@ -101,16 +101,7 @@ impl Replica {
 
     /// Waits up to `timeout` for it to exit.
     pub fn wait_timeout(&mut self, timeout: Duration) -> Option<ExitStatus> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(s) = self.try_wait() {
-                return Some(s);
-            }
-            if Instant::now() >= deadline {
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        crate::wait::poll_blocking(timeout, Duration::from_millis(10), || self.try_wait())
     }
 
     /// SIGTERM, then SIGKILL after `grace`.
@@ -145,12 +136,21 @@ impl Replica {
         n: usize,
     ) -> Result<Vec<Replica>, String> {
         (1..=n)
-            .map(|i| {
-                let log = logs.join(format!("{prefix}-{i}.log"));
-                Replica::start(exe, crate::local_redis::free_port(), env, &log)
-                    .map_err(|e| format!("cannot start a replica: {e}"))
-            })
+            .map(|i| Replica::start_numbered(exe, env, logs, prefix, i))
             .collect()
+    }
+
+    /// Replica number `i` of [`Replica::start_many`].
+    fn start_numbered(
+        exe: &Path,
+        env: &[(String, String)],
+        logs: &Path,
+        prefix: &str,
+        i: usize,
+    ) -> Result<Replica, String> {
+        let log = logs.join(format!("{prefix}-{i}.log"));
+        Replica::start(exe, crate::local_redis::free_port(), env, &log)
+            .map_err(|e| format!("cannot start a replica: {e}"))
     }
 
     /// Starts `n` replicas like [`Replica::start_many`], one after another:
@@ -169,9 +169,7 @@ impl Replica {
     ) -> Result<Vec<Replica>, String> {
         let mut replicas = Vec::with_capacity(n);
         for i in 1..=n {
-            let log = logs.join(format!("{prefix}-{i}.log"));
-            let mut r = Replica::start(exe, crate::local_redis::free_port(), env, &log)
-                .map_err(|e| format!("cannot start a replica: {e}"))?;
+            let mut r = Replica::start_numbered(exe, env, logs, prefix, i)?;
             r.ready_within(READY_TIMEOUT).await?;
             replicas.push(r);
         }

@@ -1,6 +1,6 @@
 //! Waiting for a condition by polling: the one way the tests and the tools
 //! wait for something that has no notification (a replica's role, a list's
-//! length, Sentinel's choice of primary).
+//! length, Sentinel's choice of primary, a server answering `PING`).
 
 use std::time::{Duration, Instant};
 
@@ -37,6 +37,25 @@ pub async fn within<T>(
     poll(timeout, every, probe)
         .await
         .ok_or_else(|| format!("{what} did not happen within {timeout:?}"))
+}
+
+/// [`poll`] for synchronous code (launchers that block their thread while
+/// a server starts): the same rule, sleeping the thread between probes.
+pub fn poll_blocking<T>(
+    timeout: Duration,
+    every: Duration,
+    mut probe: impl FnMut() -> Option<T>,
+) -> Option<T> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = probe() {
+            return Some(value);
+        }
+        if Instant::now() > deadline {
+            return None;
+        }
+        std::thread::sleep(every);
+    }
 }
 
 /// Probes `cond` every [`POLL_EVERY`] until it holds or `timeout` has

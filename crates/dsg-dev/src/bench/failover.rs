@@ -16,11 +16,10 @@ use dsg_testkit::fleet;
 use dsg_testkit::replica::{READY_TIMEOUT, Replica};
 use dsg_testkit::stats::percentile;
 use dsg_testkit::wait::within;
-use redis_dsg::config::{Config, RedisUrl};
 use redis_dsg::redis::{Keys, Redis};
 use redis_dsg::service::LeaseToken;
 
-use super::{progress, remove_queue};
+use super::{progress, remove_queue, replica_env};
 
 /// Figures of one series of trials.
 #[derive(Debug, Serialize)]
@@ -94,7 +93,15 @@ async fn series(
 ) -> Result<Vec<f64>, String> {
     let queue = format!("failover:{:08x}", rand::random::<u32>());
     let keys = Keys::new(&queue, &format!("{queue}:errors"));
-    let env = replica_env(url, &keys, ttl, logs)?;
+    // Their own queue, a generator every 100 ms, no processing time.
+    let env = replica_env(url, logs, &keys.queue, |c| {
+        c.redis.queue = keys.queue.clone();
+        c.redis.error_queue = keys.error_queue.clone();
+        c.generator.interval_ms = 100;
+        c.lease.ping_interval_seconds = (ttl / 1000).max(1);
+        fleet::set_lease_ttl(c, ttl);
+        c.processor.max_ms = 0;
+    })?;
     let prefix = format!("failover-{ttl}-{signal}");
     let mut replicas = Replica::start_ready(exe, &env, logs, &prefix, 3).await?;
     // Long enough for a lease to expire and a slow machine to notice.
@@ -125,28 +132,6 @@ async fn series(
     }
     remove_queue(redis, &keys).await;
     Ok(times)
-}
-
-/// The replicas' settings: their own queue, a generator every 100 ms, no
-/// processing time, lease TTL `ttl` ms.
-fn replica_env(
-    url: &str,
-    keys: &Keys,
-    ttl: u64,
-    logs: &Path,
-) -> Result<Vec<(String, String)>, String> {
-    let mut config = Config::default();
-    config.redis.url = RedisUrl::new(url);
-    config.redis.queue = keys.queue.clone();
-    config.redis.error_queue = keys.error_queue.clone();
-    config.generator.interval_ms = 100;
-    config.lease.ping_interval_seconds = (ttl / 1000).max(1);
-    fleet::set_lease_ttl(&mut config, ttl);
-    config.processor.max_ms = 0;
-    Ok(fleet::with_extra(
-        fleet::env_for(&config, logs, &keys.queue)?,
-        &[("RUST_LOG", "warn")],
-    ))
 }
 
 /// The replica holding the lease, found through its status (the lease

@@ -23,7 +23,9 @@ use clap::Args;
 use fred::prelude::*;
 use serde::Serialize;
 
+use dsg_testkit::fleet;
 use dsg_testkit::local_redis::{LocalRedis, connect};
+use redis_dsg::config::{Config, RedisUrl};
 use redis_dsg::redis::{Keys, Redis};
 
 /// Flags of `bench`.
@@ -161,6 +163,25 @@ async fn sentinel_failover(
         let _ = std::fs::remove_dir_all(&logs);
     }
     series
+}
+
+/// The settings of a benchmark's replicas, written to `<logs>/<name>.toml`:
+/// the product's defaults on `url` (so the figures are the product's) with
+/// `tune` on top, logging warnings only (a line per message would be
+/// measured too).
+fn replica_env(
+    url: &str,
+    logs: &Path,
+    name: &str,
+    tune: impl FnOnce(&mut Config),
+) -> Result<Vec<(String, String)>, String> {
+    let mut config = Config::default();
+    config.redis.url = RedisUrl::new(url);
+    tune(&mut config);
+    Ok(fleet::with_extra(
+        fleet::env_for(&config, logs, name)?,
+        &[("RUST_LOG", "warn")],
+    ))
 }
 
 /// Reports a benchmark phase on standard error.

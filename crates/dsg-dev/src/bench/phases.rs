@@ -12,12 +12,12 @@ use dsg_testkit::fleet;
 use dsg_testkit::local_redis::{LocalRedis, find_on_path, free_port};
 use dsg_testkit::process::peak_rss_of;
 use dsg_testkit::replica::{READY_TIMEOUT, Replica};
-use dsg_testkit::wait::eventually;
+use dsg_testkit::wait::{eventually, poll};
 use redis_dsg::redis::{Keys, Redis};
 use redis_dsg::service::message::MessageWriter;
 
 use super::report::{BenchReport, quantile, scrape_histogram};
-use super::{BenchArgs, progress, remove_queue, setup};
+use super::{BenchArgs, progress, remove_queue, replica_env, setup};
 
 /// One benchmark run: the binary, its Redis and where the replicas log.
 struct Bench {
@@ -153,17 +153,16 @@ impl Bench {
         mode: &str,
         extra: &[(&str, String)],
     ) -> Result<Vec<(String, String)>, String> {
-        let mut config = redis_dsg::config::Config::default();
-        config.redis.url = redis_dsg::config::RedisUrl::new(self.url.clone());
-        config.redis.queue = queue.into();
-        config.redis.error_queue = format!("{queue}:errors");
-        config.processor.max_ms = 0;
-        config.processor.invalid_ratio = 0.0;
-        let base = fleet::env_for(&config, &self.logs, &format!("{queue}-{mode}"))?;
+        let base = replica_env(&self.url, &self.logs, &format!("{queue}-{mode}"), |c| {
+            c.redis.queue = queue.into();
+            c.redis.error_queue = format!("{queue}:errors");
+            c.processor.max_ms = 0;
+            c.processor.invalid_ratio = 0.0;
+        })?;
         let extra: Vec<(&str, &str)> = extra.iter().map(|(k, v)| (*k, v.as_str())).collect();
         Ok(fleet::with_extra(
             base,
-            &[[("MODE", mode), ("RUST_LOG", "warn")].as_slice(), &extra].concat(),
+            &[[("MODE", mode)].as_slice(), &extra].concat(),
         ))
     }
 
@@ -246,22 +245,22 @@ impl Bench {
         // Measure from the first processed message to the last, so process
         // start-up does not count.
         let mut first: Option<(Instant, u64)> = None;
-        let deadline = Instant::now() + Duration::from_secs(600);
-        let mut done;
-        loop {
-            done = 0;
-            for p in &procs {
-                done += p.counters().await.done();
-            }
-            let now = Instant::now();
-            if first.is_none() && done > 0 {
-                first = Some((now, done));
-            }
-            if done >= n || now > deadline {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        let mut done = 0;
+        poll(
+            Duration::from_secs(600),
+            Duration::from_millis(20),
+            async || {
+                done = 0;
+                for p in &procs {
+                    done += p.counters().await.done();
+                }
+                if first.is_none() && done > 0 {
+                    first = Some((Instant::now(), done));
+                }
+                (done >= n).then_some(())
+            },
+        )
+        .await;
         let end = Instant::now();
         let rss = procs
             .first()

@@ -14,16 +14,14 @@ use fred::prelude::*;
 use serde::Serialize;
 use time::OffsetDateTime;
 
-use dsg_testkit::fleet;
 use dsg_testkit::local_redis::connect;
 use dsg_testkit::local_sentinel::{SentinelTopology, wait_replicated};
 use dsg_testkit::replica::{Replica, generators};
 use dsg_testkit::stats::percentile;
 use dsg_testkit::wait::within;
-use redis_dsg::config::{Config, RedisUrl};
 use redis_dsg::redis::Redis;
 
-use super::progress;
+use super::{progress, replica_env};
 
 /// Figures of a series of Sentinel failovers (`bench --failover
 /// --sentinel`): the primary is SIGKILLed while generator and consumers
@@ -103,7 +101,16 @@ async fn series(
         output: format!("{{{queue}}}:out"),
         queue,
     };
-    let env = replica_env(&topology.url(), &lists, reconnect_max_delay_ms, logs)?;
+    // An output list, a generator every 2 ms, no processing time, no
+    // invalid messages.
+    let env = replica_env(&topology.url(), logs, &lists.queue, |c| {
+        c.redis.queue = lists.queue.clone();
+        c.consumer.output_queue = Some(lists.output.clone());
+        c.generator.interval_ms = 2;
+        c.processor.max_ms = 0;
+        c.processor.invalid_ratio = 0.0;
+        c.redis.reconnect_max_delay_ms = reconnect_max_delay_ms;
+    })?;
     let prefix = format!("sentinel-{reconnect_max_delay_ms}");
     let mut replicas = Replica::start_ready(exe, &env, logs, &prefix, 3).await?;
     let mut done = Vec::with_capacity(trials);
@@ -131,28 +138,6 @@ async fn series(
         reconnect_p50_ms: median(&own_share),
         processed_lost: done.iter().map(|t| t.lost).sum(),
     })
-}
-
-/// The replicas' settings: Sentinel's URL, an output list, a generator
-/// every 2 ms, no processing time, no invalid messages.
-fn replica_env(
-    url: &str,
-    lists: &Lists,
-    reconnect_max_delay_ms: u64,
-    logs: &Path,
-) -> Result<Vec<(String, String)>, String> {
-    let mut config = Config::default();
-    config.redis.url = RedisUrl::new(url);
-    config.redis.queue = lists.queue.clone();
-    config.consumer.output_queue = Some(lists.output.clone());
-    config.generator.interval_ms = 2;
-    config.processor.max_ms = 0;
-    config.processor.invalid_ratio = 0.0;
-    config.redis.reconnect_max_delay_ms = reconnect_max_delay_ms;
-    Ok(fleet::with_extra(
-        fleet::env_for(&config, logs, &lists.queue)?,
-        &[("RUST_LOG", "warn")],
-    ))
 }
 
 /// One failover: the primary SIGKILLed under a working fleet, timed to
