@@ -172,11 +172,7 @@ async fn contract8_errors_drain_piped_into_head_loses_no_entry() {
         let after = env.llen(&env.errors).await;
         assert_eq!(before - after, take, "exactly the printed entries are gone");
         // The printed ones are the oldest, and they are not left behind.
-        let remaining: Vec<u64> = error_payloads(&env)
-            .await
-            .iter()
-            .filter_map(|(_, p)| number_of(p))
-            .collect();
+        let remaining: Vec<u64> = error_numbers(&env).await;
         for p in &printed {
             let n =
                 number_of(p["payload"].as_str().expect("payload").as_bytes()).expect("numbered");
@@ -205,28 +201,25 @@ async fn contract8_errors_drain_interrupted_keeps_unread_entries() {
         .expect("drain");
     // Wait until drain has written its first entry into the pipe.
     let fd = std::os::fd::AsRawFd::as_raw_fd(child.stdout.as_ref().expect("stdout"));
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
+    let wrote = eventually(Duration::from_secs(20), async || {
         let mut unread: libc::c_int = 0;
         // SAFETY: FIONREAD writes one c_int into `unread`.
         unsafe { libc::ioctl(fd, libc::FIONREAD, &mut unread) };
-        if unread > 0 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "drain wrote nothing");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+        unread > 0
+    })
+    .await;
+    assert!(wrote, "drain wrote nothing");
     // Give it time to (wrongly) go on, then interrupt it.
     tokio::time::sleep(Duration::from_millis(300)).await;
     // SIGTERM rather than SIGINT: a shell starting CI in the background
     // makes its children ignore SIGINT.
     // SAFETY: signalling our own child.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while child.try_wait().expect("wait").is_none() {
-        assert!(Instant::now() < deadline, "drain did not stop on SIGTERM");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let stopped = eventually(Duration::from_secs(5), async || {
+        child.try_wait().expect("wait").is_some()
+    })
+    .await;
+    assert!(stopped, "drain did not stop on SIGTERM");
     let mut rest = String::new();
     let _ = child
         .stdout

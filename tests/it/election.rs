@@ -5,17 +5,7 @@
 use std::time::{Duration, Instant};
 
 use crate::helpers::*;
-use dsg_testkit::replica::Replica;
-
-async fn generators(replicas: &[Replica]) -> Vec<usize> {
-    let mut out = Vec::new();
-    for (i, r) in replicas.iter().enumerate() {
-        if r.is_generator().await {
-            out.push(i);
-        }
-    }
-    out
-}
+use dsg_testkit::replica::{Replica, generators};
 
 async fn epoch_of(r: &Replica) -> u64 {
     r.status().await.map(|s| s.lease.epoch).unwrap_or(0)
@@ -27,16 +17,15 @@ async fn next_generator(
     not: usize,
     timeout: Duration,
 ) -> Option<(usize, Instant)> {
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
+    poll(timeout, Duration::from_millis(5), async || {
         for (i, r) in replicas.iter().enumerate() {
             if i != not && r.is_generator().await {
                 return Some((i, Instant::now()));
             }
         }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    None
+        None
+    })
+    .await
 }
 
 #[tokio::test]
@@ -82,7 +71,7 @@ async fn contract1_exactly_one_generator_among_five_started_together() {
     let total_generated: u64 = {
         let mut t = 0;
         for r in &replicas {
-            t += counters(r).await.generated;
+            t += r.counters().await.generated;
         }
         t
     };
@@ -156,10 +145,10 @@ async fn contract2_sigkill_of_the_generator_is_taken_over_within_the_ttl() {
     eprintln!("takeover after SIGKILL with TTL 1 s: {takeover:?}");
     // TTL 1 s; a retry period (0.2 s) and polling slack on top.
     assert!(takeover < Duration::from_millis(2500), "{takeover:?}");
-    let before = counters(&replicas[next]).await.generated;
+    let before = replicas[next].counters().await.generated;
     assert!(
         eventually(Duration::from_secs(3), || async {
-            counters(&replicas[next]).await.generated > before + 5
+            replicas[next].counters().await.generated > before + 5
         })
         .await
     );
@@ -280,14 +269,7 @@ async fn contract6_redis_down_longer_than_the_ttl_then_exactly_one_generator_aga
     );
     for r in &replicas {
         assert!(
-            eventually(Duration::from_secs(10), || async {
-                matches!(
-                    dsg_testkit::http_client::get(r.port(), "/readyz", Duration::from_secs(2))
-                        .await,
-                    Some((200, _))
-                )
-            })
-            .await,
+            eventually(Duration::from_secs(10), || async { r.is_ready().await }).await,
             "{}",
             log(r)
         );
@@ -314,9 +296,9 @@ async fn contract6_redis_down_longer_than_the_ttl_then_exactly_one_generator_aga
     // The work goes on: messages flow through the new Redis.
     assert!(
         eventually(Duration::from_secs(5), || async {
-            counters(&replicas[0]).await.processed_ok
-                + counters(&replicas[1]).await.processed_ok
-                + counters(&replicas[2]).await.processed_ok
+            replicas[0].counters().await.processed_ok
+                + replicas[1].counters().await.processed_ok
+                + replicas[2].counters().await.processed_ok
                 > 0
         })
         .await
@@ -358,7 +340,7 @@ async fn original_failover_deadlock_with_an_empty_queue_recovers() {
         .expect("takeover with an empty queue");
     assert!(
         eventually(Duration::from_secs(8), || async {
-            counters(&replicas[next]).await.generated >= 1
+            replicas[next].counters().await.generated >= 1
         })
         .await,
         "the new generator generates"

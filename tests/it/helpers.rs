@@ -1,16 +1,16 @@
 //! Test helpers: a private `redis-server` per test, the real binary as child
 //! processes, and assertions read straight from Redis.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use dsg_testkit::fleet;
 use dsg_testkit::local_redis::{LocalRedis, free_port};
 use dsg_testkit::replica::Replica;
 use fred::bytes::Bytes;
 use fred::prelude::*;
-use redis_dsg::config::{Config, RedisUrl};
+use redis_dsg::config::Config;
 use redis_dsg::redis::Redis;
-pub use redis_dsg::service::{Counts, Role};
+pub use redis_dsg::service::Role;
 
 /// The binary under test.
 pub fn exe() -> std::path::PathBuf {
@@ -93,6 +93,12 @@ impl TestEnv {
         }
     }
 
+    /// Pushes [`numbered`] messages 0 to `n - 1` onto this test's queue.
+    pub async fn push_numbered(&self, n: u64) {
+        self.push(&self.queue, &(0..n).map(numbered).collect::<Vec<_>>())
+            .await;
+    }
+
     pub async fn llen(&self, key: &str) -> u64 {
         self.client.client().llen(key).await.expect("llen")
     }
@@ -112,44 +118,21 @@ impl TestEnv {
     }
 }
 
+/// A client for the test's own commands (the product's default command
+/// timeout).
 pub async fn connect(url: &str) -> Redis {
-    let mut c = Config::default();
-    c.redis.url = RedisUrl::new(url);
-    Redis::connect_once(&c.redis)
+    dsg_testkit::local_redis::connect(url, Duration::from_secs(5))
         .await
         .expect("test client connects")
 }
 
 pub use dsg_testkit::chaos::{number_of, numbered};
 
-/// Polls `cond` every 20 ms until it holds or `timeout` passes.
-pub async fn eventually<F, Fut>(timeout: Duration, mut cond: F) -> bool
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + timeout;
-    loop {
-        if cond().await {
-            return true;
-        }
-        if Instant::now() > deadline {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-/// Its counters now (zero while it does not answer).
-pub async fn counters(r: &Replica) -> Counts {
-    r.status().await.map(|s| s.counters).unwrap_or_default()
-}
+pub use dsg_testkit::wait::{eventually, poll};
 
 /// The last lines of a replica's log, for failure messages.
 pub fn log(r: &Replica) -> String {
-    let text = std::fs::read_to_string(r.log()).unwrap_or_default();
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(30)..].join("\n")
+    r.log_tail(dsg_testkit::replica::LOG_TAIL_LINES)
 }
 
 /// Payloads in the error list, decoded, oldest first.
@@ -161,6 +144,16 @@ pub async fn error_payloads(env: &TestEnv) -> Vec<(String, Vec<u8>)> {
             let d = redis_dsg::service::error_entry::decode(e);
             (d.reason, d.payload)
         })
+        .collect()
+}
+
+/// The numbers of the [`numbered`] messages in the error list, oldest
+/// first.
+pub async fn error_numbers(env: &TestEnv) -> Vec<u64> {
+    error_payloads(env)
+        .await
+        .iter()
+        .filter_map(|(_, p)| number_of(p))
         .collect()
 }
 

@@ -107,9 +107,9 @@ async fn contract4_consumer_routes_invalid_and_malformed_with_reasons() {
     assert!(
         eventually(Duration::from_secs(15), || async {
             env.llen(&env.queue).await == 0
-                && counters(&c).await.processed_ok
-                    + counters(&c).await.invalid
-                    + counters(&c).await.malformed
+                && c.counters().await.processed_ok
+                    + c.counters().await.invalid
+                    + c.counters().await.malformed
                     == 206
         })
         .await,
@@ -128,10 +128,10 @@ async fn contract4_consumer_routes_invalid_and_malformed_with_reasons() {
         "malformed payloads kept byte for byte"
     );
     let invalid = errors.iter().filter(|(r, _)| r == "invalid").count() as u64;
-    assert_eq!(invalid, counters(&c).await.invalid);
+    assert_eq!(invalid, c.counters().await.invalid);
     // 30 % of 201 well-formed: far from 0 and from all.
     assert!((20..=120).contains(&invalid), "{invalid}");
-    assert_eq!(counters(&c).await.processed_ok + invalid, 201);
+    assert_eq!(c.counters().await.processed_ok + invalid, 201);
     let entry = redis_dsg::service::error_entry::decode(&env.all(&env.errors).await[0]);
     assert!(entry.consumer.is_some_and(|id| !id.is_empty()));
     assert!(entry.failed_at.is_some());
@@ -156,7 +156,7 @@ async fn contract4_oversized_messages_go_to_the_error_list_unprocessed() {
         .await;
     assert!(
         eventually(Duration::from_secs(10), || async {
-            counters(&c).await.oversized == 1 && counters(&c).await.processed_ok == 1
+            c.counters().await.oversized == 1 && c.counters().await.processed_ok == 1
         })
         .await
     );
@@ -172,8 +172,7 @@ async fn contract4_oversized_messages_go_to_the_error_list_unprocessed() {
 async fn contract3_consumer_killed_with_sigkill_loses_no_message() {
     let env = TestEnv::new().await;
     let n = 300;
-    env.push(&env.queue, &(0..n).map(numbered).collect::<Vec<_>>())
-        .await;
+    env.push_numbered(n).await;
     let slow = [
         ("MODE", "consumer"),
         ("DSG_PROCESSOR__MIN_MS", "3000"),
@@ -216,11 +215,7 @@ async fn contract3_consumer_killed_with_sigkill_loses_no_message() {
         "{}",
         log(&b)
     );
-    let ids: Vec<u64> = error_payloads(&env)
-        .await
-        .iter()
-        .filter_map(|(_, p)| number_of(p))
-        .collect();
+    let ids: Vec<u64> = error_numbers(&env).await;
     let unique: BTreeSet<u64> = ids.iter().copied().collect();
     assert_eq!(
         unique,
@@ -232,7 +227,7 @@ async fn contract3_consumer_killed_with_sigkill_loses_no_message() {
         n,
         "the killed consumer acknowledged nothing, so nothing twice"
     );
-    assert_eq!(counters(&b).await.recovered, 100);
+    assert_eq!(b.counters().await.recovered, 100);
     assert_eq!(env.held(&inflight_key).await, 0);
 }
 
@@ -240,8 +235,7 @@ async fn contract3_consumer_killed_with_sigkill_loses_no_message() {
 async fn contract7_sigterm_exits_zero_within_timeout_and_loses_nothing() {
     let env = TestEnv::new().await;
     let n = 400;
-    env.push(&env.queue, &(0..n).map(numbered).collect::<Vec<_>>())
-        .await;
+    env.push_numbered(n).await;
     let mut c = env
         .spawn(
             "c",
@@ -273,11 +267,7 @@ async fn contract7_sigterm_exits_zero_within_timeout_and_loses_nothing() {
         sent.elapsed()
     );
     // Finished messages are in the error list, the rest back in the queue.
-    let mut ids: Vec<u64> = error_payloads(&env)
-        .await
-        .iter()
-        .filter_map(|(_, p)| number_of(p))
-        .collect();
+    let mut ids: Vec<u64> = error_numbers(&env).await;
     ids.extend(
         env.all(&env.queue)
             .await
@@ -306,8 +296,7 @@ async fn contract7_sigterm_exits_zero_within_timeout_and_loses_nothing() {
 async fn contract7_sigterm_returns_unfinished_work_when_processing_outlasts_the_timeout() {
     let env = TestEnv::new().await;
     let n = 50;
-    env.push(&env.queue, &(0..n).map(numbered).collect::<Vec<_>>())
-        .await;
+    env.push_numbered(n).await;
     let mut c = env
         .spawn(
             "c",
@@ -400,7 +389,7 @@ async fn metrics_expose_every_documented_name() {
         .await;
     assert!(
         eventually(Duration::from_secs(10), || async {
-            counters(&c).await.processed_ok > 0
+            c.counters().await.processed_ok > 0
         })
         .await
     );
@@ -515,8 +504,7 @@ async fn contract3_batched_consumption_of_a_million_messages_loses_and_duplicate
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(1_000_000);
-    env.push(&env.queue, &(0..n).map(numbered).collect::<Vec<_>>())
-        .await;
+    env.push_numbered(n).await;
     let fast = [
         ("MODE", "consumer"),
         ("DSG_PROCESSOR__MAX_MS", "0"),
@@ -546,7 +534,7 @@ async fn contract3_batched_consumption_of_a_million_messages_loses_and_duplicate
     assert_eq!(env.llen(&env.queue).await, 0);
     assert_eq!(env.llen(&env.errors).await, 0);
     assert_eq!(
-        counters(&a).await.processed_ok + counters(&b).await.processed_ok,
+        a.counters().await.processed_ok + b.counters().await.processed_ok,
         n
     );
 }
@@ -571,7 +559,7 @@ async fn contract4_an_oversized_message_is_never_read_into_memory() {
     env.push(&env.queue, &[vec![b'x'; size]]).await;
     assert!(
         eventually(Duration::from_secs(20), || async {
-            counters(&c).await.oversized == 1
+            c.counters().await.oversized == 1
         })
         .await,
         "{}",
@@ -622,8 +610,7 @@ async fn contract3_messages_of_a_fetch_whose_reply_was_lost_are_processed() {
         )
         .await
         .expect("client pause");
-    env.push(&env.queue, &(0..n).map(numbered).collect::<Vec<_>>())
-        .await;
+    env.push_numbered(n).await;
     assert!(
         eventually(Duration::from_secs(20), || async {
             env.llen("{q}:out").await == n
@@ -639,7 +626,7 @@ async fn contract3_messages_of_a_fetch_whose_reply_was_lost_are_processed() {
         "nothing left stranded in the hash"
     );
     assert!(
-        counters(&c).await.redis_errors >= 1,
+        c.counters().await.redis_errors >= 1,
         "the pause should have failed a call"
     );
 }
@@ -657,8 +644,7 @@ async fn contract4_a_failing_error_list_does_not_hold_up_successes() {
         .await
         .expect("set");
     let n = 400;
-    env.push(&env.queue, &(0..n).map(numbered).collect::<Vec<_>>())
-        .await;
+    env.push_numbered(n).await;
     let c = env
         .spawn(
             "c",
@@ -697,8 +683,7 @@ async fn contract4_a_failing_error_list_does_not_hold_up_successes() {
 #[tokio::test]
 async fn contract7_sigterm_while_redis_is_down_still_exits_zero_in_time() {
     let mut env = TestEnv::new().await;
-    env.push(&env.queue, &(0..100).map(numbered).collect::<Vec<_>>())
-        .await;
+    env.push_numbered(100).await;
     let slow = [
         ("DSG_PROCESSOR__MIN_MS", "300"),
         ("DSG_PROCESSOR__MAX_MS", "300"),
@@ -733,8 +718,7 @@ async fn contract3_memory_stays_bounded_under_a_two_million_backlog() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(2_000_000);
-    env.push(&env.queue, &(0..n).map(numbered).collect::<Vec<_>>())
-        .await;
+    env.push_numbered(n).await;
     let c = env
         .spawn(
             "c",
@@ -756,7 +740,7 @@ async fn contract3_memory_stays_bounded_under_a_two_million_backlog() {
         peak_in_flight = peak_in_flight.max(s.in_flight);
         samples.push(dsg_testkit::process::rss_of(&pid).expect("rss"));
     }
-    let processed = counters(&c).await.processed_ok;
+    let processed = c.counters().await.processed_ok;
     assert!(
         processed > 5_000,
         "it works through the backlog: {processed}"

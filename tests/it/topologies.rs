@@ -9,7 +9,7 @@ use std::time::Duration;
 use dsg_testkit::fleet;
 use dsg_testkit::local_redis::{LocalRedis, free_port};
 use dsg_testkit::local_sentinel::{SentinelTopology, TopologyAuth};
-use dsg_testkit::replica::Replica;
+use dsg_testkit::replica::{Census, Replica};
 use fred::prelude::*;
 
 use redis_dsg::config::Config;
@@ -117,26 +117,7 @@ async fn tls_with_a_private_ca_is_verified_and_a_wrong_ca_refused() {
         ("GENERATOR_INTERVAL".to_string(), "20".to_string()),
         ("DSG_PROCESSOR__MAX_MS".to_string(), "1".to_string()),
     ]);
-    let mut replicas = Vec::new();
-    for i in 0..2 {
-        let mut r = Replica::start(
-            &exe(),
-            free_port(),
-            &env,
-            &logs.path().join(format!("r{i}.log")),
-        )
-        .expect("start");
-        assert!(r.wait_ready(Duration::from_secs(15)).await, "{}", log(&r));
-        replicas.push(r);
-    }
-    assert!(
-        eventually(Duration::from_secs(10), || async {
-            processed_ok(&replicas).await > 10
-        })
-        .await,
-        "{}",
-        log(&replicas[0])
-    );
+    processing_pair(&env, logs.path(), 10).await;
 }
 
 /// Runs an admin command on `redis` (`CONFIG SET`, `ACL SETUSER`, …).
@@ -205,8 +186,8 @@ async fn least_privilege_acl_user_runs_the_service_and_its_commands() {
         .await;
     assert!(
         eventually(Duration::from_secs(10), || async {
-            counters(&a).await.processed_ok + counters(&b).await.processed_ok > 10
-                && counters(&a).await.invalid + counters(&b).await.invalid > 0
+            a.counters().await.processed_ok + b.counters().await.processed_ok > 10
+                && a.counters().await.invalid + b.counters().await.invalid > 0
         })
         .await,
         "{}\n{}",
@@ -214,7 +195,7 @@ async fn least_privilege_acl_user_runs_the_service_and_its_commands() {
         log(&b)
     );
     assert_eq!(
-        counters(&a).await.redis_errors + counters(&b).await.redis_errors,
+        a.counters().await.redis_errors + b.counters().await.redis_errors,
         0,
         "{}\n{}",
         log(&a),
@@ -287,15 +268,10 @@ async fn a_rotated_password_file_is_used_at_the_next_reconnect_without_a_restart
     )
     .await;
     admin(&admin_url, &["CLIENT", "KILL", "TYPE", "pubsub"]).await;
-    let before = counters(&c).await.generated;
+    let before = c.counters().await.generated;
     assert!(
         eventually(Duration::from_secs(15), || async {
-            counters(&c).await.generated > before + 10
-                && matches!(
-                    dsg_testkit::http_client::get(c.port(), "/readyz", Duration::from_secs(2))
-                        .await,
-                    Some((200, _))
-                )
+            c.counters().await.generated > before + 10 && c.is_ready().await
         })
         .await,
         "{}",
@@ -422,8 +398,6 @@ impl Cluster {
     }
 }
 
-/// A fleet on queue `q` with output list `{q}:out`, short lease and
-/// heartbeat times, and `extra` on top (replacing what it names).
 /// The settings of a topology test's fleet on `url`: queue `q`, output list
 /// `{q}:out` (same slot), a generator every 10 ms, processing up to 2 ms,
 /// short timings; `tune` changes what one test needs. Written to `logs`.
@@ -471,15 +445,10 @@ async fn redis_cluster_runs_generator_consumers_errors_cli_and_recovery() {
         c.processor.invalid_ratio = 0.3;
     });
     let start = |name: &str, extra: &[(&str, &str)]| {
-        let mut e = env.clone();
-        for (k, v) in extra {
-            e.retain(|(n, _)| n != k);
-            e.push((k.to_string(), v.to_string()));
-        }
         Replica::start(
             &exe(),
             free_port(),
-            &e,
+            &fleet::with_extra(env.clone(), extra),
             &logs.path().join(format!("{name}.log")),
         )
         .expect("start")
@@ -552,7 +521,7 @@ async fn redis_cluster_runs_generator_consumers_errors_cli_and_recovery() {
     );
     assert!(
         eventually(Duration::from_secs(10), || async {
-            counters(&a).await.recovered + counters(&b).await.recovered >= 5
+            a.counters().await.recovered + b.counters().await.recovered >= 5
         })
         .await
     );
@@ -713,22 +682,8 @@ async fn sentinel_failover_keeps_one_generator_and_loses_nothing_processed() {
     assert_eq!(lost, 0, "processed messages lost in the failover");
     // Exactly one generator, everyone ready, and the epoch went on upwards.
     assert!(
-        eventually(Duration::from_secs(10), || async {
-            let mut generators = 0;
-            let mut ready = 0;
-            for r in &replicas {
-                if r.is_generator().await {
-                    generators += 1;
-                }
-                if matches!(
-                    dsg_testkit::http_client::get(r.port(), "/readyz", Duration::from_secs(2))
-                        .await,
-                    Some((200, _))
-                ) {
-                    ready += 1;
-                }
-            }
-            generators == 1 && ready == replicas.len()
+        eventually(Duration::from_secs(10), async || {
+            Census::of(&replicas).await.is_settled()
         })
         .await
     );
@@ -821,14 +776,13 @@ async fn sentinel_with_password_file_acl_user_and_sentinel_password_survives_a_f
         log(&replicas[0])
     );
     topology.node_mut(primary).expect("primary").kill();
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    let new = loop {
-        if let Some(p) = topology.primary_port().filter(|p| *p != primary) {
-            break p;
-        }
-        assert!(std::time::Instant::now() < deadline, "no promotion");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let new = poll(
+        Duration::from_secs(30),
+        Duration::from_millis(50),
+        async || topology.primary_port().filter(|p| *p != primary),
+    )
+    .await
+    .expect("no promotion");
     let before = out_len(new).await;
     assert!(
         eventually(Duration::from_secs(20), || async {
@@ -964,11 +918,13 @@ async fn sentinel_over_tls_verifies_the_primary_named_by_ip_through_a_failover()
     .await;
     let primary = topology.primary_port().expect("a primary");
     topology.node_mut(primary).expect("primary").kill();
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while topology.primary_port().is_none_or(|p| p == primary) {
-        assert!(std::time::Instant::now() < deadline, "no promotion");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let promoted = poll(
+        Duration::from_secs(30),
+        Duration::from_millis(50),
+        async || topology.primary_port().filter(|p| *p != primary),
+    )
+    .await;
+    assert!(promoted.is_some(), "no promotion");
     let before = processed_ok(&replicas).await;
     assert!(
         eventually(Duration::from_secs(20), || async {
@@ -996,7 +952,7 @@ fn cli_ok(env: &[(String, String)], args: &[&str]) -> String {
 async fn processed_ok(replicas: &[Replica]) -> u64 {
     let mut total = 0;
     for r in replicas {
-        total += counters(r).await.processed_ok;
+        total += r.counters().await.processed_ok;
     }
     total
 }
@@ -1027,16 +983,23 @@ async fn processing_tls_fleet(
         c.processor.invalid_ratio = 0.0;
         tune(c);
     });
-    let replicas = Replica::start_ready(&exe(), &env, logs, "tls", 2)
+    let replicas = processing_pair(&env, logs, 20).await;
+    (env, replicas)
+}
+
+/// Two replicas on `env`, once together they have processed more than
+/// `at_least` messages (within 15 s).
+async fn processing_pair(env: &[(String, String)], logs: &Path, at_least: u64) -> Vec<Replica> {
+    let replicas = Replica::start_ready(&exe(), env, logs, "r", 2)
         .await
         .expect("replicas");
     assert!(
-        eventually(Duration::from_secs(15), || async {
-            processed_ok(&replicas).await > 20
+        eventually(Duration::from_secs(15), async || {
+            processed_ok(&replicas).await > at_least
         })
         .await,
         "{}",
         log(&replicas[0])
     );
-    (env, replicas)
+    replicas
 }

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use clap::Args;
 
 use dsg_testkit::fleet;
-use dsg_testkit::local_redis::{LocalRedis, free_port};
+use dsg_testkit::local_redis::LocalRedis;
 use dsg_testkit::replica::Replica;
 use redis_dsg::service::{InstanceStatus, Role};
 
@@ -44,6 +44,7 @@ pub(crate) struct DemoArgs {
     pub error_queue: String,
 }
 
+/// One replica as the demo shows it.
 struct Slot {
     replica: Replica,
     last: Option<InstanceStatus>,
@@ -52,6 +53,47 @@ struct Slot {
     rate_done: f64,
     rate_generated: f64,
     restart_pending: bool,
+}
+
+impl Slot {
+    fn new(replica: Replica) -> Slot {
+        Slot {
+            replica,
+            last: None,
+            done_before: 0,
+            generated_before: 0,
+            rate_done: 0.0,
+            rate_generated: 0.0,
+            restart_pending: false,
+        }
+    }
+
+    /// Its lease epoch as last seen (0 before it answered).
+    fn epoch(&self) -> u64 {
+        self.last.as_ref().map_or(0, |v| v.lease.epoch)
+    }
+
+    /// Whether it was last seen generating.
+    fn was_generator(&self) -> bool {
+        self.last
+            .as_ref()
+            .is_some_and(|v| v.role == Role::Generator)
+    }
+
+    /// Its rates since the last draw, `elapsed` seconds ago.
+    fn update_rates(&mut self, elapsed: f64) {
+        if let Some(v) = &self.last {
+            let (done, generated) = (v.counters.done(), v.counters.generated);
+            // A restarted replica starts its counters at zero.
+            self.rate_done = done.saturating_sub(self.done_before) as f64 / elapsed;
+            self.rate_generated = generated.saturating_sub(self.generated_before) as f64 / elapsed;
+            self.done_before = done;
+            self.generated_before = generated;
+        } else {
+            self.rate_done = 0.0;
+            self.rate_generated = 0.0;
+        }
+    }
 }
 
 /// Exit codes of the demo (as the product's: 78 bad flags, 69 no Redis).
@@ -78,16 +120,38 @@ pub(crate) async fn run(exe: &Path, redis_url: Option<&str>, args: &DemoArgs) ->
             }
         },
     };
-    let queue = args.queue.clone();
-    let error_queue = args.error_queue.clone();
     let logs = std::env::temp_dir().join(format!("redis-dsg-demo-{}", std::process::id()));
-    if let Err(e) = std::fs::create_dir_all(&logs) {
-        eprintln!("demo: cannot create {}: {e}", logs.display());
-        return FAILED;
+    let mut demo = match Demo::start(exe, &url, args, &logs) {
+        Ok(demo) => demo,
+        Err(e) => {
+            eprintln!("demo: {e}");
+            return FAILED;
+        }
+    };
+    demo.say(&format!(
+        "redis-dsg demo: {} replicas, redis {url}, queue {:?}; logs in {}; Ctrl-C stops",
+        args.replicas,
+        args.queue,
+        logs.display()
+    ));
+    demo.watch().await;
+    demo.stop();
+    if local.is_some() {
+        demo.say("stopping the demo's redis-server");
     }
-    let mut config = fleet::quick_config(&url);
-    config.redis.queue = queue.clone();
-    config.redis.error_queue = error_queue;
+    drop(local);
+    let _ = std::fs::remove_dir_all(&logs);
+    demo.say("demo stopped; nothing left running");
+    0
+}
+
+/// The replicas' settings: the demo's lists and interval, a short lease so
+/// a takeover after SIGKILL shows quickly, and processing slow enough to
+/// watch.
+fn replica_env(url: &str, args: &DemoArgs, logs: &Path) -> Result<Vec<(String, String)>, String> {
+    let mut config = fleet::quick_config(url);
+    config.redis.queue = args.queue.clone();
+    config.redis.error_queue = args.error_queue.clone();
     config.generator.interval_ms = args.interval_ms;
     config.lease.ping_interval_seconds = 2;
     fleet::set_lease_ttl(&mut config, args.lease_ttl_ms.max(300));
@@ -95,180 +159,185 @@ pub(crate) async fn run(exe: &Path, redis_url: Option<&str>, args: &DemoArgs) ->
     config.consumer.heartbeat_interval_ms = 1_000;
     config.consumer.reaper_interval_ms = 1_000;
     config.processor.max_ms = 300;
-    let env = match fleet::env_for(&config, &logs, "replica") {
-        Ok(env) => env,
-        Err(e) => {
-            eprintln!("demo: {e}");
-            return FAILED;
-        }
-    };
+    fleet::env_for(&config, logs, "replica")
+}
 
-    let mut slots = Vec::new();
-    for i in 0..args.replicas {
-        let log = logs.join(format!("replica-{}.log", i + 1));
-        match Replica::start(exe, free_port(), &env, &log) {
-            Ok(replica) => slots.push(Slot {
-                replica,
-                last: None,
-                done_before: 0,
-                generated_before: 0,
-                rate_done: 0.0,
-                rate_generated: 0.0,
-                restart_pending: false,
-            }),
-            Err(e) => {
-                eprintln!("demo: cannot start a replica: {e}");
-                return FAILED;
+/// The running demo: its replicas, what happened, and when to kill and
+/// draw next.
+struct Demo<'a> {
+    args: &'a DemoArgs,
+    slots: Vec<Slot>,
+    events: Vec<String>,
+    started: Instant,
+    next_kill: Option<Instant>,
+    kill_with_sigkill: bool,
+    /// After a kill: when, and the epoch of the killed generator.
+    takeover_watch: Option<(Instant, u64)>,
+    next_draw: Instant,
+    last_draw: Instant,
+    tty: bool,
+    out: std::io::Stdout,
+}
+
+impl<'a> Demo<'a> {
+    /// Starts the replicas (without waiting: the table shows them start).
+    fn start(exe: &Path, url: &str, args: &'a DemoArgs, logs: &Path) -> Result<Demo<'a>, String> {
+        std::fs::create_dir_all(logs)
+            .map_err(|e| format!("cannot create {}: {e}", logs.display()))?;
+        let env = replica_env(url, args, logs)?;
+        let replicas = Replica::start_many(exe, &env, logs, "replica", args.replicas)?;
+        let started = Instant::now();
+        Ok(Demo {
+            args,
+            slots: replicas.into_iter().map(Slot::new).collect(),
+            events: Vec::new(),
+            started,
+            next_kill: (args.kill_every > 0)
+                .then(|| started + Duration::from_secs(args.kill_every)),
+            kill_with_sigkill: true,
+            takeover_watch: None,
+            next_draw: started,
+            last_draw: started,
+            tty: std::io::stdout().is_terminal(),
+            out: std::io::stdout(),
+        })
+    }
+
+    fn say(&mut self, line: &str) {
+        let _ = writeln!(self.out, "{line}");
+    }
+
+    /// Steps every 100 ms until Ctrl-C, SIGTERM or the end of `--duration`.
+    async fn watch(&mut self) {
+        let stop = tokio::signal::ctrl_c();
+        tokio::pin!(stop);
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        loop {
+            let tick = tokio::time::sleep(Duration::from_millis(100));
+            tokio::select! {
+                _ = &mut stop => break,
+                _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => break,
+                _ = tick => {}
+            }
+            let now = Instant::now();
+            let t = now.duration_since(self.started).as_secs_f64();
+            if self.args.duration.is_some_and(|d| t >= d as f64) {
+                break;
+            }
+            for s in self.slots.iter_mut() {
+                s.last = s.replica.status().await;
+            }
+            self.restart_killed(t);
+            self.watch_takeover(now, t);
+            self.kill_generator_when_due(now, t);
+            if now >= self.next_draw {
+                self.draw(now, t);
             }
         }
     }
 
-    let tty = std::io::stdout().is_terminal();
-    let mut out = std::io::stdout();
-    let _ = writeln!(
-        out,
-        "redis-dsg demo: {} replicas, redis {url}, queue {queue:?}; logs in {}; Ctrl-C stops",
-        args.replicas,
-        logs.display()
-    );
-    let started = Instant::now();
-    let mut events: Vec<String> = Vec::new();
-    let mut next_kill =
-        (args.kill_every > 0).then(|| started + Duration::from_secs(args.kill_every));
-    let mut kill_with_sigkill = true;
-    // (killed at, epoch of the killed generator)
-    let mut takeover_watch: Option<(Instant, u64)> = None;
-    let mut next_draw = started;
-    let mut last_draw = started;
-    let stop = tokio::signal::ctrl_c();
-    tokio::pin!(stop);
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-
-    loop {
-        let tick = tokio::time::sleep(Duration::from_millis(100));
-        tokio::select! {
-            _ = &mut stop => break,
-            _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => break,
-            _ = tick => {}
-        }
-        let now = Instant::now();
-        let t = now.duration_since(started).as_secs_f64();
-        if let Some(d) = args.duration
-            && t >= d as f64
-        {
-            break;
-        }
-        for s in slots.iter_mut() {
-            s.last = s.replica.status().await;
-        }
-        // Restart replicas whose kill has taken effect.
-        for (i, s) in slots.iter_mut().enumerate() {
+    /// Starts again the replicas whose kill has taken effect.
+    fn restart_killed(&mut self, t: f64) {
+        for (i, s) in self.slots.iter_mut().enumerate() {
             if s.restart_pending && s.replica.try_wait().is_some() {
                 s.restart_pending = false;
-                match s.replica.restart() {
-                    Ok(()) => events.push(format!("t={t:6.1}s  replica {} started again", i + 1)),
-                    Err(e) => events.push(format!(
-                        "t={t:6.1}s  replica {} could not restart: {e}",
-                        i + 1
-                    )),
-                }
+                self.events.push(match s.replica.restart() {
+                    Ok(()) => format!("t={t:6.1}s  replica {} started again", i + 1),
+                    Err(e) => format!("t={t:6.1}s  replica {} could not restart: {e}", i + 1),
+                });
             }
-        }
-        if let Some((killed_at, old_epoch)) = takeover_watch {
-            let taker = slots.iter().enumerate().find(|(_, s)| {
-                s.last
-                    .as_ref()
-                    .is_some_and(|v| v.role == Role::Generator && v.lease.epoch > old_epoch)
-            });
-            if let Some((i, s)) = taker {
-                let epoch = s.last.as_ref().map_or(0, |v| v.lease.epoch);
-                events.push(format!(
-                    "t={t:6.1}s  replica {} took over as generator (epoch {epoch}) {:.2} s after the kill",
-                    i + 1,
-                    now.duration_since(killed_at).as_secs_f64()
-                ));
-                takeover_watch = None;
-            }
-        }
-        if let Some(at) = next_kill
-            && now >= at
-        {
-            next_kill = Some(at + Duration::from_secs(args.kill_every));
-            let generator = slots.iter().enumerate().find(|(_, s)| {
-                !s.restart_pending && s.last.as_ref().is_some_and(|v| v.role == Role::Generator)
-            });
-            if let Some((i, s)) = generator {
-                let epoch = s.last.as_ref().map_or(0, |v| v.lease.epoch);
-                let (sig, name) = if kill_with_sigkill {
-                    (libc::SIGKILL, "SIGKILL")
-                } else {
-                    (libc::SIGTERM, "SIGTERM")
-                };
-                kill_with_sigkill = !kill_with_sigkill;
-                s.replica.signal(sig);
-                events.push(format!(
-                    "t={t:6.1}s  sent {name} to replica {} (generator, epoch {epoch})",
-                    i + 1
-                ));
-                takeover_watch = Some((now, epoch));
-                slots[i].restart_pending = true;
-            }
-        }
-        if now >= next_draw {
-            let elapsed = now.duration_since(last_draw).as_secs_f64().max(0.001);
-            last_draw = now;
-            next_draw = now + Duration::from_secs(1);
-            for s in slots.iter_mut() {
-                if let Some(v) = &s.last {
-                    let (done, generated) = (v.counters.done(), v.counters.generated);
-                    // A restarted replica starts its counters at zero.
-                    s.rate_done = done.saturating_sub(s.done_before) as f64 / elapsed;
-                    s.rate_generated =
-                        generated.saturating_sub(s.generated_before) as f64 / elapsed;
-                    s.done_before = done;
-                    s.generated_before = generated;
-                } else {
-                    s.rate_done = 0.0;
-                    s.rate_generated = 0.0;
-                }
-            }
-            let text = if tty {
-                render_table(&slots, t, &queue, &events)
-            } else {
-                render_line(&slots, t)
-            };
-            let _ = out.write_all(text.as_bytes());
-            if !tty {
-                for e in events.drain(..) {
-                    let _ = writeln!(out, "{e}");
-                }
-            }
-            let _ = out.flush();
         }
     }
 
-    let _ = writeln!(out, "\nstopping {} replicas …", slots.len());
-    for s in slots.iter_mut() {
-        s.replica.signal(libc::SIGTERM);
-    }
-    for (i, s) in slots.iter_mut().enumerate() {
-        match s.replica.stop(Duration::from_secs(10)) {
-            Some(st) => {
-                let _ = writeln!(out, "replica {} exited ({st})", i + 1);
-            }
-            None => {
-                let _ = writeln!(out, "replica {} did not exit", i + 1);
-            }
+    /// After a kill, reports the replica that took over with a newer epoch.
+    fn watch_takeover(&mut self, now: Instant, t: f64) {
+        let Some((killed_at, old_epoch)) = self.takeover_watch else {
+            return;
+        };
+        let taker = self
+            .slots
+            .iter()
+            .position(|s| s.was_generator() && s.epoch() > old_epoch);
+        if let Some(i) = taker {
+            self.events.push(format!(
+                "t={t:6.1}s  replica {} took over as generator (epoch {}) {:.2} s after the kill",
+                i + 1,
+                self.slots[i].epoch(),
+                now.duration_since(killed_at).as_secs_f64()
+            ));
+            self.takeover_watch = None;
         }
     }
-    drop(slots);
-    if local.is_some() {
-        let _ = writeln!(out, "stopping the demo's redis-server");
+
+    /// Every `--kill-every` seconds, kills the generator (SIGKILL and
+    /// SIGTERM alternately) and starts watching for the takeover.
+    fn kill_generator_when_due(&mut self, now: Instant, t: f64) {
+        let Some(at) = self.next_kill.filter(|at| now >= *at) else {
+            return;
+        };
+        self.next_kill = Some(at + Duration::from_secs(self.args.kill_every));
+        let Some(i) = self
+            .slots
+            .iter()
+            .position(|s| !s.restart_pending && s.was_generator())
+        else {
+            return;
+        };
+        let (sig, name) = if self.kill_with_sigkill {
+            (libc::SIGKILL, "SIGKILL")
+        } else {
+            (libc::SIGTERM, "SIGTERM")
+        };
+        self.kill_with_sigkill = !self.kill_with_sigkill;
+        let slot = &mut self.slots[i];
+        let epoch = slot.epoch();
+        slot.replica.signal(sig);
+        slot.restart_pending = true;
+        self.events.push(format!(
+            "t={t:6.1}s  sent {name} to replica {} (generator, epoch {epoch})",
+            i + 1
+        ));
+        self.takeover_watch = Some((now, epoch));
     }
-    drop(local);
-    let _ = std::fs::remove_dir_all(&logs);
-    let _ = writeln!(out, "demo stopped; nothing left running");
-    0
+
+    /// Redraws the table (a terminal) or prints a line and the new events
+    /// (a pipe), once a second.
+    fn draw(&mut self, now: Instant, t: f64) {
+        let elapsed = now.duration_since(self.last_draw).as_secs_f64().max(0.001);
+        self.last_draw = now;
+        self.next_draw = now + Duration::from_secs(1);
+        for s in self.slots.iter_mut() {
+            s.update_rates(elapsed);
+        }
+        let text = if self.tty {
+            render_table(&self.slots, t, &self.args.queue, &self.events)
+        } else {
+            render_line(&self.slots, t)
+        };
+        let _ = self.out.write_all(text.as_bytes());
+        if !self.tty {
+            for e in self.events.drain(..) {
+                let _ = writeln!(self.out, "{e}");
+            }
+        }
+        let _ = self.out.flush();
+    }
+
+    /// SIGTERM to every replica at once, then waits for each in turn.
+    fn stop(&mut self) {
+        let _ = writeln!(self.out, "\nstopping {} replicas …", self.slots.len());
+        for s in self.slots.iter_mut() {
+            s.replica.signal(libc::SIGTERM);
+        }
+        for (i, s) in self.slots.iter_mut().enumerate() {
+            let _ = match s.replica.stop(Duration::from_secs(10)) {
+                Some(st) => writeln!(self.out, "replica {} exited ({st})", i + 1),
+                None => writeln!(self.out, "replica {} did not exit", i + 1),
+            };
+        }
+        self.slots.clear();
+    }
 }
 
 fn row(i: usize, s: &Slot) -> (String, String, String, String, String) {

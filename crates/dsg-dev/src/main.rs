@@ -10,7 +10,6 @@
 
 mod bench;
 mod demo;
-mod failover_bench;
 mod product;
 
 use std::process::ExitCode;

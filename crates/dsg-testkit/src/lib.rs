@@ -2,7 +2,9 @@
 //! (`tests/it/`) and the development tools (`dsg-dev`): private
 //! `redis-server`, Sentinel and Cluster launchers, the product binary as
 //! child processes, a TCP fault proxy, the MONITOR-based fencing audit and
-//! the chaos soak. Nothing here ships in the image.
+//! the chaos soak; and the one way the tests and tools wait for a condition
+//! ([`wait`]) and summarise samples ([`stats`]). Nothing here ships in the
+//! image.
 
 pub mod chaos;
 pub mod fencing_audit;
@@ -13,3 +15,5 @@ pub mod local_sentinel;
 pub mod process;
 pub mod proxy;
 pub mod replica;
+pub mod stats;
+pub mod wait;

@@ -5,7 +5,9 @@
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use crate::wait::poll_blocking;
 
 /// A `redis-server` child process.
 #[derive(Debug)]
@@ -119,25 +121,23 @@ impl LocalRedis {
     }
 
     fn wait_ready(&mut self, timeout: Duration) -> Result<(), String> {
-        let deadline = Instant::now() + timeout;
-        while Instant::now() < deadline {
+        poll_blocking(timeout, Duration::from_millis(20), || {
             if let Some(c) = self.child.as_mut()
                 && let Ok(Some(status)) = c.try_wait()
             {
-                return Err(format!(
+                return Some(Err(format!(
                     "redis-server exited at start ({status}); see {}",
                     self.dir.join("redis.log").display()
-                ));
+                )));
             }
-            if ping(self.port) {
-                return Ok(());
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Err(format!(
-            "redis-server on port {} did not answer within {timeout:?}",
-            self.port
-        ))
+            ping(self.port).then_some(Ok(()))
+        })
+        .unwrap_or_else(|| {
+            Err(format!(
+                "redis-server on port {} did not answer within {timeout:?}",
+                self.port
+            ))
+        })
     }
 
     /// Its port.
@@ -171,15 +171,12 @@ impl LocalRedis {
     /// Starts it again on the same port with the same settings.
     pub fn restart(&mut self) -> Result<(), String> {
         self.kill();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            match self.spawn() {
-                Ok(()) => return Ok(()),
-                // The old socket may linger a moment.
-                Err(e) if Instant::now() > deadline => return Err(e),
-                Err(_) => std::thread::sleep(Duration::from_millis(100)),
-            }
-        }
+        // The old socket may linger a moment.
+        let mut failed = String::new();
+        poll_blocking(Duration::from_secs(10), Duration::from_millis(100), || {
+            self.spawn().map_err(|e| failed = e).ok()
+        })
+        .ok_or(failed)
     }
 
     /// Starts it again on the same port with other extra arguments (e.g.
@@ -195,6 +192,22 @@ impl Drop for LocalRedis {
         self.kill();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// A client of the Redis at `url` for setting up and inspecting it, not a
+/// service connection: one connection attempt, commands timing out after
+/// `command_timeout`.
+pub async fn connect(
+    url: &str,
+    command_timeout: Duration,
+) -> Result<redis_dsg::redis::Redis, String> {
+    let mut config = redis_dsg::config::Config::default();
+    config.redis.url = redis_dsg::config::RedisUrl::new(url);
+    config.redis.command_timeout_ms =
+        u64::try_from(command_timeout.as_millis()).unwrap_or(u64::MAX);
+    redis_dsg::redis::Redis::connect_once(&config.redis)
+        .await
+        .map_err(|e| format!("cannot connect to {url}: {e}"))
 }
 
 /// Whether a Redis server on `port` answers `PING` (an authentication

@@ -4,9 +4,10 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::local_redis::{LocalRedis, ensure_installed, find_on_path, free_port};
+use crate::wait::poll_blocking;
 
 /// The master name the sentinels monitor.
 pub const MASTER_NAME: &str = "m";
@@ -98,13 +99,10 @@ impl LocalSentinel {
             password: auth.map(|a| a.sentinel.clone()),
             tls_ca: tls.map(|d| d.join("ca.pem")),
         };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !sentinel.ask(&["PING"]).contains("PONG") {
-            if Instant::now() > deadline {
-                return Err(format!("sentinel on port {port} did not answer"));
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        poll_blocking(Duration::from_secs(10), Duration::from_millis(20), || {
+            sentinel.ask(&["PING"]).contains("PONG").then_some(())
+        })
+        .ok_or_else(|| format!("sentinel on port {port} did not answer"))?;
         Ok(sentinel)
     }
 
@@ -323,19 +321,15 @@ impl SentinelTopology {
     /// primary, and lists the other node as a healthy replica whose link to
     /// the primary is up.
     pub fn wait_converged(&self, timeout: Duration) -> Result<(), String> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if self.converged() {
-                return Ok(());
-            }
-            if Instant::now() > deadline {
-                return Err(format!(
-                    "the sentinels did not converge within {timeout:?}; sentinel 1 says: {}",
-                    self.sentinels[0].ask(&["SENTINEL", "replicas", MASTER_NAME])
-                ));
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        poll_blocking(timeout, Duration::from_millis(100), || {
+            self.converged().then_some(())
+        })
+        .ok_or_else(|| {
+            format!(
+                "the sentinels did not converge within {timeout:?}; sentinel 1 says: {}",
+                self.sentinels[0].ask(&["SENTINEL", "replicas", MASTER_NAME])
+            )
+        })
     }
 
     fn converged(&self) -> bool {

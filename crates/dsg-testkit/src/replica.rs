@@ -5,11 +5,18 @@
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use redis_dsg::service::{InstanceStatus, Role};
+use redis_dsg::service::{Counts, InstanceStatus, Role};
 
 use crate::http_client;
+
+/// How long a replica may take to become ready in the tools and the
+/// shared launchers (the integration tests' `TestEnv` waits 15 s).
+pub const READY_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// How much of a log a failure message shows.
+pub const LOG_TAIL_LINES: usize = 30;
 
 /// One service process.
 #[derive(Debug)]
@@ -94,16 +101,7 @@ impl Replica {
 
     /// Waits up to `timeout` for it to exit.
     pub fn wait_timeout(&mut self, timeout: Duration) -> Option<ExitStatus> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(s) = self.try_wait() {
-                return Some(s);
-            }
-            if Instant::now() >= deadline {
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        crate::wait::poll_blocking(timeout, Duration::from_millis(10), || self.try_wait())
     }
 
     /// SIGTERM, then SIGKILL after `grace`.
@@ -129,7 +127,39 @@ impl Replica {
     }
 
     /// Starts `n` replicas with the same `env` on free ports, logging to
-    /// `<logs>/<prefix>-<i>.log`, and waits until each is ready.
+    /// `<logs>/<prefix>-<i>.log` (`i` from 1), without waiting for them.
+    pub fn start_many(
+        exe: &Path,
+        env: &[(String, String)],
+        logs: &Path,
+        prefix: &str,
+        n: usize,
+    ) -> Result<Vec<Replica>, String> {
+        (1..=n)
+            .map(|i| Replica::start_numbered(exe, env, logs, prefix, i))
+            .collect()
+    }
+
+    /// Replica number `i` of [`Replica::start_many`].
+    fn start_numbered(
+        exe: &Path,
+        env: &[(String, String)],
+        logs: &Path,
+        prefix: &str,
+        i: usize,
+    ) -> Result<Replica, String> {
+        let log = logs.join(format!("{prefix}-{i}.log"));
+        Replica::start(exe, crate::local_redis::free_port(), env, &log)
+            .map_err(|e| format!("cannot start a replica: {e}"))
+    }
+
+    /// Starts `n` replicas like [`Replica::start_many`], one after another:
+    /// each is ready (within [`READY_TIMEOUT`]) before the next starts.
+    /// So the first holds the lease, and every standby listens for release
+    /// notices, well before the last is up: a replica reports ready before
+    /// its notice subscription is in place, and a standby that misses a
+    /// release waits out the TTL (the failover bench measured ~TTL instead
+    /// of a few ms for a SIGTERM right after a simultaneous start).
     pub async fn start_ready(
         exe: &Path,
         env: &[(String, String)],
@@ -138,37 +168,58 @@ impl Replica {
         n: usize,
     ) -> Result<Vec<Replica>, String> {
         let mut replicas = Vec::with_capacity(n);
-        for i in 0..n {
-            let log = logs.join(format!("{prefix}-{i}.log"));
-            let mut r = Replica::start(exe, crate::local_redis::free_port(), env, &log)
-                .map_err(|e| format!("cannot start a replica: {e}"))?;
-            if !r.wait_ready(Duration::from_secs(20)).await {
-                let tail = std::fs::read_to_string(&log).unwrap_or_default();
-                return Err(format!(
-                    "a replica did not become ready; {}:\n{tail}",
-                    log.display()
-                ));
-            }
+        for i in 1..=n {
+            let mut r = Replica::start_numbered(exe, env, logs, prefix, i)?;
+            r.ready_within(READY_TIMEOUT).await?;
             replicas.push(r);
         }
         Ok(replicas)
     }
 
-    /// Waits until `/readyz` answers 200 (or `timeout`).
-    pub async fn wait_ready(&mut self, timeout: Duration) -> bool {
-        let deadline = Instant::now() + timeout;
-        while Instant::now() < deadline {
-            if self.try_wait().is_some() {
-                return false;
-            }
-            if let Some((200, _)) =
-                http_client::get(self.port, "/readyz", Duration::from_secs(1)).await
-            {
-                return true;
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
+    /// Waits until it is ready; the error names its log and shows the end.
+    pub async fn ready_within(&mut self, timeout: Duration) -> Result<(), String> {
+        if self.wait_ready(timeout).await {
+            return Ok(());
         }
-        false
+        Err(format!(
+            "the replica logging to {} did not become ready within {timeout:?}:\n{}",
+            self.log.display(),
+            self.log_tail(LOG_TAIL_LINES)
+        ))
+    }
+
+    /// The last `lines` lines of its log, for failure messages.
+    pub fn log_tail(&self, lines: usize) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let all: Vec<&str> = text.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
+    }
+
+    /// Waits until `/readyz` answers 200 (or `timeout`); `false` at once
+    /// when it has exited.
+    pub async fn wait_ready(&mut self, timeout: Duration) -> bool {
+        let ready = crate::wait::poll(timeout, Duration::from_millis(25), async || {
+            if self.try_wait().is_some() {
+                return Some(false);
+            }
+            self.answers_ready(Duration::from_secs(1))
+                .await
+                .then_some(true)
+        })
+        .await;
+        ready == Some(true)
+    }
+
+    /// Whether `/readyz` answers 200 now.
+    pub async fn is_ready(&self) -> bool {
+        self.answers_ready(Duration::from_secs(2)).await
+    }
+
+    async fn answers_ready(&self, timeout: Duration) -> bool {
+        matches!(
+            http_client::get(self.port, "/readyz", timeout).await,
+            Some((200, _))
+        )
     }
 
     /// Its role now (`None` while it does not answer).
@@ -185,6 +236,54 @@ impl Replica {
     pub async fn status(&self) -> Option<InstanceStatus> {
         http_client::status(self.port).await
     }
+
+    /// Its counters now (zero while it does not answer).
+    pub async fn counters(&self) -> Counts {
+        self.status().await.map(|s| s.counters).unwrap_or_default()
+    }
+}
+
+/// How many replicas generate and how many are not ready, at one look.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Census {
+    /// Replicas whose role is generator.
+    pub generators: usize,
+    /// Replicas whose `/readyz` does not answer 200.
+    pub not_ready: usize,
+}
+
+impl Census {
+    /// Takes one look at every replica.
+    pub async fn of(replicas: &[Replica]) -> Census {
+        let mut census = Census::default();
+        for r in replicas {
+            if r.is_generator().await {
+                census.generators += 1;
+            }
+        }
+        for r in replicas {
+            if !r.is_ready().await {
+                census.not_ready += 1;
+            }
+        }
+        census
+    }
+
+    /// Exactly one generator and every replica ready: a fleet at rest.
+    pub fn is_settled(&self) -> bool {
+        self.generators == 1 && self.not_ready == 0
+    }
+}
+
+/// The indices of the replicas that generate now.
+pub async fn generators(replicas: &[Replica]) -> Vec<usize> {
+    let mut out = Vec::new();
+    for (i, r) in replicas.iter().enumerate() {
+        if r.is_generator().await {
+            out.push(i);
+        }
+    }
+    out
 }
 
 impl Drop for Replica {

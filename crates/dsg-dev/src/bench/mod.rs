@@ -1,0 +1,204 @@
+//! `redis-dsg bench`: throughput, latency and memory of the real binary
+//! against a private `redis-server`, next to the ceiling `redis-benchmark`
+//! measures on the same server in the same run. Figures are reported as
+//! ratios to that ceiling, because the machine is shared and noisy.
+//!
+//! Phases (`phases.rs`): the `redis-benchmark` ceiling (pipelined LPUSH and
+//! LPOP); one generator at interval 0; one and two consumer processes
+//! draining a pre-filled backlog with processing time 0; end-to-end message
+//! age at a fixed rate; consumer memory with 10,000 messages in flight.
+//! The figures and their table are in `report.rs`; `--failover` measures
+//! handover and takeover instead (`failover.rs`), and `--failover
+//! --sentinel` a Sentinel failover of Redis itself (`sentinel.rs`).
+
+mod failover;
+mod phases;
+mod report;
+mod sentinel;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::Args;
+use fred::prelude::*;
+use serde::Serialize;
+
+use dsg_testkit::fleet;
+use dsg_testkit::local_redis::{LocalRedis, connect};
+use redis_dsg::config::{Config, RedisUrl};
+use redis_dsg::redis::{Keys, Redis};
+
+/// Flags of `bench`.
+#[derive(Debug, Args)]
+pub(crate) struct BenchArgs {
+    /// Size of the pre-filled backlog the consumers drain.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub messages: u64,
+    /// Seconds the generator and latency phases measure.
+    #[arg(long, default_value_t = 5)]
+    pub seconds: u64,
+    /// Generator rate (msgs/s) for the latency phase.
+    #[arg(long, default_value_t = 10_000)]
+    pub latency_rate: u64,
+    /// Messages held at once in the memory phase.
+    #[arg(long, default_value_t = 10_000)]
+    pub in_flight: u64,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// Measure failover instead: handover after SIGTERM and takeover after
+    /// SIGKILL of the generator among 3 replicas.
+    #[arg(long)]
+    pub failover: bool,
+    /// Trials per signal and TTL (with --failover).
+    #[arg(long, default_value_t = 20)]
+    pub trials: usize,
+    /// Lease TTLs to measure, milliseconds (with --failover).
+    #[arg(long, value_delimiter = ',', default_values_t = [10_000u64, 1_000])]
+    pub ttl_ms: Vec<u64>,
+    /// With --failover: SIGKILL the Redis primary of a local Sentinel
+    /// topology (1 primary, 1 replica, 3 sentinels) instead of the
+    /// generator, and time promotion and recovery of processing.
+    #[arg(long, requires = "failover")]
+    pub sentinel: bool,
+    /// Sentinel's down-after-milliseconds (with --sentinel).
+    #[arg(long, default_value_t = 1_000, requires = "sentinel")]
+    pub down_after_ms: u64,
+    /// The replicas' redis.reconnect_max_delay_ms values to measure (with
+    /// --sentinel).
+    #[arg(long, value_delimiter = ',', default_values_t = [1_000u64, 250], requires = "sentinel")]
+    pub reconnect_max_delay_ms: Vec<u64>,
+}
+
+/// Runs the benchmark with the redis-dsg binary `exe`; returns the exit
+/// code.
+pub(crate) async fn run(exe: &Path, redis_url: Option<&str>, args: &BenchArgs) -> u8 {
+    if args.sentinel {
+        let series = sentinel_failover(exe, args).await;
+        return report(series, args.json, |s| sentinel::render(s));
+    }
+    if args.failover {
+        let series = failover(exe, redis_url, args).await;
+        return report(series, args.json, |s| failover::render(s));
+    }
+    report(
+        phases::measure(exe, redis_url, args).await,
+        args.json,
+        report::render,
+    )
+}
+
+/// Prints figures as JSON or as a table; returns the exit code.
+fn report<T: Serialize>(
+    figures: Result<T, String>,
+    json: bool,
+    table: impl Fn(&T) -> String,
+) -> u8 {
+    match figures {
+        Ok(f) => {
+            if json {
+                // Figures are numbers and strings: they always serialize.
+                let text = serde_json::to_string_pretty(&f).expect("figures serialize");
+                println!("{text}");
+            } else {
+                print!("{}", table(&f));
+            }
+            0
+        }
+        Err(e) => {
+            eprintln!("bench: {e}");
+            1
+        }
+    }
+}
+
+/// A private redis-server (unless `--redis-url` names one: never taken from
+/// `REDIS_URL`, so the benchmark cannot fill a production Redis by
+/// accident), a client, a log directory.
+async fn setup(
+    redis_url: Option<&str>,
+) -> Result<(Option<LocalRedis>, String, Redis, PathBuf), String> {
+    let (local, url) = match redis_url {
+        Some(u) => (None, u.to_string()),
+        None => {
+            let l = LocalRedis::start()?;
+            let url = l.url();
+            (Some(l), url)
+        }
+    };
+    let redis = connect(&url, Duration::from_secs(5)).await?;
+    let logs = std::env::temp_dir().join(format!("redis-dsg-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&logs).map_err(|e| e.to_string())?;
+    Ok((local, url, redis, logs))
+}
+
+async fn failover(
+    exe: &Path,
+    redis_url: Option<&str>,
+    args: &BenchArgs,
+) -> Result<Vec<failover::FailoverSeries>, String> {
+    let (local, url, redis, logs) = setup(redis_url).await?;
+    let series = failover::measure(exe, &url, &redis, &logs, &args.ttl_ms, args.trials).await;
+    redis.quit().await;
+    let _ = std::fs::remove_dir_all(&logs);
+    drop(local);
+    series
+}
+
+async fn sentinel_failover(
+    exe: &Path,
+    args: &BenchArgs,
+) -> Result<Vec<sentinel::SentinelSeries>, String> {
+    let logs = std::env::temp_dir().join(format!("redis-dsg-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&logs).map_err(|e| e.to_string())?;
+    let series = sentinel::measure(
+        exe,
+        &logs,
+        &args.reconnect_max_delay_ms,
+        args.down_after_ms,
+        args.trials,
+    )
+    .await;
+    if series.is_ok() {
+        let _ = std::fs::remove_dir_all(&logs);
+    }
+    series
+}
+
+/// The settings of a benchmark's replicas, written to `<logs>/<name>.toml`:
+/// the product's defaults on `url` (so the figures are the product's) with
+/// `tune` on top, logging warnings only (a line per message would be
+/// measured too).
+fn replica_env(
+    url: &str,
+    logs: &Path,
+    name: &str,
+    tune: impl FnOnce(&mut Config),
+) -> Result<Vec<(String, String)>, String> {
+    let mut config = Config::default();
+    config.redis.url = RedisUrl::new(url);
+    tune(&mut config);
+    Ok(fleet::with_extra(
+        fleet::env_for(&config, logs, name)?,
+        &[("RUST_LOG", "warn")],
+    ))
+}
+
+/// Reports a benchmark phase on standard error.
+fn progress(what: &str) {
+    eprintln!("redis-dsg bench: {what} …");
+}
+
+/// Removes a benchmark queue and the keys derived from it.
+async fn remove_queue(redis: &Redis, keys: &Keys) {
+    let _: Result<(), _> = redis
+        .client()
+        .unlink(vec![
+            keys.queue.clone(),
+            keys.error_queue.clone(),
+            keys.lease(),
+            keys.epoch(),
+            keys.consumers(),
+        ])
+        .await;
+}
