@@ -550,6 +550,10 @@ async fn contract4_an_oversized_message_is_never_read_into_memory() {
             &[
                 ("MODE", "consumer"),
                 ("DSG_CONSUMER__MAX_MESSAGE_BYTES", "1024"),
+                // Moving 64 MB inside Redis takes a while on a loaded
+                // machine; the test's short 1 s timeout would retry it
+                // forever.
+                ("DSG_REDIS__COMMAND_TIMEOUT_MS", "10000"),
             ],
         )
         .await;
