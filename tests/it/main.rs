@@ -9,5 +9,6 @@ mod cli;
 mod election;
 mod faults;
 mod helpers;
+mod legacy_entries;
 mod runtime;
 mod topologies;

@@ -121,7 +121,7 @@ async fn tls_with_a_private_ca_is_verified_and_a_wrong_ca_refused() {
 }
 
 /// Runs an admin command on `redis` (`CONFIG SET`, `ACL SETUSER`, …).
-async fn admin(url: &str, args: &[&str]) -> fred::types::Value {
+pub async fn admin(url: &str, args: &[&str]) -> fred::types::Value {
     let c = connect(url).await;
     let cmd = fred::types::CustomCommand::new(args[0].to_string(), None::<u16>, false);
     let v = c
@@ -136,7 +136,7 @@ async fn admin(url: &str, args: &[&str]) -> fred::types::Value {
     v
 }
 
-async fn acl_setuser(admin_url: &str, user: &str, password: &str, rule: &str) {
+pub async fn acl_setuser(admin_url: &str, user: &str, password: &str, rule: &str) {
     let mut args: Vec<String> = vec![
         "ACL".into(),
         "SETUSER".into(),

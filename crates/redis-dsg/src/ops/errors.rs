@@ -4,8 +4,9 @@
 //! None of them loses an entry when interrupted: `list` only reads; `drain`
 //! prints an entry, waits until its reader has it ([`ConfirmedStdout`]),
 //! and only then removes it, with a script that removes exactly the printed
-//! entries or nothing ([`CONFIRM_DRAINED`]); `requeue` moves entries back
-//! to the queue in one atomic script per batch.
+//! entries or nothing ([`CONFIRM_DRAINED`]); `requeue` reads and decodes a
+//! batch, then moves it back to the queue in one atomic script that checks
+//! the entries are still the ones read ([`REQUEUE`]).
 
 use std::io;
 
@@ -148,6 +149,11 @@ impl ErrorList {
 
     /// Moves up to `limit` entries, oldest first, back to the queue with
     /// their original bytes, printing each; returns how many.
+    ///
+    /// Each batch is read, decoded here (exactly as `list` shows it), then
+    /// moved by one script that first checks the entries are still the
+    /// oldest ones, by SHA1, as `drain` does: a batch that changed
+    /// meanwhile (another drain or requeue) moves nothing and is read again.
     pub async fn requeue(
         &self,
         limit: Option<usize>,
@@ -161,33 +167,69 @@ impl ErrorList {
         let mut moved = 0usize;
         let mut output_open = true;
         while moved < limit {
-            let n = (limit - moved).min(100);
-            let entries: Vec<Value> = self
+            let raw = self
+                .oldest(0, (limit - moved).min(REQUEUE_BATCH_ENTRIES))
+                .await?;
+            if raw.is_empty() {
+                break;
+            }
+            let batch = requeue_batch(&raw);
+            let n = batch.len();
+            let mut args = Vec::with_capacity(2 * n + 1);
+            args.push(int(n as u64));
+            args.extend(raw[..n].iter().map(|e| Value::from(sha1_hex(e))));
+            args.extend(
+                batch
+                    .iter()
+                    .map(|e| Value::Bytes(e.payload.clone().into())),
+            );
+            let done: i64 = self
                 .redis
                 .run(
                     &REQUEUE,
                     vec![self.keys.error_queue.clone(), self.keys.queue.clone()],
-                    vec![int(n as u64)],
+                    args,
                 )
                 .await?;
-            if entries.is_empty() {
-                break;
+            if done == 0 {
+                // The old end changed since it was read: read again.
+                continue;
             }
-            moved += entries.len();
+            moved += n;
             // The entries are back in the queue already; printing is a
             // report, and a closed output must not stop the move halfway.
-            for raw in entries.into_iter().filter_map(value_bytes) {
-                if output_open
-                    && out
-                        .write(&render(&error_entry::decode(&raw), format))
-                        .is_err()
-                {
+            for entry in &batch {
+                if output_open && out.write(&render(entry, format)).is_err() {
                     output_open = false;
                 }
             }
         }
         Ok(moved as u64)
     }
+}
+
+/// Entries moved by one requeue script, at most: the script's arguments
+/// are two per entry, and Lua's `unpack` takes a few thousand values.
+const REQUEUE_BATCH_ENTRIES: usize = 100;
+/// Message bytes moved by one requeue script, at most (unless a single
+/// message is larger): the messages travel as the script's arguments.
+const REQUEUE_BATCH_BYTES: usize = 8 * 1024 * 1024;
+
+/// Decodes the leading entries of `raw` (oldest first) that fit in one
+/// requeue script: at least one, at most [`REQUEUE_BATCH_BYTES`] of
+/// messages after that.
+fn requeue_batch(raw: &[Vec<u8>]) -> Vec<ErrorEntry> {
+    let mut bytes = 0usize;
+    let mut batch = Vec::new();
+    for entry in raw {
+        let decoded = error_entry::decode(entry);
+        bytes += decoded.payload.len();
+        if !batch.is_empty() && bytes > REQUEUE_BATCH_BYTES {
+            break;
+        }
+        batch.push(decoded);
+    }
+    batch
 }
 
 impl ErrorList {

@@ -26,10 +26,6 @@ impl Script {
     }
 }
 
-/// Prefix of a structured error entry (see [`crate::error_entry`]); the Lua
-/// scripts below strip it to recover a message's original bytes.
-pub const ERROR_ENTRY_PREFIX: &str = "DSGERR1 ";
-
 /// Takes the lease if nobody holds it, with a new fencing epoch.
 ///
 /// KEYS: lease, epoch counter. ARGV: holder id, TTL (ms), the highest epoch
@@ -316,32 +312,32 @@ return n
     )
 });
 
-/// Moves the oldest error entries back to the queue with their original
-/// bytes.
+/// Moves the oldest error entries back to the queue, as the messages the
+/// caller decoded from them, only if they are still exactly the entries it
+/// read.
 ///
-/// KEYS: error list, queue. ARGV: how many at most.
-/// Returns the entries moved (whole, for printing). Each message goes to
-/// the head of the queue (as if newly produced) with the header stripped;
-/// entries written by the original go-redis-dsg (`m:"…" e:"…"`) give back
-/// their message. Atomic: an entry is in one list or the other.
+/// KEYS: error list, queue. ARGV: n, then the SHA1 of each entry read
+/// (oldest first), then the message decoded from each (same order).
+/// Returns n when moved, 0 when the old end of the error list changed
+/// since it was read (nothing moved: read again). Decoding happens in the
+/// caller ([`crate::service::error_entry::decode`]), so `requeue` puts back
+/// exactly what `errors list` shows. Atomic: an entry is in one list or the
+/// other. The push, the only write that can fail (a wrong-type queue, a
+/// missing `+lpush`), comes before the removal, so a failure removes
+/// nothing. The oldest message is pushed first, as new messages are.
 pub static REQUEUE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         "requeue",
         r#"
-local entries = redis.call('RPOP', KEYS[1], ARGV[1])
-if not entries then return {} end
-for _, e in ipairs(entries) do
-  local body = e
-  if string.sub(e, 1, 8) == 'DSGERR1 ' then
-    local nl = string.find(e, '\n', 9, true)
-    if nl then body = string.sub(e, nl + 1) end
-  else
-    local m = string.match(e, '^m:"(.*)" e:"[^"]*"$')
-    if m then body = m end
-  end
-  redis.call('LPUSH', KEYS[2], body)
+local n = tonumber(ARGV[1])
+local tail = redis.call('LRANGE', KEYS[1], -n, -1)
+if #tail ~= n then return 0 end
+for i = 1, n do
+  if redis.sha1hex(tail[n - i + 1]) ~= ARGV[1 + i] then return 0 end
 end
-return entries
+redis.call('LPUSH', KEYS[2], unpack(ARGV, n + 2, 2 * n + 1))
+redis.call('LTRIM', KEYS[1], 0, -n - 1)
+return n
 "#,
     )
 });
@@ -392,14 +388,3 @@ return flags
 "#,
     )
 });
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn error_entry_prefix_matches_the_lua_scripts() {
-        assert_eq!(ERROR_ENTRY_PREFIX.len(), 8);
-        assert!(REQUEUE.lua.contains(&format!("'{ERROR_ENTRY_PREFIX}'")));
-    }
-}

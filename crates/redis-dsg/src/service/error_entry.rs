@@ -7,12 +7,21 @@
 //! raw newline). The header is built by the consumer and joined to the
 //! message inside Redis, so a message's bytes never travel back and forth.
 //! Entries written by the original go-redis-dsg (`m:"<msg>" e:"Error code
-//! N"`) are read too.
+//! N"`, the message Go-quoted) are decoded exactly (`legacy.rs`).
+//!
+//! [`decode`] is the one reading of an entry: `errors list`, `drain`,
+//! `--json` and `requeue` all use it, so what is shown is what is requeued.
+
+mod legacy;
+mod text;
 
 use serde::Serialize;
 use time::OffsetDateTime;
 
-use crate::redis::scripts::ERROR_ENTRY_PREFIX;
+pub use text::{escape_payload, unescape_payload};
+
+/// Prefix of a structured error entry: `DSGERR1 <JSON header>\n<bytes>`.
+pub const ERROR_ENTRY_PREFIX: &str = "DSGERR1 ";
 
 /// Why a message went to the error list.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -88,13 +97,13 @@ pub fn decode(entry: &[u8]) -> ErrorEntry {
             payload: rest[nl + 1..].to_vec(),
         };
     }
-    if let Some((msg, code)) = parse_legacy(entry) {
+    if let Some((payload, detail)) = legacy::parse(entry) {
         return ErrorEntry {
             reason: "legacy".into(),
-            detail: String::from_utf8_lossy(code).into_owned(),
+            detail,
             consumer: None,
             failed_at: None,
-            payload: msg.to_vec(),
+            payload,
         };
     }
     ErrorEntry {
@@ -104,19 +113,6 @@ pub fn decode(entry: &[u8]) -> ErrorEntry {
         failed_at: None,
         payload: entry.to_vec(),
     }
-}
-
-/// `m:"<msg>" e:"<code>"` as go-redis-dsg wrote it (same rule as the
-/// requeue script: the message is everything up to the last `" e:"`).
-fn parse_legacy(entry: &[u8]) -> Option<(&[u8], &[u8])> {
-    let inner = entry.strip_prefix(b"m:\"")?.strip_suffix(b"\"")?;
-    let sep = b"\" e:\"";
-    let at = inner.windows(sep.len()).rposition(|w| w == sep)?;
-    let code = &inner[at + sep.len()..];
-    if code.contains(&b'"') {
-        return None;
-    }
-    Some((&inner[..at], code))
 }
 
 impl ErrorEntry {
@@ -137,7 +133,8 @@ impl ErrorEntry {
         v
     }
 
-    /// The entry as one human-readable line (payload escaped).
+    /// The entry as one human-readable line (payload escaped with
+    /// [`escape_payload`], which [`unescape_payload`] reverses exactly).
     pub fn to_line(&self) -> String {
         let when = self
             .failed_at
@@ -151,33 +148,9 @@ impl ErrorEntry {
             self.reason,
             self.consumer.as_deref().unwrap_or("-"),
             self.detail,
-            escape_bytes(&self.payload)
+            escape_payload(&self.payload)
         )
     }
-}
-
-/// `"…"` with non-printable bytes as `\xNN` (like `redis-cli`).
-pub fn escape_bytes(bytes: &[u8]) -> String {
-    let mut out = String::with_capacity(bytes.len() + 2);
-    out.push('"');
-    for chunk in bytes.utf8_chunks() {
-        for c in chunk.valid().chars() {
-            match c {
-                '"' => out.push_str("\\\""),
-                '\\' => out.push_str("\\\\"),
-                '\n' => out.push_str("\\n"),
-                '\r' => out.push_str("\\r"),
-                '\t' => out.push_str("\\t"),
-                c if c.is_control() => out.push_str(&format!("\\x{:02x}", c as u32)),
-                c => out.push(c),
-            }
-        }
-        for b in chunk.invalid() {
-            out.push_str(&format!("\\x{b:02x}"));
-        }
-    }
-    out.push('"');
-    out
 }
 
 /// Standard base64 with padding.
@@ -256,13 +229,28 @@ mod tests {
 
     #[test]
     fn legacy_and_foreign_entries_are_read() {
-        let e = decode(b"m:\"abc \"quoted\" x\" e:\"Error code 7\"");
+        // As Go's `m:%q e:%q` writes a message holding quotes and a byte
+        // that is not UTF-8.
+        let e = decode(br#"m:"abc \"quoted\" \xff x" e:"Error code 7""#);
         assert_eq!(e.reason, "legacy");
-        assert_eq!(e.payload, b"abc \"quoted\" x");
+        assert_eq!(e.payload, b"abc \"quoted\" \xff x");
         assert_eq!(e.detail, "Error code 7");
+        // Go never writes unescaped quotes inside: kept whole.
+        let raw = b"m:\"abc \"quoted\" x\" e:\"Error code 7\"";
+        let e = decode(raw);
+        assert_eq!(e.reason, "unknown");
+        assert_eq!(e.payload, raw);
         let e = decode(b"just bytes");
         assert_eq!(e.reason, "unknown");
         assert_eq!(e.payload, b"just bytes");
+    }
+
+    #[test]
+    fn a_corrupt_header_keeps_the_whole_entry() {
+        let raw = b"DSGERR1 {not json}\nmessage";
+        let e = decode(raw);
+        assert_eq!(e.reason, "unknown");
+        assert_eq!(e.payload, raw);
     }
 
     #[test]
@@ -275,8 +263,4 @@ mod tests {
         assert_eq!(base64_encode(b"fo"), "Zm8=");
     }
 
-    #[test]
-    fn escaping_shows_binary() {
-        assert_eq!(escape_bytes(b"a\"b\n\xff"), "\"a\\\"b\\n\\xff\"");
-    }
 }
