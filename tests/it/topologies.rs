@@ -542,6 +542,14 @@ async fn redis_cluster_runs_generator_consumers_errors_cli_and_recovery() {
             String::from_utf8_lossy(&out.stderr)
         );
     }
+    // An entry of the original go-redis-dsg at the old end: the two-step
+    // requeue gives back its Go-quoted message exactly (issue 15).
+    let legacy = br#"m:"has \"quotes\" \xff\u00e9" e:"Error code 3""#;
+    let _: i64 = client
+        .client()
+        .rpush("errors", legacy.to_vec())
+        .await
+        .expect("rpush");
     let errors = value_list(&client, "errors").await;
     assert!(errors.len() > 5, "{}", errors.len());
     assert_eq!(
@@ -563,6 +571,10 @@ async fn redis_cluster_runs_generator_consumers_errors_cli_and_recovery() {
             "requeued message not at the head"
         );
     }
+    assert!(
+        head[..2].contains(&b"has \"quotes\" \xff\xc3\xa9".to_vec()),
+        "the legacy entry's message, unquoted"
+    );
     assert_eq!(
         cli_ok(&env, &["errors", "drain", "--limit", "3"])
             .lines()

@@ -118,6 +118,8 @@ pub struct Config {
     pub processor: ProcessorConfig,
     /// Graceful shutdown.
     pub shutdown: ShutdownConfig,
+    /// Working beside the original go-redis-dsg (a migration).
+    pub compat: CompatConfig,
 }
 
 /// The HTTP server.
@@ -283,6 +285,18 @@ pub struct ShutdownConfig {
     pub timeout_ms: u64,
 }
 
+/// Working beside the original go-redis-dsg during a migration.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CompatConfig {
+    /// Also hold the original's election key `lock:gen` while holding the
+    /// lease, and never generate while an original holds it
+    /// (`DSG_COMPAT__ORIGINAL_LOCK`). Off by default: `lock:gen` is global
+    /// to the database, so fleets of different queues in this mode exclude
+    /// each other, as the originals did.
+    pub original_lock: bool,
+}
+
 impl ShutdownConfig {
     /// [`ShutdownConfig::timeout_ms`] as a duration.
     pub fn timeout(&self) -> Duration {
@@ -344,6 +358,7 @@ impl Default for Config {
                 invalid_ratio: 0.05,
             },
             shutdown: ShutdownConfig { timeout_ms: 20_000 },
+            compat: CompatConfig::default(),
         }
     }
 }

@@ -182,6 +182,9 @@ pub fn validate(c: &Config) -> Vec<(&'static str, String)> {
             ));
         }
     }
+    if c.compat.original_lock {
+        compat_rules(c, &mut p);
+    }
     let pr = &c.processor;
     if pr.min_ms > pr.max_ms {
         p.push((
@@ -196,4 +199,77 @@ pub fn validate(c: &Config) -> Vec<(&'static str, String)> {
         p.push(("processor.invalid_ratio", "must be between 0 and 1".into()));
     }
     p
+}
+
+/// Compatibility mode: `lock:gen` must be the one the originals use, and
+/// the holder must stop generating before its `lock:gen` can expire.
+fn compat_rules(c: &Config, p: &mut Vec<(&'static str, String)>) {
+    let database = super::parse_url(&c.redis.url.expose())
+        .ok()
+        .and_then(|u| u.database)
+        .unwrap_or(0);
+    if database != 0 {
+        p.push((
+            "compat.original_lock",
+            format!(
+                "go-redis-dsg always uses database 0, but redis.url selects database {database}"
+            ),
+        ));
+    }
+    // lock:gen is renewed with the lease and shares its renew deadline; with
+    // a TTL no shorter than the lease's, the holder stops at least the
+    // lease's own margin before lock:gen can expire.
+    let lock_ttl_ms = (c.lease.ping_interval_seconds + 5) * 1000;
+    if c.lease.ttl_ms > lock_ttl_ms {
+        p.push((
+            "lease.ttl_ms",
+            format!(
+                "must not exceed the original's lock:gen TTL in compatibility mode, lease.ping_interval_seconds + 5 s ({} > {lock_ttl_ms}): raise GENERATOR_PING_INTERVAL or lower lease.ttl_ms (with lease.renew_deadline_ms and lease.retry_period_ms)",
+                c.lease.ttl_ms
+            ),
+        ));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::RedisUrl;
+
+    fn compat() -> Config {
+        let mut c = Config::default();
+        c.compat.original_lock = true;
+        c
+    }
+
+    fn settings(c: &Config) -> Vec<&'static str> {
+        validate(c).into_iter().map(|(path, _)| path).collect()
+    }
+
+    #[test]
+    fn compatibility_mode_is_off_by_default_and_valid_with_the_defaults() {
+        assert!(!Config::default().compat.original_lock);
+        assert!(validate(&compat()).is_empty(), "{:?}", validate(&compat()));
+    }
+
+    #[test]
+    fn compatibility_mode_needs_database_0_and_a_lease_within_the_lock_ttl() {
+        let mut c = compat();
+        c.redis.url = RedisUrl::new("redis://h:6379/3");
+        assert_eq!(settings(&c), ["compat.original_lock"]);
+        let (_, rule) = &validate(&c)[0];
+        assert!(rule.contains("database 3"), "{rule}");
+        c.compat.original_lock = false;
+        assert!(validate(&c).is_empty(), "only compatibility mode cares");
+
+        let mut c = compat();
+        // GENERATOR_PING_INTERVAL=1: lock:gen lives 6 s, the lease 10 s.
+        c.lease.ping_interval_seconds = 1;
+        assert_eq!(settings(&c), ["lease.ttl_ms"]);
+        let (_, rule) = &validate(&c)[0];
+        assert!(rule.contains("10000 > 6000"), "{rule}");
+        c.lease.ttl_ms = 6_000;
+        c.lease.renew_deadline_ms = 4_000;
+        assert!(validate(&c).is_empty());
+    }
 }

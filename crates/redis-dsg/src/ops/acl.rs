@@ -12,6 +12,9 @@ pub fn acl_rule_command(config: &Config, args: &AclRuleArgs) -> String {
     format!(
         "ACL SETUSER {} {}\n",
         args.user,
-        keys.acl_rule(config.consumer.output_queue.as_deref())
+        keys.acl_rule_with(
+            config.consumer.output_queue.as_deref(),
+            config.compat.original_lock
+        )
     )
 }

@@ -1,6 +1,7 @@
 //! `redis-dsg status`: a one-shot view of the whole fleet, read from Redis:
-//! lease holder, epoch and time left, list lengths, live consumers and what
-//! each holds.
+//! lease holder, epoch and time left, go-redis-dsg's `lock:gen` (an
+//! original generating beside redis-dsg counts as a generator), list
+//! lengths, live consumers and what each holds.
 
 use fred::prelude::*;
 use fred::types::Value;
@@ -9,8 +10,10 @@ use serde::Serialize;
 use super::CliError;
 use crate::cli::StatusArgs;
 use crate::config::Config;
+use crate::redis::keys::ORIGINAL_LOCK;
 use crate::redis::{Keys, Redis, RedisError, value_bytes};
-use crate::service::LeaseToken;
+use crate::service::original_lock;
+use crate::service::{LeaseToken, OriginalLockKind, OriginalLockView};
 
 /// The fleet as Redis records it.
 #[derive(Debug, Serialize)]
@@ -30,8 +33,13 @@ pub struct FleetStatus {
     pub epoch: Option<u64>,
     /// Milliseconds before the lease expires without renewal.
     pub lease_ttl_ms: Option<u64>,
+    /// go-redis-dsg's election key `lock:gen`, when set: an original
+    /// process holding it generates.
+    pub original_lock: Option<OriginalLockView>,
     /// Registered consumers.
     pub consumers: Vec<ConsumerStatus>,
+    /// Things worth knowing that are not failures.
+    pub notes: Vec<String>,
 }
 
 /// One registered consumer.
@@ -99,6 +107,22 @@ pub(super) async fn read(redis: &Redis, keys: &Keys) -> Result<FleetStatus, Redi
             });
         }
     }
+    let mut notes = Vec::new();
+    // lock:gen lives in its own slot (Cluster): read on its own.
+    let original_lock = match original_lock::read(redis).await {
+        Ok(seen) => seen.map(|seen| OriginalLockView {
+            kind: OriginalLockKind::of(&seen.value, &keys.lease(), token.as_deref()),
+            value: seen.value,
+            ttl_ms: seen.remaining.map(|r| r.as_millis() as u64),
+        }),
+        Err(RedisError::Command(e)) => {
+            notes.push(format!(
+                "{ORIGINAL_LOCK} could not be read ({e}): an original go-redis-dsg generating would not show; allow reading it (%R~{ORIGINAL_LOCK}, see `redis-dsg acl-rule`)"
+            ));
+            None
+        }
+        Err(e) => return Err(e),
+    };
     Ok(FleetStatus {
         queue: keys.queue.clone(),
         queue_length,
@@ -107,28 +131,16 @@ pub(super) async fn read(redis: &Redis, keys: &Keys) -> Result<FleetStatus, Redi
         holder,
         epoch,
         lease_ttl_ms: pttl.filter(|_| token.is_some()),
+        original_lock,
         consumers,
+        notes,
     })
 }
 
 impl FleetStatus {
     /// A short human-readable report.
     pub fn to_text(&self) -> String {
-        let mut s = String::new();
-        match (&self.holder, self.lease_ttl_ms) {
-            (Some(h), ttl) => s.push_str(&format!(
-                "generator: {h} (epoch {}, lease {} left)\n",
-                self.epoch.map_or("?".into(), |e| e.to_string()),
-                ttl.map_or("without TTL".into(), |t| format!(
-                    "{:.1} s",
-                    t as f64 / 1000.0
-                )),
-            )),
-            (None, _) => s.push_str(&format!(
-                "generator: none (last epoch {})\n",
-                self.epoch.map_or("none".into(), |e| e.to_string())
-            )),
-        }
+        let mut s = self.generator_text();
         s.push_str(&format!(
             "queue:     {} ({} messages)\n",
             self.queue, self.queue_length
@@ -156,16 +168,91 @@ impl FleetStatus {
                 s.push_str(&format!("  {:<40} {:>9} {:>10}\n", c.id, c.in_flight, hb));
             }
         }
+        for note in &self.notes {
+            s.push_str(&format!("note: {note}\n"));
+        }
+        if self.foreign_generator().is_some() && !self.consumers.iter().any(|c| c.alive) {
+            s.push_str("note: go-redis-dsg consumers register nowhere, so none show here\n");
+        }
         s
     }
 
-    /// Problems worth a non-zero exit for `status --check`.
+    /// The `generator:` line, with a warning when two generate.
+    fn generator_text(&self) -> String {
+        let seconds = |ms: Option<u64>| ms.map_or("no TTL".into(), |t| format!("{:.1} s", t as f64 / 1000.0));
+        let lock = self.original_lock.as_ref();
+        let Some(h) = &self.holder else {
+            return match lock {
+                Some(l) if l.kind.is_foreign_generator() => format!(
+                    "generator: go-redis-dsg {} (holds {ORIGINAL_LOCK}, {} left; not a redis-dsg process)\n",
+                    l.value,
+                    seconds(l.ttl_ms)
+                ),
+                Some(l) if l.kind == OriginalLockKind::Pause => format!(
+                    "generator: none: paused by an operator ({ORIGINAL_LOCK} = {:?}, {} left)\n",
+                    l.value,
+                    seconds(l.ttl_ms)
+                ),
+                Some(l) if l.kind == OriginalLockKind::RedisDsgOtherQueue => format!(
+                    "generator: none ({ORIGINAL_LOCK} is held by a redis-dsg fleet of another queue: {})\n",
+                    l.value
+                ),
+                _ => format!(
+                    "generator: none (last epoch {})\n",
+                    self.epoch.map_or("none".into(), |e| e.to_string())
+                ),
+            };
+        };
+        let also = match lock {
+            Some(l) if l.kind == OriginalLockKind::RedisDsg => {
+                format!("; also holds {ORIGINAL_LOCK}: compatibility mode")
+            }
+            _ => String::new(),
+        };
+        let mut s = format!(
+            "generator: {h} (epoch {}, lease {} left{also})\n",
+            self.epoch.map_or("?".into(), |e| e.to_string()),
+            seconds(self.lease_ttl_ms),
+        );
+        if let Some(l) = self.foreign_generator() {
+            s.push_str(&format!(
+                "  WARNING: {ORIGINAL_LOCK} is held by go-redis-dsg {} too: TWO GENERATORS (enable compat.original_lock on every redis-dsg pod)\n",
+                l.value
+            ));
+        }
+        s
+    }
+
+    /// `lock:gen` when it stands for a generator that is not this fleet's
+    /// lease holder (an original go-redis-dsg).
+    fn foreign_generator(&self) -> Option<&OriginalLockView> {
+        self.original_lock
+            .as_ref()
+            .filter(|l| l.kind.is_foreign_generator())
+    }
+
+    /// Problems worth a non-zero exit for `status --check`: no generator or
+    /// two (the lease holder and an original holding `lock:gen`), no live
+    /// consumer (unless an original generates: its consumers register
+    /// nowhere).
     pub fn problems(&self) -> Vec<String> {
         let mut p = Vec::new();
-        if self.holder.is_none() {
-            p.push("no instance holds the generator lease".to_string());
+        let foreign = self.foreign_generator();
+        match (&self.holder, foreign) {
+            (None, None) => p.push(match &self.original_lock {
+                Some(l) if l.kind == OriginalLockKind::Pause => format!(
+                    "no generator: generation is paused by an operator ({ORIGINAL_LOCK} = {:?})",
+                    l.value
+                ),
+                _ => "no instance holds the generator lease".to_string(),
+            }),
+            (Some(h), Some(l)) => p.push(format!(
+                "two generators: {h} (the lease) and go-redis-dsg {} ({ORIGINAL_LOCK}); enable compat.original_lock on every redis-dsg pod",
+                l.value
+            )),
+            _ => {}
         }
-        if !self.consumers.iter().any(|c| c.alive) {
+        if foreign.is_none() && !self.consumers.iter().any(|c| c.alive) {
             p.push("no live consumer".to_string());
         }
         p

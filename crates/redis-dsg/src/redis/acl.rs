@@ -2,14 +2,23 @@
 //! service and its one-shot commands send, directly or from their Lua
 //! scripts, and only the keys and the channel derived from the names.
 
-use super::keys::Keys;
+use super::keys::{Keys, ORIGINAL_LOCK};
 
 impl Keys {
     /// The least-privilege ACL rule (the part after `ACL SETUSER <name>`,
     /// without a password) for the service and its one-shot commands:
     /// exactly the commands they send, directly or from their Lua scripts,
-    /// and only the keys and channel derived from these names.
+    /// and only the keys and channel derived from these names. Compatibility
+    /// mode off; see [`Keys::acl_rule_with`].
     pub fn acl_rule(&self, output_queue: Option<&str>) -> String {
+        self.acl_rule_with(output_queue, false)
+    }
+
+    /// [`Keys::acl_rule`], for compatibility mode when `original_lock` is
+    /// true: then `lock:gen` may be written too. Without it `lock:gen` is
+    /// readable only (`%R~`, Redis 7), so `status` and the start-up check
+    /// can see an original go-redis-dsg generating.
+    pub fn acl_rule_with(&self, output_queue: Option<&str>, original_lock: bool) -> String {
         let mut keys = vec![
             format!("~{}", self.queue),
             format!("~{}", self.error_queue),
@@ -18,6 +27,11 @@ impl Keys {
         if let Some(out) = output_queue {
             keys.push(format!("~{out}"));
         }
+        keys.push(if original_lock {
+            format!("~{ORIGINAL_LOCK}")
+        } else {
+            format!("%R~{ORIGINAL_LOCK}")
+        });
         // Lists in another hash slot are written in two steps, each pushed
         // delivery marked next to the list (only used on Redis Cluster).
         for list in std::iter::once(self.error_queue.as_str()).chain(output_queue) {
@@ -89,9 +103,13 @@ mod tests {
     fn acl_rule_names_only_our_keys() {
         let rule = Keys::new("a", "errors").acl_rule(None);
         assert!(
-            rule.contains("~a ~errors ~{a}:* ~{errors}:moved &{a}:lease:released -@all +ping"),
+            rule.contains(
+                "~a ~errors ~{a}:* %R~lock:gen ~{errors}:moved &{a}:lease:released -@all +ping"
+            ),
             "{rule}"
         );
         assert!(!rule.contains("+@"), "{rule}");
+        let compat = Keys::new("a", "errors").acl_rule_with(None, true);
+        assert!(compat.contains(" ~lock:gen ") && !compat.contains("%R~"), "{compat}");
     }
 }

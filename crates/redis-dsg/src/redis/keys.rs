@@ -16,8 +16,13 @@
 //! | `{q}:consumers` | set | ids of registered consumers |
 //! | `{q}:consumer:<id>` | string, TTL | a consumer's heartbeat |
 //! | `{q}:inflight:<id>` | hash | delivery id → message, what a consumer holds |
+//! | `lock:gen` | string, TTL | go-redis-dsg's election key, global to the database; written only in compatibility mode (`compat.original_lock`), read by `status` |
 
 use crate::config::names::{hash_tag, key_base};
+
+/// The election key of the original go-redis-dsg: one for the whole
+/// database, whatever the queue (its own hash slot on a Cluster).
+pub const ORIGINAL_LOCK: &str = "lock:gen";
 
 /// The key names for one queue.
 #[derive(Debug, Clone)]

@@ -62,6 +62,8 @@ return {1, token, epoch}
 ///
 /// KEYS: lease. ARGV: token, TTL (ms). Returns 1 when renewed, 0 when the
 /// lease is gone or someone else's (the caller must stop generating).
+/// Compatibility mode renews `lock:gen` with it too (KEYS: `lock:gen`;
+/// ARGV: our value there, its TTL).
 pub static RENEW_LEASE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         "renew_lease",
@@ -71,6 +73,37 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then
   return 1
 end
 return 0
+"#,
+    )
+});
+
+/// Compatibility mode (`compat.original_lock`): takes go-redis-dsg's
+/// election key `lock:gen` for the holder of this fleet's lease.
+///
+/// KEYS: `lock:gen`. ARGV: our value (`redis-dsg <lease key> <token>`),
+/// TTL (ms), `redis-dsg <lease key> ` (the prefix of this fleet's values).
+/// Returns `{1}` when set, `{0, current value, PTTL}` when another program
+/// holds it (an original generator, an operator's pause, another queue's
+/// fleet): the caller then gives its lease back and does not generate.
+/// A value of this fleet (`<prefix><holder> <epoch>`) is overwritten: the
+/// caller holds the lease, so that holder has lost it and stopped
+/// generating (contract 1). So a handover between redis-dsg holders never
+/// leaves `lock:gen` free for an original to take. One key: it runs on
+/// Redis Cluster, where `lock:gen` has its own slot.
+pub static ACQUIRE_ORIGINAL_LOCK: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        "acquire_original_lock",
+        r#"
+local cur = redis.call('GET', KEYS[1])
+local ours = not cur or cur == ARGV[1]
+if cur and not ours and string.sub(cur, 1, #ARGV[3]) == ARGV[3] then
+  ours = string.match(string.sub(cur, #ARGV[3] + 1), '^[^ ]+ %d+$') ~= nil
+end
+if ours then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return {1}
+end
+return {0, cur, redis.call('PTTL', KEYS[1])}
 "#,
     )
 });

@@ -105,6 +105,7 @@ async fn status(State(app): State<AppState>) -> Json<InstanceStatus> {
             holder,
             epoch: s.epoch(),
         },
+        original_lock: s.original_lock(),
         in_flight: counters.in_flight.load(Ordering::Relaxed),
         counters: counters.snapshot(),
         uptime_seconds: s.uptime_seconds(),

@@ -25,5 +25,7 @@ mod status;
 
 pub use app::{AppError, Application};
 pub use lease::LeaseToken;
+pub(crate) use lease::original_lock;
+pub use lease::original_lock::OriginalLockKind;
 pub use state::Role;
-pub use status::{Counts, InstanceStatus, LeaseView};
+pub use status::{Counts, InstanceStatus, LeaseView, OriginalLockView};

@@ -22,7 +22,8 @@ use crate::redis::Operation;
 use crate::redis::Redis;
 use crate::service::consumer::Consumer;
 use crate::service::generator::{FencedWriter, Generator, GeneratorEnd};
-use crate::service::lease::{HoldEnd, LeaseClient, Notices};
+use crate::service::lease::original_lock::{self, OriginalLockKind};
+use crate::service::lease::{HoldEnd, Lease, LeaseClient, Notices};
 use crate::service::metrics::{Metrics, Transition};
 use crate::service::processor::SimulatedProcessor;
 use crate::service::state::{InstanceState, Role};
@@ -58,6 +59,7 @@ pub(super) async fn run(ctx: RoleContext, stop: CancellationToken) {
     let mode = ctx.config.mode;
     let id = ctx.state.id.clone();
     tracing::info!(id = %id, mode = mode.as_str(), "connected to Redis; role loop running");
+    announce_original_lock(&ctx).await;
 
     let (gate_tx, gate_rx) = watch::channel(false);
     let consumer = mode.may_consume().then(|| {
@@ -90,6 +92,36 @@ pub(super) async fn run(ctx: RoleContext, stop: CancellationToken) {
     ctx.state.set_role_loop_running(false);
 }
 
+/// Says once, at start, how this instance stands to the election of the
+/// original go-redis-dsg (`lock:gen`): in compatibility mode, that it
+/// defers to it; otherwise, a warning when an original seems to generate
+/// right now, since both would then generate.
+async fn announce_original_lock(ctx: &RoleContext) {
+    if ctx.config.compat.original_lock {
+        tracing::info!(
+            "compatibility mode: generating only while also holding lock:gen (go-redis-dsg's election key, global to database 0); turn it off once no go-redis-dsg process runs"
+        );
+        return;
+    }
+    if !ctx.config.mode.may_generate() {
+        return;
+    }
+    match original_lock::read(&ctx.redis).await {
+        Ok(Some(seen))
+            if OriginalLockKind::of(&seen.value, &ctx.keys.lease(), None)
+                .is_foreign_generator() =>
+        {
+            tracing::warn!(
+                value = %seen.value,
+                "lock:gen is held: an original go-redis-dsg may be generating too; enable compat.original_lock on every redis-dsg pod while both run (README: Migrating from go-redis-dsg)"
+            );
+        }
+        Ok(_) => {}
+        // An ACL rule from before lock:gen was in it: nothing to say.
+        Err(e) => tracing::debug!(error = %e, "could not read lock:gen"),
+    }
+}
+
 /// How the shutdown timeout is spent by the consumer: finishing in-flight
 /// work, then returning the rest to the queue; what remains is a margin for
 /// closing connections.
@@ -99,13 +131,17 @@ fn budgets(config: &Config) -> (Duration, Duration) {
     (total - reserve, reserve / 2)
 }
 
-/// Contends for the lease, generating while holding it, until `stop`.
+/// Contends for the lease, generating while holding it, until `stop`. Each
+/// round has three phases: wait for the lease ([`LeaseClient::wait_for_lease`]),
+/// generate while holding it ([`generate`]), then either release it at
+/// shutdown ([`release_at_shutdown`]) or step down after losing it.
 async fn contend(ctx: &RoleContext, gate: &watch::Sender<bool>, stop: &CancellationToken) {
     let lease_client = LeaseClient::new(
         ctx.redis.clone(),
         ctx.keys.clone(),
         ctx.state.id.clone(),
         ctx.config.lease.clone(),
+        ctx.config.compat.original_lock,
     );
     let generator = Generator::new(
         FencedWriter::new(ctx.redis.clone(), ctx.keys.clone()),
@@ -136,53 +172,13 @@ async fn contend(ctx: &RoleContext, gate: &watch::Sender<bool>, stop: &Cancellat
         ctx.state.set_role(Role::Generator);
         ctx.metrics.record_generating(true);
         lease_client.announce_acquired(&lease, &ctx.state, &ctx.metrics);
-
-        let run_stop = stop.child_token();
-        let (hold_end, generator_end) = tokio::join!(
-            async {
-                let end = lease_client.hold(&lease, &run_stop, &ctx.metrics).await;
-                // Whatever ended holding ends generating too.
-                lease.mark_lost();
-                end
-            },
-            async {
-                let end = generator.run(&lease, &run_stop).await;
-                if end == GeneratorEnd::LeaseLost {
-                    lease.mark_lost();
-                }
-                end
-            },
-        );
+        let ends = generate(ctx, &lease_client, &generator, &lease, stop).await;
         ctx.metrics.record_generating(false);
-
         if stop.is_cancelled() {
-            // The generator has no write in flight any more: release now so
-            // a standby takes over at once.
-            let release =
-                tokio::time::timeout(Duration::from_secs(2), lease_client.release(&lease));
-            match release.await.unwrap_or_else(|_| {
-                Err(crate::redis::RedisError::Reply {
-                    script: "release_lease",
-                    detail: "no answer within 2 s".into(),
-                })
-            }) {
-                Ok(true) => {
-                    ctx.metrics.record_transition(Transition::Released);
-                    tracing::info!(epoch = lease.epoch, "released the generator lease");
-                }
-                Ok(false) => {
-                    ctx.metrics.record_transition(Transition::Lost);
-                    tracing::warn!(epoch = lease.epoch, "the lease was already gone at release");
-                }
-                Err(e) => {
-                    ctx.metrics.record_redis_error(Operation::Lease);
-                    tracing::warn!(error = %e, "could not release the lease; it expires on its own");
-                }
-            }
-            ctx.state.set_holder(None, None);
+            release_at_shutdown(ctx, &lease_client, &lease).await;
             break;
         }
-        let why = match (hold_end, generator_end) {
+        let why = match ends {
             (HoldEnd::Lost(why), _) => why,
             (_, GeneratorEnd::LeaseLost) => "a fenced write was refused",
             _ => "stopped",
@@ -196,4 +192,60 @@ async fn contend(ctx: &RoleContext, gate: &watch::Sender<bool>, stop: &Cancellat
         ctx.state.set_holder(None, None);
     }
     let _ = tokio::time::timeout(Duration::from_secs(1), notices.close()).await;
+}
+
+/// Generates while holding `lease`: the holder renews, the generator
+/// writes, and whichever ends first ends both.
+async fn generate(
+    ctx: &RoleContext,
+    lease_client: &LeaseClient,
+    generator: &Generator,
+    lease: &Lease,
+    stop: &CancellationToken,
+) -> (HoldEnd, GeneratorEnd) {
+    let run_stop = stop.child_token();
+    tokio::join!(
+        async {
+            let end = lease_client.hold(lease, &run_stop, &ctx.metrics).await;
+            // Whatever ended holding ends generating too.
+            lease.mark_lost();
+            end
+        },
+        async {
+            let end = generator.run(lease, &run_stop).await;
+            if end == GeneratorEnd::LeaseLost {
+                lease.mark_lost();
+            }
+            end
+        },
+    )
+}
+
+/// Releases the lease at shutdown, once the generator has no write in
+/// flight any more, so a standby takes over at once. In compatibility mode
+/// `lock:gen` is left to the successor, which overwrites it at once (or to
+/// expire): deleting it would open a moment in which an original could
+/// take it.
+async fn release_at_shutdown(ctx: &RoleContext, lease_client: &LeaseClient, lease: &Lease) {
+    let release = tokio::time::timeout(Duration::from_secs(2), lease_client.release(lease));
+    match release.await.unwrap_or_else(|_| {
+        Err(crate::redis::RedisError::Reply {
+            script: "release_lease",
+            detail: "no answer within 2 s".into(),
+        })
+    }) {
+        Ok(true) => {
+            ctx.metrics.record_transition(Transition::Released);
+            tracing::info!(epoch = lease.epoch, "released the generator lease");
+        }
+        Ok(false) => {
+            ctx.metrics.record_transition(Transition::Lost);
+            tracing::warn!(epoch = lease.epoch, "the lease was already gone at release");
+        }
+        Err(e) => {
+            ctx.metrics.record_redis_error(Operation::Lease);
+            tracing::warn!(error = %e, "could not release the lease; it expires on its own");
+        }
+    }
+    ctx.state.set_holder(None, None);
 }

@@ -8,6 +8,7 @@ use std::time::Instant;
 use serde::{Deserialize, Serialize};
 
 use crate::config::Mode;
+use crate::service::status::OriginalLockView;
 
 /// The role this instance plays at the moment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -56,6 +57,7 @@ pub(super) struct InstanceState {
     role: AtomicU8,
     epoch: AtomicU64,
     holder: Mutex<Option<String>>,
+    original_lock: Mutex<Option<OriginalLockView>>,
     role_loop_running: AtomicBool,
     stopping: AtomicBool,
     queue_length: AtomicU64,
@@ -72,6 +74,7 @@ impl InstanceState {
             role: AtomicU8::new(0),
             epoch: AtomicU64::new(0),
             holder: Mutex::new(None),
+            original_lock: Mutex::new(None),
             role_loop_running: AtomicBool::new(false),
             stopping: AtomicBool::new(false),
             queue_length: AtomicU64::new(0),
@@ -119,6 +122,23 @@ impl InstanceState {
     /// as it is (the same policy as every lock of the service).
     fn holder_lock(&self) -> std::sync::MutexGuard<'_, Option<String>> {
         self.holder.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// `lock:gen` as the contender last saw it (compatibility mode).
+    pub(super) fn original_lock(&self) -> Option<OriginalLockView> {
+        self.original_lock
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Records `lock:gen` as just seen (whole values only, see
+    /// [`InstanceState::holder_lock`]).
+    pub(super) fn set_original_lock(&self, seen: Option<OriginalLockView>) {
+        *self
+            .original_lock
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = seen;
     }
 
     /// Marks the role loop as running (connected, doing its work) or not.

@@ -5,6 +5,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::config::Mode;
+use crate::service::lease::original_lock::OriginalLockKind;
 use crate::service::state::Role;
 
 /// One instance as it sees itself; secrets redacted.
@@ -31,6 +32,10 @@ pub struct InstanceStatus {
     pub error_queue_length: u64,
     /// The lease as this instance last saw it.
     pub lease: LeaseView,
+    /// go-redis-dsg's election key `lock:gen` as this instance last saw it
+    /// (compatibility mode only; `None` otherwise or when it was not set).
+    #[serde(default)]
+    pub original_lock: Option<OriginalLockView>,
     /// Messages held now (fetched, not yet acknowledged).
     pub in_flight: i64,
     /// What this instance has done since it started.
@@ -51,6 +56,17 @@ pub struct LeaseView {
     pub epoch: u64,
     /// Whether this instance holds it.
     pub is_holder: bool,
+}
+
+/// `lock:gen`, the election key of the original go-redis-dsg.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OriginalLockView {
+    /// Its value: an original's uuid, `redis-dsg <lease key> <token>`, …
+    pub value: String,
+    /// Whose it is, judged from the value.
+    pub kind: OriginalLockKind,
+    /// Milliseconds before it expires, when it has a TTL.
+    pub ttl_ms: Option<u64>,
 }
 
 /// Counters of one instance since it started.

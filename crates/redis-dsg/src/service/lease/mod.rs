@@ -14,8 +14,12 @@
 //! Standbys do not poll on a fixed period: they listen for release notices
 //! and otherwise sleep until the lease's remaining TTL (`PTTL`) has run out,
 //! bounded by `GENERATOR_PING_INTERVAL`.
+//!
+//! In compatibility mode the holder also holds go-redis-dsg's `lock:gen`
+//! ([`original_lock`]).
 
 mod notices;
+pub(crate) mod original_lock;
 mod token;
 
 use std::time::{Duration, Instant};
@@ -29,7 +33,9 @@ use crate::redis::scripts::{ACQUIRE_LEASE, RELEASE_LEASE, RENEW_LEASE};
 use crate::redis::{Keys, Redis, RedisError, int, value_bytes};
 use crate::service::metrics::{Metrics, Transition};
 use crate::service::state::InstanceState;
+use crate::service::status::OriginalLockView;
 pub(crate) use notices::Notices;
+use original_lock::{LockGen, OriginalLock, Taken};
 pub(crate) use token::Lease;
 pub use token::LeaseToken;
 
@@ -48,6 +54,26 @@ pub(super) enum Attempt {
     },
 }
 
+/// What one step of a contender ended with.
+#[derive(Debug)]
+enum Step {
+    /// This instance holds the lease (and, in compatibility mode,
+    /// `lock:gen`): it may generate.
+    Won(Lease),
+    /// Someone else generates, or may: look again after this long (or at a
+    /// release notice).
+    Wait(Duration),
+}
+
+/// How a renewal went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Renewal {
+    /// Everything held is extended.
+    Renewed,
+    /// Something held is gone or someone else's: stop, for this reason.
+    Lost(&'static str),
+}
+
 /// Takes, renews and releases the lease for one instance.
 #[derive(Debug, Clone)]
 pub(super) struct LeaseClient {
@@ -55,16 +81,27 @@ pub(super) struct LeaseClient {
     keys: Keys,
     id: String,
     cfg: LeaseConfig,
+    /// `lock:gen`, in compatibility mode only.
+    original: Option<OriginalLock>,
 }
 
 impl LeaseClient {
-    /// A client acting for instance `id`.
-    pub(super) fn new(redis: Redis, keys: Keys, id: String, cfg: LeaseConfig) -> LeaseClient {
+    /// A client acting for instance `id`; with `original_lock` (compatibility
+    /// mode) it also holds go-redis-dsg's `lock:gen` while holding the lease.
+    pub(super) fn new(
+        redis: Redis,
+        keys: Keys,
+        id: String,
+        cfg: LeaseConfig,
+        original_lock: bool,
+    ) -> LeaseClient {
+        let original = original_lock.then(|| OriginalLock::new(redis.clone(), &keys, &cfg));
         LeaseClient {
             redis,
             keys,
             id,
             cfg,
+            original,
         }
     }
 
@@ -123,13 +160,17 @@ impl LeaseClient {
         if token.holder != self.id {
             return Ok(None);
         }
-        let lease = Lease::new(token.clone(), Instant::now());
-        Ok(self.renew(&lease).await?.then_some(lease))
+        let sent = Instant::now();
+        let lease = Lease::new(token.clone(), sent);
+        if !self.renew_lease_key(&lease).await? {
+            return Ok(None);
+        }
+        lease.valid_until.set(sent + self.cfg.renew_deadline());
+        Ok(Some(lease))
     }
 
-    /// Extends the lease; `Ok(false)` when it is no longer ours.
-    pub(super) async fn renew(&self, lease: &Lease) -> Result<bool, RedisError> {
-        let sent = Instant::now();
+    /// Extends the lease key; `Ok(false)` when it is no longer ours.
+    async fn renew_lease_key(&self, lease: &Lease) -> Result<bool, RedisError> {
         let renewed: i64 = self
             .redis
             .run(
@@ -138,12 +179,30 @@ impl LeaseClient {
                 vec![lease.wire().into(), int(self.cfg.ttl_ms)],
             )
             .await?;
-        if renewed == 1 {
-            lease.valid_until.set(sent + self.cfg.renew_deadline());
-            Ok(true)
-        } else {
-            Ok(false)
+        Ok(renewed == 1)
+    }
+
+    /// Extends the lease and, in compatibility mode, `lock:gen` (two calls
+    /// sent together: on a Cluster the keys live in different slots). The
+    /// lease stays valid until the renew deadline after the moment both
+    /// were sent, so the earlier of the two deadlines rules.
+    pub(super) async fn renew(&self, lease: &Lease) -> Result<Renewal, RedisError> {
+        let sent = Instant::now();
+        let (lease_renewed, lock_renewed) = match &self.original {
+            None => (self.renew_lease_key(lease).await?, true),
+            Some(lock) => {
+                let (a, b) = tokio::join!(self.renew_lease_key(lease), lock.renew(lease));
+                (a?, b?)
+            }
+        };
+        if !lease_renewed {
+            return Ok(Renewal::Lost("the lease key no longer holds our token"));
         }
+        if !lock_renewed {
+            return Ok(Renewal::Lost("lock:gen holds another value"));
+        }
+        lease.valid_until.set(sent + self.cfg.renew_deadline());
+        Ok(Renewal::Renewed)
     }
 
     /// Gives the lease up and announces it to standbys.
@@ -187,10 +246,10 @@ impl LeaseClient {
             // A renewal that cannot finish before the deadline is useless.
             let renewal = tokio::time::timeout_at(lease.valid_until().into(), self.renew(lease));
             match renewal.await {
-                Ok(Ok(true)) => next_renewal = Instant::now() + retry,
-                Ok(Ok(false)) => {
+                Ok(Ok(Renewal::Renewed)) => next_renewal = Instant::now() + retry,
+                Ok(Ok(Renewal::Lost(why))) => {
                     lease.mark_lost();
-                    return HoldEnd::Lost("the lease key no longer holds our token");
+                    return HoldEnd::Lost(why);
                 }
                 Ok(Err(e)) => {
                     metrics.record_redis_error(Operation::Lease);
@@ -218,47 +277,134 @@ impl LeaseClient {
         on_waiting: &(dyn Fn() + Sync),
     ) -> Option<Lease> {
         loop {
-            let attempt = self.try_acquire(state.epoch()).await;
-            if !matches!(attempt, Ok(Attempt::Acquired(_))) {
-                on_waiting();
-            }
-            let wait = match attempt {
-                Ok(Attempt::Acquired(lease)) => return Some(lease),
-                Ok(Attempt::Held { value, remaining }) => {
-                    let token = LeaseToken::parse(&value);
-                    if let Some(token) = token.as_ref().filter(|t| t.holder == self.id) {
-                        match self.try_adopt(token).await {
-                            Ok(Some(lease)) => return Some(lease),
-                            Ok(None) => {}
-                            Err(e) => tracing::debug!(error = %e, "could not adopt our own lease"),
-                        }
-                    }
-                    match token {
-                        Some(t) => {
-                            metrics.record_epoch(t.epoch);
-                            state.set_holder(Some(t.holder), Some(t.epoch));
-                        }
-                        None => state.set_holder(Some(value), None),
-                    }
-                    // Wake just after the key expires; a key without TTL
-                    // (set by hand) is looked at every ping interval.
-                    remaining
-                        .map(|r| r + Duration::from_millis(1))
-                        .unwrap_or(self.cfg.ping_interval())
-                        .min(self.cfg.ping_interval())
-                }
-                Err(e) => {
-                    metrics.record_redis_error(Operation::Lease);
-                    tracing::debug!(error = %e, "lease attempt failed");
-                    self.cfg.retry_period()
-                }
+            let wait = match self.attempt(state, metrics).await {
+                Step::Won(lease) => return Some(lease),
+                Step::Wait(wait) => wait,
             };
+            on_waiting();
             tokio::select! {
                 _ = stop.cancelled() => return None,
                 _ = notices.next() => {}
                 _ = tokio::time::sleep(wait) => {}
             }
         }
+    }
+
+    /// One attempt: in compatibility mode, stay away while `lock:gen` holds
+    /// a value that is not this fleet's; then take (or adopt) the lease;
+    /// then, in compatibility mode, `lock:gen`, giving the lease back if an
+    /// original took `lock:gen` in between.
+    async fn attempt(&self, state: &InstanceState, metrics: &Metrics) -> Step {
+        let failed = |e: RedisError| {
+            metrics.record_redis_error(Operation::Lease);
+            tracing::debug!(error = %e, "lease attempt failed");
+            Step::Wait(self.cfg.retry_period())
+        };
+        if let Some(lock) = &self.original {
+            match original_lock::read(&self.redis).await {
+                Ok(seen) => {
+                    if let Some(wait) = self.foreign_lock_wait(lock, seen, state) {
+                        return Step::Wait(wait);
+                    }
+                }
+                Err(e) => return failed(e),
+            }
+        }
+        let lease = match self.take_or_adopt(state, metrics).await {
+            Ok(Ok(lease)) => lease,
+            Ok(Err(wait)) => return Step::Wait(wait),
+            Err(e) => return failed(e),
+        };
+        let Some(lock) = &self.original else {
+            return Step::Won(lease);
+        };
+        match lock.acquire(&lease).await {
+            Ok(Taken::Yes) => {
+                state.set_original_lock(Some(lock.view_of_ours(&lease)));
+                Step::Won(lease)
+            }
+            Ok(Taken::No(seen)) => {
+                tracing::info!(value = %seen.value, "lock:gen was taken by another program after the lease; giving the lease back");
+                let wait = self.foreign_lock_wait(lock, Some(seen), state);
+                self.give_back(&lease).await;
+                Step::Wait(wait.unwrap_or(self.cfg.retry_period()))
+            }
+            Err(e) => {
+                self.give_back(&lease).await;
+                failed(e)
+            }
+        }
+    }
+
+    /// When `lock:gen` (as `seen`) holds a value that keeps this fleet's
+    /// contenders away, records it and returns how long to wait: until just
+    /// after it expires (originals look only once per ping interval, so a
+    /// contender waking at the expiry almost always wins it), at most the
+    /// ping interval.
+    fn foreign_lock_wait(
+        &self,
+        lock: &OriginalLock,
+        seen: Option<LockGen>,
+        state: &InstanceState,
+    ) -> Option<Duration> {
+        let seen = seen?;
+        let kind = lock.kind(&seen.value, None);
+        state.set_original_lock(Some(OriginalLockView {
+            value: seen.value.clone(),
+            kind,
+            ttl_ms: seen.remaining.map(|r| r.as_millis() as u64),
+        }));
+        if !kind.blocks_contenders() {
+            return None;
+        }
+        Some(
+            seen.remaining
+                .map(|r| r + Duration::from_millis(1))
+                .unwrap_or(self.cfg.ping_interval())
+                .min(self.cfg.ping_interval()),
+        )
+    }
+
+    /// Gives back a lease taken in vain (best effort: unreleased, it
+    /// expires within its TTL, and nobody generated under it).
+    async fn give_back(&self, lease: &Lease) {
+        if let Err(e) = self.release(lease).await {
+            tracing::debug!(error = %e, "could not give the lease back; it expires on its own");
+        }
+    }
+
+    /// Takes the lease, or adopts it when Redis still records it as ours;
+    /// otherwise records the holder and says how long to wait: just after
+    /// the key expires, at most the ping interval (a key without TTL, set
+    /// by hand, is looked at every ping interval).
+    async fn take_or_adopt(
+        &self,
+        state: &InstanceState,
+        metrics: &Metrics,
+    ) -> Result<Result<Lease, Duration>, RedisError> {
+        let (value, remaining) = match self.try_acquire(state.epoch()).await? {
+            Attempt::Acquired(lease) => return Ok(Ok(lease)),
+            Attempt::Held { value, remaining } => (value, remaining),
+        };
+        let token = LeaseToken::parse(&value);
+        if let Some(token) = token.as_ref().filter(|t| t.holder == self.id) {
+            match self.try_adopt(token).await {
+                Ok(Some(lease)) => return Ok(Ok(lease)),
+                Ok(None) => {}
+                Err(e) => tracing::debug!(error = %e, "could not adopt our own lease"),
+            }
+        }
+        match token {
+            Some(t) => {
+                metrics.record_epoch(t.epoch);
+                state.set_holder(Some(t.holder), Some(t.epoch));
+            }
+            None => state.set_holder(Some(value), None),
+        }
+        Ok(Err(remaining
+            .map(|r| r + Duration::from_millis(1))
+            .unwrap_or(self.cfg.ping_interval())
+            .min(self.cfg.ping_interval())))
     }
 
     /// Records the transition of this instance to holder.
