@@ -10,5 +10,6 @@ mod election;
 mod faults;
 mod helpers;
 mod legacy_entries;
+mod migration;
 mod runtime;
 mod topologies;

@@ -1,10 +1,10 @@
 //! Test support for redis-dsg, shared by the integration tests
 //! (`tests/it/`) and the development tools (`dsg-dev`): private
 //! `redis-server`, Sentinel and Cluster launchers, the product binary as
-//! child processes, a TCP fault proxy, the MONITOR-based fencing audit and
-//! the chaos soak; and the one way the tests and tools wait for a condition
-//! ([`wait`]) and summarise samples ([`stats`]). Nothing here ships in the
-//! image.
+//! child processes, a TCP fault proxy, the MONITOR-based fencing audit,
+//! the chaos soak and a stand-in for the original go-redis-dsg; and the one
+//! way the tests and tools wait for a condition ([`wait`]) and summarise
+//! samples ([`stats`]). Nothing here ships in the image.
 
 pub mod chaos;
 pub mod fencing_audit;
@@ -12,6 +12,7 @@ pub mod fleet;
 pub mod http_client;
 pub mod local_redis;
 pub mod local_sentinel;
+pub mod original;
 pub mod process;
 pub mod proxy;
 pub mod replica;

@@ -63,6 +63,9 @@ async fn dispatch(cli: Cli) -> Result<(), CliError> {
         }
         Command::Run(_) => {
             logging::init(log_format, "info");
+            for note in loaded.migration_notes() {
+                note.log();
+            }
             let app = Application::build(loaded.config).await?;
             if !app.run_until_stopped(shutdown::signal()).await {
                 return Err(CliError::ShutdownTimedOut);

@@ -10,6 +10,7 @@
 //! The service exits with [`crate::exit::CONFIG`] before it touches Redis.
 
 mod load;
+mod migration;
 pub mod names;
 mod render;
 mod url;
@@ -25,6 +26,7 @@ use serde::{Deserialize, Serialize, Serializer};
 pub use load::{
     CONFIG_FILE_ENV, ConfigError, ENV_PREFIX, LEGACY_ENV, Loaded, Overrides, load, load_from,
 };
+pub use migration::MigrationNote;
 pub use url::{RedisUrl, parse_url, redact_url};
 pub use validate::validate;
 
