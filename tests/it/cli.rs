@@ -364,7 +364,15 @@ fn product_binary_has_only_the_service_and_operator_commands() {
         .collect();
     assert_eq!(
         commands,
-        ["run", "errors", "config", "acl-rule", "status", "help"],
+        [
+            "run",
+            "errors",
+            "config",
+            "acl-rule",
+            "status",
+            "return-inflight",
+            "help"
+        ],
         "{help}"
     );
     for tool in ["demo", "bench", "chaos"] {

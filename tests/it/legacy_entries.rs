@@ -107,7 +107,11 @@ async fn issue15_contract8_legacy_fixture_round_trips_through_list_drain_json_an
     assert_eq!(all.len(), 468, "the fixture");
     fill(&env, &all).await;
 
-    let json = check_json("list --json", &cli_ok(&env, &["errors", "list", "--json"]), &all);
+    let json = check_json(
+        "list --json",
+        &cli_ok(&env, &["errors", "list", "--json"]),
+        &all,
+    );
     let text = check_text("list", &cli_ok(&env, &["errors", "list"]), &all);
     assert_eq!(env.llen(&env.errors).await, 468, "list removes nothing");
 
@@ -196,4 +200,16 @@ async fn contract8_list_and_requeue_agree_on_an_entry_with_a_corrupt_header() {
     assert_eq!(v["payload"].as_str().map(str::as_bytes), Some(&corrupt[..]));
     cli_ok(&env, &["errors", "requeue"]);
     assert_eq!(env.all(&env.queue).await, vec![corrupt]);
+}
+
+/// The test-side stand-in of the original (`dsg_testkit::original`) writes
+/// error entries byte for byte as Go's `fmt` does.
+#[test]
+fn the_original_stand_in_writes_entries_like_go() {
+    let all = fixture();
+    let same = all
+        .iter()
+        .filter(|l| dsg_testkit::original::go_error_entry(&l.payload, &l.detail) == l.entry)
+        .count();
+    assert_eq!(same, all.len(), "entries byte-identical to Go's");
 }

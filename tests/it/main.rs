@@ -11,5 +11,6 @@ mod faults;
 mod helpers;
 mod legacy_entries;
 mod migration;
+mod rollback;
 mod runtime;
 mod topologies;

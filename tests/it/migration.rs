@@ -42,7 +42,11 @@ impl MixedFleet {
     /// `/status` (fetched concurrently), so a stand-in generating at either
     /// moment counts (an overlap cannot hide between the reads).
     async fn generators(&self) -> Vec<String> {
-        let before: Vec<bool> = self.originals.iter().map(|(_, o)| o.is_generating()).collect();
+        let before: Vec<bool> = self
+            .originals
+            .iter()
+            .map(|(_, o)| o.is_generating())
+            .collect();
         let roles = join_all(self.replicas.iter().map(|(_, r)| r.role())).await;
         let mut out = Vec::new();
         for ((name, o), was) in self.originals.iter().zip(before) {
@@ -131,7 +135,8 @@ fn report(phases: &[Phase]) {
             "  {:<44} samples {samples:>4}  0/1/2+ generators {:?}  takeover {}  generators seen {:?}",
             p.name,
             p.by_count,
-            p.takeover.map_or("-".into(), |t| format!("{:.2} s", t.as_secs_f64())),
+            p.takeover
+                .map_or("-".into(), |t| format!("{:.2} s", t.as_secs_f64())),
             p.generators
         );
         for o in &p.overlaps {
@@ -190,7 +195,12 @@ async fn issue15_contract1_one_generator_in_a_mixed_fleet_through_kills_of_eithe
     let mut kills = Vec::new();
     phases.push(
         fleet
-            .sample("1 steady: an original generates", None, Duration::ZERO, Duration::from_secs(2))
+            .sample(
+                "1 steady: an original generates",
+                None,
+                Duration::ZERO,
+                Duration::from_secs(2),
+            )
             .await,
     );
     let first = fleet.generator().await.expect("one generator");
@@ -212,14 +222,19 @@ async fn issue15_contract1_one_generator_in_a_mixed_fleet_through_kills_of_eithe
                 Duration::from_millis(1500),
             )
             .await;
-        assert!(p.takeover.is_some(), "no takeover after {holder} was killed");
+        assert!(
+            p.takeover.is_some(),
+            "no takeover after {holder} was killed"
+        );
         phases.push(p);
         holder = fleet.generator().await.expect("one generator");
         holders.push(holder.clone());
     }
     let value: Option<String> = client.get(LOCK_NAME).await.expect("get");
     assert!(
-        value.as_deref().is_some_and(|v| v.starts_with("redis-dsg {q}:lease ")),
+        value
+            .as_deref()
+            .is_some_and(|v| v.starts_with("redis-dsg {q}:lease ")),
         "the redis-dsg holder holds lock:gen: {value:?}"
     );
 
@@ -244,9 +259,21 @@ async fn issue15_contract1_one_generator_in_a_mixed_fleet_through_kills_of_eithe
     ] {
         let r = fleet.replica(&holder).expect("the holder is a replica");
         r.signal(signal);
-        kills.push(format!("{} {holder}", if signal == libc::SIGKILL { "SIGKILL" } else { "SIGTERM" }));
+        kills.push(format!(
+            "{} {holder}",
+            if signal == libc::SIGKILL {
+                "SIGKILL"
+            } else {
+                "SIGTERM"
+            }
+        ));
         let p = fleet
-            .sample(name, Some(&holder), Duration::from_secs(10), Duration::from_millis(1500))
+            .sample(
+                name,
+                Some(&holder),
+                Duration::from_secs(10),
+                Duration::from_millis(1500),
+            )
             .await;
         assert!(p.takeover.is_some(), "no takeover after {holder}: {name}");
         phases.push(p);
@@ -282,13 +309,21 @@ async fn issue15_contract1_one_generator_in_a_mixed_fleet_through_kills_of_eithe
     report(&phases);
     for (name, r) in &mut fleet.replicas {
         let status = r.wait_timeout(Duration::from_secs(10));
-        assert!(status.is_some_and(|s| s.success()), "{name}: {status:?}\n{}", log(r));
+        assert!(
+            status.is_some_and(|s| s.success()),
+            "{name}: {status:?}\n{}",
+            log(r)
+        );
     }
     println!("kills: {kills:?}; generators in turn: {holders:?}");
     let overlaps: u64 = phases.iter().map(|p| p.by_count[2]).sum();
     assert_eq!(overlaps, 0, "two generators at once");
     for p in phases.iter().filter(|p| p.name.contains("steady")) {
-        assert_eq!(p.by_count[0], 0, "{}: no generator outside a takeover", p.name);
+        assert_eq!(
+            p.by_count[0], 0,
+            "{}: no generator outside a takeover",
+            p.name
+        );
     }
 
     // Independently of sampling: in the order of their timestamps, the
@@ -299,7 +334,9 @@ async fn issue15_contract1_one_generator_in_a_mixed_fleet_through_kills_of_eithe
         .windows(2)
         .filter(|w| is_original(&w[0]) != is_original(&w[1]))
         .count();
-    println!("messages by timestamp: the format changed {switches} times, handovers between kinds {cross}");
+    println!(
+        "messages by timestamp: the format changed {switches} times, handovers between kinds {cross}"
+    );
     assert_eq!(switches, cross, "generation of the two kinds interleaved");
 }
 
@@ -326,7 +363,12 @@ async fn format_switches(env: &TestEnv) -> usize {
         .expect("keys");
     for h in hashes {
         let values: Vec<fred::types::Value> = c.hvals(&h).await.expect("hvals");
-        all.extend(values.into_iter().filter_map(redis_dsg::redis::value_bytes).map(|b| b.to_vec()));
+        all.extend(
+            values
+                .into_iter()
+                .filter_map(redis_dsg::redis::value_bytes)
+                .map(|b| b.to_vec()),
+        );
     }
     let mut stamped: Vec<(time::OffsetDateTime, bool)> = all
         .iter()
@@ -363,13 +405,22 @@ async fn issue15_compatibility_mode_off_by_default_never_writes_lock_gen() {
     // An original's lock:gen is left alone, and the start-up check of a
     // new replica warns about it; status --check reports two generators.
     let _: () = c
-        .set(LOCK_NAME, "3f2b6c0e-7d1a-4c55-9a0e-0d6c1b0c2f7a", Some(Expiration::EX(60)), None, false)
+        .set(
+            LOCK_NAME,
+            "3f2b6c0e-7d1a-4c55-9a0e-0d6c1b0c2f7a",
+            Some(Expiration::EX(60)),
+            None,
+            false,
+        )
         .await
         .expect("set");
     let late = env.spawn("late", &[("GENERATOR_INTERVAL", "50")]).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let value: Option<String> = c.get(LOCK_NAME).await.expect("get");
-    assert_eq!(value.as_deref(), Some("3f2b6c0e-7d1a-4c55-9a0e-0d6c1b0c2f7a"));
+    assert_eq!(
+        value.as_deref(),
+        Some("3f2b6c0e-7d1a-4c55-9a0e-0d6c1b0c2f7a")
+    );
     let log_text = std::fs::read_to_string(late.log()).expect("log");
     assert!(log_text.contains("lock:gen is held"), "{log_text}");
     let out = run_cli(&env.env(&[]), &["status", "--check"]);

@@ -208,6 +208,7 @@ async fn least_privilege_acl_user_runs_the_service_and_its_commands() {
         &["errors", "list", "--limit", "1"][..],
         &["errors", "requeue", "--limit", "1"][..],
         &["errors", "drain", "--limit", "1"][..],
+        &["return-inflight", "--dry-run"][..],
     ] {
         let out = run_cli(&cli_env, args);
         assert!(
@@ -216,6 +217,35 @@ async fn least_privilege_acl_user_runs_the_service_and_its_commands() {
             String::from_utf8_lossy(&out.stderr)
         );
     }
+    // Compatibility mode (issue 15) with its own rule, which may write
+    // lock:gen: the generator takes it.
+    drop((a, b));
+    let rule = keys.acl_rule_with(None, true);
+    acl_setuser(&env.redis.url(), "compat", "compat-secret", &rule).await;
+    let compat_url = format!(
+        "redis://compat:compat-secret@127.0.0.1:{}",
+        env.redis.port()
+    );
+    let c = env
+        .spawn(
+            "c",
+            &[
+                ("REDIS_URL", &compat_url),
+                ("DSG_COMPAT__ORIGINAL_LOCK", "true"),
+            ],
+        )
+        .await;
+    let admin_client = connect(&env.redis.url()).await;
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            let lock: Option<String> = admin_client.client().get("lock:gen").await.unwrap_or(None);
+            c.is_generator().await && lock.is_some_and(|v| v.starts_with("redis-dsg {q}:lease "))
+        })
+        .await,
+        "{}",
+        log(&c)
+    );
+    assert_eq!(counters(&c).await.redis_errors, 0, "{}", log(&c));
     // One right less, and the error says which.
     let weak = keys.acl_rule(None).replace(" +llen", "");
     acl_setuser(&env.redis.url(), "weak", "weak-secret", &weak).await;

@@ -331,10 +331,7 @@ impl Process {
     /// ("messages: unable to push to redis").
     async fn push(&self, generating: &mut Option<tokio::time::Interval>) {
         let message = go_message(self.started);
-        let pushed: Result<i64, _> = self
-            .generator
-            .lpush(self.cfg.queue.as_str(), message)
-            .await;
+        let pushed: Result<i64, _> = self.generator.lpush(self.cfg.queue.as_str(), message).await;
         match pushed {
             Ok(_) => {
                 self.shared.pushed.fetch_add(1, Ordering::SeqCst);
@@ -417,9 +414,7 @@ impl Process {
         match exec {
             // redis.Values(nil) is ErrNil: "unable to execute EXEC".
             Ok(Value::Null) | Err(_) => Refresh::ConnectionProblem,
-            Ok(Value::Array(replies))
-                if matches!(replies.first(), Some(v) if v.as_str().as_deref() == Some("OK")) =>
-            {
+            Ok(Value::Array(replies)) if matches!(replies.first(), Some(v) if v.as_str().as_deref() == Some("OK")) => {
                 Refresh::Refreshed
             }
             Ok(_) => Refresh::NotRefreshed,
@@ -648,7 +643,10 @@ mod tests {
     #[test]
     fn messages_are_well_formed_for_redis_dsg() {
         let m = go_message(Instant::now());
-        assert!(redis_dsg::service::message::parse(m.as_bytes()).is_ok(), "{m}");
+        assert!(
+            redis_dsg::service::message::parse(m.as_bytes()).is_ok(),
+            "{m}"
+        );
     }
 
     #[test]

@@ -71,6 +71,22 @@ pub enum Command {
         after_help = "Examples:\n  redis-dsg status\n  redis-dsg status --json\n  redis-dsg status --check   # exit 1 without a generator or a live consumer"
     )]
     Status(StatusArgs),
+    /// Return every message held by any consumer (in-flight) to the queue,
+    /// exactly once: for a rollback to go-redis-dsg, which knows nothing
+    /// of in-flight storage. Refuses while a redis-dsg consumer is alive,
+    /// unless --force.
+    #[command(
+        name = "return-inflight",
+        after_help = "Each consumer's in-flight hash ({queue}:inflight:<id>) goes back to the consuming end of\n\
+                      the queue in one atomic step; running it again returns nothing more.\n\n\
+                      Examples:\n  \
+                      redis-dsg return-inflight --dry-run        # who holds what; changes nothing\n  \
+                      redis-dsg return-inflight                  # once no redis-dsg consumer is alive\n  \
+                      redis-dsg return-inflight --force --json   # live consumers' too (redelivered)\n  \
+                      kubectl scale deploy/redis-dsg --replicas=0 && sleep 15\n  \
+                      kubectl run dsg-rollback --rm -i --restart=Never --image=IMAGE -- redis-dsg return-inflight"
+    )]
+    ReturnInflight(ReturnInflightArgs),
 }
 
 impl Default for Command {
@@ -156,6 +172,20 @@ pub struct StatusArgs {
     /// Exit 1 when no instance generates or no consumer is alive.
     #[arg(long)]
     pub check: bool,
+}
+
+/// Flags of `return-inflight`.
+#[derive(Debug, Args)]
+pub struct ReturnInflightArgs {
+    /// Also take what live consumers hold (they deliver it again).
+    #[arg(long)]
+    pub force: bool,
+    /// Show consumers, heartbeats and what each holds; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Print one JSON object.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Rewrites the original `-getErrors` flag as `errors drain`.

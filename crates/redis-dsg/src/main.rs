@@ -57,6 +57,10 @@ async fn dispatch(cli: Cli) -> Result<(), CliError> {
             logging::init(log_format, "warn");
             ops::errors_command(&loaded.config, &cmd).await?;
         }
+        Command::ReturnInflight(args) => {
+            logging::init(log_format, "warn");
+            ops::return_inflight_command(&loaded.config, &args).await?;
+        }
         Command::Status(args) => {
             logging::init(log_format, "warn");
             ops::status_command(&loaded.config, &args).await?;

@@ -112,10 +112,16 @@ impl Loaded {
                 "1000",
             ),
         ] {
-            if self.source_of(LEGACY_ENV.iter().find(|(n, _)| *n == name).map_or("", |(_, p)| p))
-                == "default"
+            if self.source_of(
+                LEGACY_ENV
+                    .iter()
+                    .find(|(n, _)| *n == name)
+                    .map_or("", |(_, p)| p),
+            ) == "default"
             {
-                unset.push(format!("{name} unset: using {ours} (the original's code used {original})"));
+                unset.push(format!(
+                    "{name} unset: using {ours} (the original's code used {original})"
+                ));
             }
         }
         if unset.is_empty() {
@@ -158,7 +164,10 @@ mod tests {
         assert!(n[1].starts_with("CONSUMER_MAX_GOROUTINES=1000"), "{n:?}");
         let unset = n.last().expect("the unset defaults");
         assert!(unset.contains("REDIS_URL unset"), "{unset}");
-        assert!(unset.contains("REDIS_ERROR_QUEUE unset: using errors"), "{unset}");
+        assert!(
+            unset.contains("REDIS_ERROR_QUEUE unset: using errors"),
+            "{unset}"
+        );
         assert!(!unset.contains("REDIS_QUEUE unset"), "{unset}");
         assert!(!unset.contains("CONSUMER_MAX_GOROUTINES unset"), "{unset}");
     }

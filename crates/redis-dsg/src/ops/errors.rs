@@ -178,11 +178,7 @@ impl ErrorList {
             let mut args = Vec::with_capacity(2 * n + 1);
             args.push(int(n as u64));
             args.extend(raw[..n].iter().map(|e| Value::from(sha1_hex(e))));
-            args.extend(
-                batch
-                    .iter()
-                    .map(|e| Value::Bytes(e.payload.clone().into())),
-            );
+            args.extend(batch.iter().map(|e| Value::Bytes(e.payload.clone().into())));
             let done: i64 = self
                 .redis
                 .run(

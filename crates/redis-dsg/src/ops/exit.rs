@@ -36,6 +36,10 @@ pub enum CliError {
     /// Standard output failed.
     #[error("output closed: {0}")]
     Output(#[from] std::io::Error),
+    /// The command refused to act, or could not finish; the message says
+    /// why and what to do.
+    #[error("{0}")]
+    Refused(String),
     /// `status --check` found problems (each already printed).
     #[error("check failed: {}", .0.join("; "))]
     CheckFailed(Vec<String>),
@@ -56,6 +60,7 @@ impl CliError {
             CliError::Redis(RedisError::Unavailable(_)) => UNAVAILABLE,
             CliError::Redis(_)
             | CliError::Output(_)
+            | CliError::Refused(_)
             | CliError::CheckFailed(_)
             | CliError::Start(_)
             | CliError::ShutdownTimedOut => FAILURE,

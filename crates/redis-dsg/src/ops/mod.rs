@@ -1,5 +1,5 @@
-//! The operator's one-shot commands: `errors`, `status`, `config` and
-//! `acl-rule`. Each returns `Result<(), CliError>`; [`CliError`] owns the
+//! The operator's one-shot commands: `errors`, `status`, `config`,
+//! `acl-rule` and `return-inflight`. Each returns `Result<(), CliError>`; [`CliError`] owns the
 //! exit code, printed once in `main`.
 
 mod acl;
@@ -9,12 +9,14 @@ mod exit;
 pub mod exit_codes {
     pub use super::exit::{CONFIG, FAILURE, UNAVAILABLE};
 }
+mod return_inflight;
 mod status;
 mod stdout;
 
 pub use acl::acl_rule_command;
 pub use errors::{ErrorList, Format, errors_command};
 pub use exit::CliError;
+pub use return_inflight::return_inflight_command;
 pub use status::{ConsumerStatus, FleetStatus, status_command};
 pub use stdout::ConfirmedStdout;
 

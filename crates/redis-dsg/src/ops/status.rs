@@ -12,8 +12,8 @@ use crate::cli::StatusArgs;
 use crate::config::Config;
 use crate::redis::keys::ORIGINAL_LOCK;
 use crate::redis::{Keys, Redis, RedisError, value_bytes};
-use crate::service::original_lock;
 use crate::service::{LeaseToken, OriginalLockKind, OriginalLockView};
+use crate::service::{original_lock, registry};
 
 /// The fleet as Redis records it.
 #[derive(Debug, Serialize)]
@@ -57,14 +57,12 @@ pub struct ConsumerStatus {
 
 /// Reads the fleet's state.
 pub(super) async fn read(redis: &Redis, keys: &Keys) -> Result<FleetStatus, RedisError> {
-    let client = redis.client();
-    let p = client.pipeline();
+    let p = redis.client().pipeline();
     let _: () = p.get(keys.lease()).await?;
     let _: () = p.pttl(keys.lease()).await?;
     let _: () = p.get(keys.epoch()).await?;
     let _: () = p.llen(keys.queue.as_str()).await?;
     let _: () = p.llen(keys.error_queue.as_str()).await?;
-    let _: () = p.smembers(keys.consumers()).await?;
     let replies: Vec<Value> = p.all().await?;
     let mut it = replies.into_iter();
     let mut next = || it.next().unwrap_or(Value::Null);
@@ -73,13 +71,6 @@ pub(super) async fn read(redis: &Redis, keys: &Keys) -> Result<FleetStatus, Redi
     let last_epoch = next().as_u64();
     let queue_length = next().as_u64().unwrap_or(0);
     let error_queue_length = next().as_u64().unwrap_or(0);
-    let mut members: Vec<String> = next()
-        .into_array()
-        .into_iter()
-        .filter_map(value_bytes)
-        .map(|b| String::from_utf8_lossy(&b).into_owned())
-        .collect();
-    members.sort();
 
     let (holder, epoch) = match token.as_deref().map(|t| (t, LeaseToken::parse(t))) {
         Some((_, Some(t))) => (Some(t.holder), Some(t.epoch)),
@@ -88,25 +79,19 @@ pub(super) async fn read(redis: &Redis, keys: &Keys) -> Result<FleetStatus, Redi
         None => (None, last_epoch),
     };
 
-    let mut consumers = Vec::with_capacity(members.len());
-    if !members.is_empty() {
-        let p = client.pipeline();
-        for m in &members {
-            let _: () = p.pttl(keys.heartbeat(m)).await?;
-            let _: () = p.hlen(keys.inflight(m)).await?;
-        }
-        let replies: Vec<i64> = p.all().await?;
-        for (m, r) in members.into_iter().zip(replies.chunks(2)) {
-            let ttl = u64::try_from(r[0]).ok();
-            consumers.push(ConsumerStatus {
-                id: m,
-                alive: r[0] != -2,
-                heartbeat_ttl_ms: ttl,
-                // Less the marker field every in-flight hash carries.
-                in_flight: (r[1] - 1).max(0) as u64,
-            });
-        }
-    }
+    let registered = registry::registered_consumers(redis, keys).await?;
+    let ids: Vec<String> = registered.iter().map(|c| c.id.clone()).collect();
+    let held = registry::held(redis, keys, &ids).await?;
+    let consumers = registered
+        .into_iter()
+        .zip(held)
+        .map(|(c, in_flight)| ConsumerStatus {
+            id: c.id,
+            alive: c.alive,
+            heartbeat_ttl_ms: c.heartbeat_ttl_ms,
+            in_flight,
+        })
+        .collect();
     let mut notes = Vec::new();
     // lock:gen lives in its own slot (Cluster): read on its own.
     let original_lock = match original_lock::read(redis).await {
@@ -179,7 +164,8 @@ impl FleetStatus {
 
     /// The `generator:` line, with a warning when two generate.
     fn generator_text(&self) -> String {
-        let seconds = |ms: Option<u64>| ms.map_or("no TTL".into(), |t| format!("{:.1} s", t as f64 / 1000.0));
+        let seconds =
+            |ms: Option<u64>| ms.map_or("no TTL".into(), |t| format!("{:.1} s", t as f64 / 1000.0));
         let lock = self.original_lock.as_ref();
         let Some(h) = &self.holder else {
             return match lock {

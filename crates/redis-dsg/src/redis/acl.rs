@@ -110,6 +110,9 @@ mod tests {
         );
         assert!(!rule.contains("+@"), "{rule}");
         let compat = Keys::new("a", "errors").acl_rule_with(None, true);
-        assert!(compat.contains(" ~lock:gen ") && !compat.contains("%R~"), "{compat}");
+        assert!(
+            compat.contains(" ~lock:gen ") && !compat.contains("%R~"),
+            "{compat}"
+        );
     }
 }

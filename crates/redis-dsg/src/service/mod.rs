@@ -18,6 +18,7 @@ mod metrics;
 mod process_stats;
 mod processor;
 mod reaper;
+pub mod registry;
 mod role;
 pub mod shutdown;
 mod state;

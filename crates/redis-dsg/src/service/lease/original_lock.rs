@@ -254,7 +254,10 @@ mod tests {
     #[test]
     fn lock_values_are_classified() {
         let kind = |v: &str| OriginalLockKind::of(v, "{a}:lease", Some("pod-1 7"));
-        assert_eq!(kind("redis-dsg {a}:lease pod-1 7"), OriginalLockKind::RedisDsg);
+        assert_eq!(
+            kind("redis-dsg {a}:lease pod-1 7"),
+            OriginalLockKind::RedisDsg
+        );
         assert_eq!(
             kind("redis-dsg {a}:lease pod-2 6"),
             OriginalLockKind::RedisDsgStale
@@ -266,7 +269,11 @@ mod tests {
         // A lease key with spaces (queue "with space") is still this
         // fleet's only when it is exactly the key.
         assert_eq!(
-            OriginalLockKind::of("redis-dsg {with space}:lease p 3", "{with space}:lease", None),
+            OriginalLockKind::of(
+                "redis-dsg {with space}:lease p 3",
+                "{with space}:lease",
+                None
+            ),
             OriginalLockKind::RedisDsgStale
         );
         assert_eq!(
