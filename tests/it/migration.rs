@@ -428,3 +428,54 @@ async fn issue15_compatibility_mode_off_by_default_never_writes_lock_gen() {
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("two generators"), "{stderr}");
 }
+
+/// The pause of the rolling upgrade (README, step 3) with plain
+/// `redis-cli`: an operator's value in `lock:gen` stops the redis-dsg
+/// generator within a renewal and keeps every replica from generating;
+/// deleting it resumes generation within a ping interval.
+#[tokio::test]
+async fn issue15_an_operators_pause_in_lock_gen_stops_generation_until_removed() {
+    let env = TestEnv::new().await;
+    let extra = [
+        ("DSG_COMPAT__ORIGINAL_LOCK", "true"),
+        ("GENERATOR_INTERVAL", "20"),
+        ("DSG_PROCESSOR__MAX_MS", "1"),
+    ];
+    let a = env.spawn("a", &extra).await;
+    let b = env.spawn("b", &extra).await;
+    let c = env.client.client();
+    let generating = || async { a.is_generator().await || b.is_generator().await };
+    assert!(eventually(Duration::from_secs(10), generating).await);
+    let _: () = c
+        .set(
+            LOCK_NAME,
+            "redis-dsg-pause",
+            Some(Expiration::EX(60)),
+            None,
+            false,
+        )
+        .await
+        .expect("set");
+    assert!(
+        eventually(Duration::from_secs(5), || async { !generating().await }).await,
+        "the holder stops at its next renewal"
+    );
+    let generated = counters(&a).await.generated + counters(&b).await.generated;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        counters(&a).await.generated + counters(&b).await.generated,
+        generated,
+        "nothing generated while paused"
+    );
+    let out = run_cli(&env.env(&[]), &["status", "--check"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text.contains("paused by an operator"), "{text}");
+    let _: i64 = c.del(LOCK_NAME).await.expect("del");
+    assert!(
+        eventually(Duration::from_secs(5), generating).await,
+        "resumes"
+    );
+    let value: Option<String> = c.get(LOCK_NAME).await.expect("get");
+    assert!(value.is_some_and(|v| v.starts_with("redis-dsg {q}:lease ")));
+}

@@ -659,7 +659,7 @@ class Checks:
         expect(binary.is_file(), "the builder stage did not produce /usr/local/bin/redis-dsg")
         help_text = subprocess.run([binary, "--help"], capture_output=True, text=True).stdout
         commands = re.findall(r"^  (\S+)", help_text.split("Commands:")[1].split("\n\n")[0], re.M)
-        expect(commands == ["run", "errors", "config", "acl-rule", "status", "help"], f"the image's binary has commands {commands}")
+        expect(commands == ["run", "errors", "config", "acl-rule", "status", "return-inflight", "help"], f"the image's binary has commands {commands}")
         sections = subprocess.run(["readelf", "-S", "-W", binary], capture_output=True, text=True)
         expect(sections.returncode == 0, f"readelf: {sections.stderr}")
         expect(".debug_" not in sections.stdout and ".symtab" not in sections.stdout, "the image's binary still carries debug info or symbols")

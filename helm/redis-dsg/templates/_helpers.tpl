@@ -262,7 +262,7 @@ Secrets (auth.*, tls.*).
 # The user name comes from the environment (DSG_REDIS__USERNAME); the
 # password and TLS files are Secrets mounted read-only (auth.*, tls.*).
 mode = {{ toJson .Values.config.mode }}
-{{- range $section := list "http" "redis" "generator" "lease" "consumer" "processor" "shutdown" }}
+{{- range $section := list "http" "redis" "generator" "lease" "consumer" "processor" "shutdown" "compat" }}
 {{- $values := index $.Values.config $section }}
 
 [{{ $section }}]

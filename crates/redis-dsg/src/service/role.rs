@@ -23,7 +23,7 @@ use crate::redis::Redis;
 use crate::service::consumer::Consumer;
 use crate::service::generator::{FencedWriter, Generator, GeneratorEnd};
 use crate::service::lease::original_lock::{self, OriginalLockKind};
-use crate::service::lease::{HoldEnd, Lease, LeaseClient, Notices};
+use crate::service::lease::{HoldEnd, LOCK_GEN_TAKEN, Lease, LeaseClient, Notices};
 use crate::service::metrics::{Metrics, Transition};
 use crate::service::processor::SimulatedProcessor;
 use crate::service::state::{InstanceState, Role};
@@ -189,6 +189,9 @@ async fn contend(ctx: &RoleContext, gate: &watch::Sender<bool>, stop: &Cancellat
             reason = why,
             "lost the generator lease; stepping down"
         );
+        if why == LOCK_GEN_TAKEN {
+            lease_client.give_back(&lease).await;
+        }
         ctx.state.set_holder(None, None);
     }
     let _ = tokio::time::timeout(Duration::from_secs(1), notices.close()).await;

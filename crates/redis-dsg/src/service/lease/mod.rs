@@ -65,6 +65,11 @@ enum Step {
     Wait(Duration),
 }
 
+/// Why a holder stops when `lock:gen` no longer holds its value (an
+/// operator's pause, or an original after the key was lost): the lease is
+/// still its own, and it gives it back.
+pub(super) const LOCK_GEN_TAKEN: &str = "lock:gen holds another value";
+
 /// How a renewal went.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Renewal {
@@ -199,7 +204,7 @@ impl LeaseClient {
             return Ok(Renewal::Lost("the lease key no longer holds our token"));
         }
         if !lock_renewed {
-            return Ok(Renewal::Lost("lock:gen holds another value"));
+            return Ok(Renewal::Lost(LOCK_GEN_TAKEN));
         }
         lease.valid_until.set(sent + self.cfg.renew_deadline());
         Ok(Renewal::Renewed)
@@ -365,9 +370,10 @@ impl LeaseClient {
         )
     }
 
-    /// Gives back a lease taken in vain (best effort: unreleased, it
-    /// expires within its TTL, and nobody generated under it).
-    async fn give_back(&self, lease: &Lease) {
+    /// Gives back a lease this instance may not generate under (best
+    /// effort: unreleased, it expires within its TTL; nobody generates
+    /// under it meanwhile).
+    pub(super) async fn give_back(&self, lease: &Lease) {
         if let Err(e) = self.release(lease).await {
             tracing::debug!(error = %e, "could not give the lease back; it expires on its own");
         }
