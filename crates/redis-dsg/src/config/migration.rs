@@ -32,7 +32,7 @@ impl MigrationNote {
 
 impl Loaded {
     /// Whether the original variable `name` set its setting.
-    fn from_original_variable(&self, name: &str) -> bool {
+    fn set_by_original_variable(&self, name: &str) -> bool {
         LEGACY_ENV
             .iter()
             .find(|(n, _)| *n == name)
@@ -45,7 +45,7 @@ impl Loaded {
     /// default in the original's code differed.
     pub fn migration_notes(&self) -> Vec<MigrationNote> {
         let c = &self.config;
-        let set = |name: &str| self.from_original_variable(name);
+        let set = |name: &str| self.set_by_original_variable(name);
         let mut notes = Vec::new();
         if set("MODE") && c.mode == Mode::Generator {
             notes.push(MigrationNote {
