@@ -127,22 +127,25 @@ impl MixedFleet {
     }
 }
 
-fn report(phases: &[Phase]) {
-    println!("mixed fleet (stand-ins o*, redis-dsg r*), one sample every ~25 ms:");
-    for p in phases {
-        let samples: u64 = p.by_count.iter().sum();
-        println!(
-            "  {:<44} samples {samples:>4}  0/1/2+ generators {:?}  takeover {}  generators seen {:?}",
-            p.name,
-            p.by_count,
-            p.takeover
-                .map_or("-".into(), |t| format!("{:.2} s", t.as_secs_f64())),
-            p.generators
-        );
-        for o in &p.overlaps {
-            println!("    overlap: {o:?}");
-        }
+/// Prints the phase (as soon as it ends, so a failure shows what led to
+/// it) and keeps it.
+fn record(phases: &mut Vec<Phase>, p: Phase) {
+    if phases.is_empty() {
+        println!("mixed fleet (stand-ins o*, redis-dsg r*), one sample every ~25-40 ms:");
     }
+    let samples: u64 = p.by_count.iter().sum();
+    println!(
+        "  {:<44} samples {samples:>4}  0/1/2+ generators {:?}  takeover {}  generators seen {:?}",
+        p.name,
+        p.by_count,
+        p.takeover
+            .map_or("-".into(), |t| format!("{:.2} s", t.as_secs_f64())),
+        p.generators
+    );
+    for o in &p.overlaps {
+        println!("    overlap: {o:?}");
+    }
+    phases.push(p);
 }
 
 fn is_original(name: &str) -> bool {
@@ -193,7 +196,8 @@ async fn issue15_contract1_one_generator_in_a_mixed_fleet_through_kills_of_eithe
     }
     let mut phases = Vec::new();
     let mut kills = Vec::new();
-    phases.push(
+    record(
+        &mut phases,
         fleet
             .sample(
                 "1 steady: an original generates",
@@ -226,7 +230,7 @@ async fn issue15_contract1_one_generator_in_a_mixed_fleet_through_kills_of_eithe
             p.takeover.is_some(),
             "no takeover after {holder} was killed"
         );
-        phases.push(p);
+        record(&mut phases, p);
         holder = fleet.generator().await.expect("one generator");
         holders.push(holder.clone());
     }
@@ -240,7 +244,8 @@ async fn issue15_contract1_one_generator_in_a_mixed_fleet_through_kills_of_eithe
 
     // A new original beside a redis-dsg generator stays a consumer.
     fleet.originals.push(("o3".into(), start_original().await));
-    phases.push(
+    record(
+        &mut phases,
         fleet
             .sample(
                 "3 steady: redis-dsg generates, new original",
@@ -276,7 +281,7 @@ async fn issue15_contract1_one_generator_in_a_mixed_fleet_through_kills_of_eithe
             )
             .await;
         assert!(p.takeover.is_some(), "no takeover after {holder}: {name}");
-        phases.push(p);
+        record(&mut phases, p);
         let r = fleet.replica(&holder).expect("the old holder");
         let _ = r.wait_timeout(Duration::from_secs(10));
         r.restart().expect("restarts");
@@ -301,12 +306,11 @@ async fn issue15_contract1_one_generator_in_a_mixed_fleet_through_kills_of_eithe
         )
         .await;
     assert!(p.takeover.is_some(), "no original took over");
-    phases.push(p);
+    record(&mut phases, p);
     holders.push(fleet.generator().await.expect("an original generates"));
     for (_, o) in fleet.originals.drain(..) {
         o.kill().await;
     }
-    report(&phases);
     for (name, r) in &mut fleet.replicas {
         let status = r.wait_timeout(Duration::from_secs(10));
         assert!(
