@@ -451,8 +451,10 @@ async fn redis_cluster_runs_generator_consumers_errors_cli_and_recovery() {
     assert!(client.is_clustered());
     // Everything runs as a user with only the documented rule, set on
     // every node (ACL users are per node); the cross-slot error list needs
-    // its marker set too.
-    let rule = redis_dsg::redis::Keys::new("q", "errors").acl_rule(Some("{q}:out"));
+    // its marker set too. Compatibility mode is on (issue 15): lock:gen
+    // lives in another slot than the lease, so every script involved must
+    // touch one key.
+    let rule = redis_dsg::redis::Keys::new("q", "errors").acl_rule_with(Some("{q}:out"), true);
     assert!(rule.contains("~{errors}:moved"), "{rule}");
     for node in &cluster.nodes {
         acl_setuser(
@@ -473,6 +475,7 @@ async fn redis_cluster_runs_generator_consumers_errors_cli_and_recovery() {
         c.consumer.heartbeat_interval_ms = 250;
         c.consumer.reaper_interval_ms = 300;
         c.processor.invalid_ratio = 0.3;
+        c.compat.original_lock = true;
     });
     let start = |name: &str, extra: &[(&str, &str)]| {
         Replica::start(
@@ -510,6 +513,12 @@ async fn redis_cluster_runs_generator_consumers_errors_cli_and_recovery() {
     assert!(
         redis_dsg::service::message::parse(&entry.payload).is_ok(),
         "the original bytes are kept"
+    );
+    let lock: Option<String> = client.client().get("lock:gen").await.expect("get");
+    assert!(
+        lock.as_deref()
+            .is_some_and(|v| v.starts_with("redis-dsg {q}:lease ")),
+        "the generator holds lock:gen: {lock:?}"
     );
 
     // Recovery: a slow consumer holding messages is killed; the others get them.
