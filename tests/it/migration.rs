@@ -102,14 +102,15 @@ impl MixedFleet {
 
     /// The only generator now (waits a little for one).
     async fn generator(&self) -> Option<String> {
-        for _ in 0..40 {
-            let now = self.generators().await;
-            if now.len() == 1 {
-                return now.into_iter().next();
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-        None
+        poll(
+            Duration::from_secs(1),
+            Duration::from_millis(25),
+            async || {
+                let now = self.generators().await;
+                (now.len() == 1).then(|| now[0].clone())
+            },
+        )
+        .await
     }
 
     fn replica(&mut self, name: &str) -> Option<&mut Replica> {
@@ -398,7 +399,7 @@ async fn issue15_compatibility_mode_off_by_default_never_writes_lock_gen() {
     let _b = env.spawn("b", &[("GENERATOR_INTERVAL", "50")]).await;
     assert!(
         eventually(Duration::from_secs(10), || async {
-            counters(&a).await.generated + counters(&_b).await.generated > 5
+            a.counters().await.generated + _b.counters().await.generated > 5
         })
         .await
     );
@@ -464,10 +465,10 @@ async fn issue15_an_operators_pause_in_lock_gen_stops_generation_until_removed()
         eventually(Duration::from_secs(5), || async { !generating().await }).await,
         "the holder stops at its next renewal"
     );
-    let generated = counters(&a).await.generated + counters(&b).await.generated;
+    let generated = a.counters().await.generated + b.counters().await.generated;
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(
-        counters(&a).await.generated + counters(&b).await.generated,
+        a.counters().await.generated + b.counters().await.generated,
         generated,
         "nothing generated while paused"
     );

@@ -245,7 +245,7 @@ async fn least_privilege_acl_user_runs_the_service_and_its_commands() {
         "{}",
         log(&c)
     );
-    assert_eq!(counters(&c).await.redis_errors, 0, "{}", log(&c));
+    assert_eq!(c.counters().await.redis_errors, 0, "{}", log(&c));
     // One right less, and the error says which.
     let weak = keys.acl_rule(None).replace(" +llen", "");
     acl_setuser(&env.redis.url(), "weak", "weak-secret", &weak).await;
