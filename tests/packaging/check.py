@@ -20,8 +20,13 @@ Proves with the real tools, offline:
 - that deploy/ equals a fresh render (--update regenerates it);
 - that every PromQL expression of the dashboard and the alerts parses and
   names only metrics a live /metrics scrape shows (plus a commented
-  allow-list), and the alerts pass `promtool check rules` and
-  `promtool test rules`;
+  allow-list, and the metrics of PENDING_BINARY_METRICS until the binary
+  exports them), and the alerts pass `promtool check rules` and
+  `promtool test rules` (a healthy fleet checked at every evaluation);
+- with a real Prometheus (live_prometheus.py): every dashboard expression
+  returns data, no alert is pending on a healthy fleet, the generator flag
+  moves when the generator is killed;
+- that the README's alert table and runbooks match the rules;
 - that the README's Kubernetes section uses the chart's own commands.
 """
 
@@ -122,6 +127,9 @@ PENDING_BINARY_METRICS = {
     "dsg_message_age_implausible_total": "messages whose timestamp is outside the plausible window, by reason",
 }
 STRICT_METRICS_ENV = "DSG_PACKAGING_STRICT_METRICS"
+# The Accept header of Prometheus 2.42's scrapes.
+PROMETHEUS_ACCEPT = ("application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,"
+                     "text/plain;version=0.0.4;q=0.5,*/*;q=0.1")
 
 # Alerts the chart ships (alert name -> what it covers); each has a runbook
 # in the README under a heading of its name.
@@ -1429,6 +1437,14 @@ class Checks:
                 for p in (port, port2):
                     code, text = http_get(p, "/metrics")
                     expect(code == 200, f"/metrics answered {code}")
+                # What Prometheus 2.42 sends: OpenMetrics preferred. The
+                # answer is the text format 0.0.4, labelled as such (the
+                # README says so), which Prometheus parses by Content-Type.
+                req = urllib.request.Request(f"http://127.0.0.1:{port}/metrics", headers={"Accept": PROMETHEUS_ACCEPT})
+                with urllib.request.urlopen(req, timeout=5) as r:
+                    ctype = r.headers.get("Content-Type", "")
+                    expect(r.status == 200 and ctype.startswith("text/plain") and "version=0.0.4" in ctype,
+                           f"/metrics with Prometheus' Accept header answered {r.status} {ctype!r}")
                     self.scraped_metrics |= {m.group(1) for m in re.finditer(r"^([a-zA-Z_:][\w:]*)(\{| )", text, re.M)}
             grace = spec["terminationGracePeriodSeconds"]
             ready = container["readinessProbe"]["httpGet"]["path"]
@@ -1734,6 +1750,54 @@ class Checks:
         return f"{len(commands)} command lines; all {len(notes_cmds)} NOTES commands present"
 
 
+    def live_prometheus(self) -> str:
+        """tests/packaging/live_prometheus.py against the binary: a real
+        Prometheus scraping three replicas every second with the shipped
+        rules; every dashboard expression evaluated; no alert while healthy;
+        the generator SIGKILLed; Redis stopped and back."""
+        argv = [sys.executable, str(HERE / "live_prometheus.py"), "--binary", str(self.binary)]
+        if os.environ.get(STRICT_METRICS_ENV) == "1":
+            argv.append("--strict")
+        run = subprocess.run(argv, capture_output=True, text=True, timeout=300)
+        out = run.stdout + run.stderr
+        expect(run.returncode == 0, f"{' '.join(argv[1:])} exited {run.returncode}:\n{out[-6000:]}")
+        lines = [line.removeprefix("live-prometheus: ") for line in out.splitlines()]
+        figures = [line for line in lines if re.search(r"\): [\d.]+$", line)]
+        awaiting = [line for line in lines if line.startswith("AWAITING THE BINARY")]
+        summary = [line for line in lines if line.startswith(("dashboard:", "healthy fleet", "generator ", "9 alert", f"{len(alert_rules(load_yaml(ALERTS)))} alert"))]
+        return "; ".join(summary + figures) + (f"; {len(awaiting)} assertions AWAITING THE BINARY ({STRICT_METRICS_ENV}=1 fails on them)" if awaiting else "")
+
+    def alerts_readme(self) -> str:
+        """The README's alert table and runbooks match the rules: one table
+        row and one runbook heading (the runbook_url's anchor) per alert,
+        nothing else; the thresholds it names are the chart's defaults."""
+        text = README.read_text()
+        m = re.search(r"^## Alerts and runbooks\n(.*?)(?=^## )", text, re.S | re.M)
+        expect(m, "README has no '## Alerts and runbooks' section")
+        section = m.group(1)
+        rules = alert_rules(load_yaml(ALERTS))
+        names = [r["alert"] for r in rules]
+        rows = re.findall(r"^\| `(\w+)` \| (\w+) \|", section, re.M)
+        expect([n for n, _ in rows] == names, f"the README's alert table lists {[n for n, _ in rows]}, the rules are {names}")
+        for (name, severity), rule in zip(rows, rules):
+            expect(severity == rule["labels"]["severity"], f"{name}: the table says {severity}, the rule {rule['labels']['severity']}")
+        headings = re.findall(r"^### (\w+)$", section, re.M)
+        expect(headings == names, f"runbook headings {headings}, expected one per alert in the rules' order: {names}")
+        for rule in rules:
+            anchor = rule["annotations"]["runbook_url"].rsplit("#", 1)[1]
+            expect(anchor == rule["alert"].lower(), f"{rule['alert']}: runbook anchor #{anchor} is not its heading's")
+            body = section.split(f"### {rule['alert']}\n", 1)[1].split("\n### ", 1)[0]
+            for part in ("**Means:**", "**Check:**", "**Do:**"):
+                expect(part in body, f"runbook {rule['alert']} lacks {part}")
+        defaults = load_yaml(CHART / "values.yaml")["prometheusRule"]
+        for key in ("backlogMaxAgeSeconds", "errorShareMargin", "errorShareMinMessages"):
+            expect(f"`{key}`" in section or f"`prometheusRule.{key}`" in section, f"the section does not name prometheusRule.{key}")
+        expect(f"({defaults['backlogMaxAgeSeconds']} s)" in section, "the table must give backlogMaxAgeSeconds' default")
+        expect(f"({defaults['errorShareMargin']})" in section and f"({defaults['errorShareMinMessages']})" in section,
+               "the table must give the error-share defaults")
+        return f"{len(names)} alerts: table rows, severities and runbooks (Means/Check/Do) match the rules and their anchors"
+
+
 def pkg_version(name: str) -> str:
     from importlib.metadata import version
 
@@ -1793,7 +1857,12 @@ def main() -> int:
             report.check("promtool: check rules and test rules", checks.promtool_rules)
         else:
             report.skip("promtool: check rules and test rules", "promtool is not installed (run as root to install Debian's prometheus package)")
+        if shutil.which("prometheus") and shutil.which("promtool"):
+            report.check("live Prometheus: 3 replicas scraped every second, dashboard, alerts, failover, Redis outage", checks.live_prometheus)
+        else:
+            report.skip("live Prometheus", "prometheus is not installed (run as root to install Debian's prometheus package)")
         report.check("README: 'Run on Kubernetes' matches the chart", checks.readme)
+        report.check("README: alert table and runbooks match the rules", checks.alerts_readme)
 
     print(f"\npackaging checks took {time.monotonic() - started:.0f} s"
           + (f"; skipped: {', '.join(report.skipped)}" if report.skipped else ""))
