@@ -1,7 +1,7 @@
 //! Test helpers: a private `redis-server` per test, the real binary as child
 //! processes, and assertions read straight from Redis.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use dsg_testkit::fleet;
 use dsg_testkit::local_redis::{LocalRedis, free_port};
@@ -166,4 +166,47 @@ pub fn run_cli(env: &[(String, String)], args: &[&str]) -> std::process::Output 
         .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
         .output()
         .expect("binary runs")
+}
+
+/// Its `/metrics` exposition (empty while it does not answer).
+pub async fn metrics(r: &Replica) -> String {
+    dsg_testkit::http_client::get(r.port(), "/metrics", Duration::from_secs(2))
+        .await
+        .map(|(_, body)| body)
+        .unwrap_or_default()
+}
+
+/// The value of `series` (name and labels exactly as exported, e.g.
+/// `dsg_queue_length{queue="q"}`) in an exposition.
+pub fn metric(exposition: &str, series: &str) -> Option<f64> {
+    exposition.lines().find_map(|line| {
+        line.strip_prefix(series)
+            .and_then(|rest| rest.strip_prefix(' '))
+            .and_then(|v| v.trim().parse().ok())
+    })
+}
+
+/// Its `/readyz` answer: status code, body, and how long it took.
+pub async fn readyz(r: &Replica) -> (Option<u16>, String, Duration) {
+    let started = Instant::now();
+    let answer = dsg_testkit::http_client::get(r.port(), "/readyz", Duration::from_secs(3)).await;
+    let took = started.elapsed();
+    match answer {
+        Some((code, body)) => (Some(code), body, took),
+        None => (None, String::new(), took),
+    }
+}
+
+/// Sends `signal` to a process (SIGSTOP/SIGCONT to freeze a redis-server
+/// without closing its connections).
+pub fn signal_pid(pid: u32, signal: i32) {
+    // SAFETY: kill has no memory preconditions; pid is a child of the test.
+    unsafe {
+        libc::kill(pid as i32, signal);
+    }
+}
+
+/// The whole log of a replica.
+pub fn full_log(r: &Replica) -> String {
+    std::fs::read_to_string(r.log()).unwrap_or_default()
 }

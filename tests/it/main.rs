@@ -7,10 +7,12 @@
 mod chaos;
 mod cli;
 mod election;
+mod failures;
 mod faults;
 mod helpers;
 mod legacy_entries;
 mod migration;
+mod observability;
 mod rollback;
 mod runtime;
 mod topologies;

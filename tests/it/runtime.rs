@@ -381,7 +381,7 @@ async fn contract6_healthz_stays_up_while_redis_is_down_and_readyz_follows() {
 #[tokio::test]
 async fn metrics_expose_every_documented_name() {
     let env = TestEnv::new().await;
-    let _g = env
+    let g = env
         .spawn("g", &[("MODE", "generator"), ("GENERATOR_INTERVAL", "10")])
         .await;
     let c = env
@@ -404,17 +404,42 @@ async fn metrics_expose_every_documented_name() {
         "dsg_messages_processed_total{outcome=\"malformed\"}",
         "dsg_in_flight_messages",
         "dsg_processing_duration_seconds_bucket",
-        "dsg_queue_length{queue=\"q\"}",
-        "dsg_queue_length{queue=\"errors\"}",
+        "dsg_message_age_seconds_bucket",
+        "dsg_message_age_implausible_total",
         "dsg_messages_recovered_total",
         "dsg_redis_errors_total",
+        "dsg_redis_up 1",
+        "dsg_ready 1",
+        "dsg_build_info{version=",
+        "process_start_time_seconds",
+        "dsg_processor_invalid_ratio",
         "dsg_is_generator",
-        "dsg_lease_epoch",
         "dsg_lease_transitions_total",
+        "dsg_lease_notice_resubscriptions_total",
         "dsg_generator_fenced_writes_rejected_total",
     ] {
         assert!(body.contains(name), "{name} missing from\n{body}");
     }
+    // The fleet's gauges come from one of the two (issue 14); the
+    // generator shows its epoch.
+    let generator = metrics(&g).await;
+    for name in [
+        "dsg_queue_length{queue=\"q\"}",
+        "dsg_queue_length{queue=\"errors\"}",
+        "dsg_queue_oldest_message_age_seconds{queue=\"q\"}",
+        "dsg_consumers_live",
+    ] {
+        let exporters = [&body, &generator]
+            .iter()
+            .filter(|text| metric(text, name).is_some())
+            .count();
+        assert_eq!(exporters, 1, "{name} in\n{body}\n{generator}");
+    }
+    assert_eq!(
+        metric(&generator, "dsg_lease_epoch"),
+        Some(1.0),
+        "{generator}"
+    );
     if let Some(promtool) = dsg_testkit::local_redis::find_on_path("promtool") {
         use std::io::Write;
         let mut child = std::process::Command::new(promtool)

@@ -380,10 +380,11 @@ fn render_table(slots: &[Slot], t: f64, queue: &str, events: &[String]) -> Strin
             slot.rate_done
         ));
     }
+    // One replica at a time reads the lists' lengths.
     let lengths = slots
         .iter()
-        .find_map(|s| s.last.as_ref())
-        .map(|v| (v.queue_length, v.error_queue_length));
+        .filter_map(|s| s.last.as_ref())
+        .find_map(|v| v.queue_length.zip(v.error_queue_length));
     if let Some((q, e)) = lengths {
         s.push_str(&format!(
             "\nqueue {queue:?}: {q} messages   error list: {e} entries\n"
@@ -407,7 +408,8 @@ fn render_line(slots: &[Slot], t: f64) -> String {
     }
     let q = slots
         .iter()
-        .find_map(|s| s.last.as_ref())
-        .map_or(0, |v| v.queue_length);
+        .filter_map(|s| s.last.as_ref())
+        .find_map(|v| v.queue_length)
+        .unwrap_or(0);
     format!("t={t:5.1}s queue={q} {}\n", parts.join(" "))
 }

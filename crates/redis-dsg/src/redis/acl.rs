@@ -79,6 +79,9 @@ impl Keys {
             "+sadd",
             "+srem",
             "+ltrim",
+            // The sampler: the oldest message's first bytes, consumers.
+            "+lindex",
+            "+scard",
             "+zadd",
             "+zrem",
             "+zremrangebyscore",

@@ -4,6 +4,8 @@
 
 use fred::prelude::*;
 
+use super::link::{Cause, Failure};
+
 /// A Redis failure, classified for metrics and exit codes.
 #[derive(Debug, thiserror::Error)]
 pub enum RedisError {
@@ -24,6 +26,23 @@ pub enum RedisError {
         /// What was wrong.
         detail: String,
     },
+}
+
+impl RedisError {
+    /// The failure, classified for logs, readiness and back-off.
+    pub fn failure(&self) -> Failure {
+        match self {
+            RedisError::Unavailable(e) | RedisError::Command(e) => Failure::of(e),
+            RedisError::Setup(detail) => Failure {
+                cause: Cause::Other,
+                detail: detail.clone(),
+            },
+            RedisError::Reply { script, detail } => Failure {
+                cause: Cause::Other,
+                detail: format!("unexpected reply from script {script}: {detail}"),
+            },
+        }
+    }
 }
 
 impl From<fred::error::Error> for RedisError {
@@ -57,8 +76,9 @@ pub enum Operation {
     Push,
     /// Taking, renewing or releasing the lease.
     Lease,
-    /// Reading the lengths of the queue and the error list.
-    QueueLength,
+    /// Reading the fleet's gauges (queue lengths, oldest message age, live
+    /// consumers): one replica at a time.
+    Sample,
     /// A stopping consumer returning what it holds.
     Return,
 }
@@ -72,9 +92,23 @@ impl Operation {
         Operation::Reap,
         Operation::Push,
         Operation::Lease,
-        Operation::QueueLength,
+        Operation::Sample,
         Operation::Return,
     ];
+
+    /// What the service was doing, for logs and `/readyz`.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Operation::Fetch => "fetching messages from the queue",
+            Operation::Ack => "acknowledging processed messages",
+            Operation::Heartbeat => "the consumer heartbeat",
+            Operation::Reap => "recovering dead consumers' messages",
+            Operation::Push => "the generator's write to the queue",
+            Operation::Lease => "taking or renewing the generator lease",
+            Operation::Sample => "reading the queue's gauges",
+            Operation::Return => "returning in-flight messages to the queue",
+        }
+    }
 
     /// The metric label value.
     pub fn metric_label(self) -> &'static str {
@@ -85,7 +119,7 @@ impl Operation {
             Operation::Reap => "reap",
             Operation::Push => "push",
             Operation::Lease => "lease",
-            Operation::QueueLength => "queue_length",
+            Operation::Sample => "sample",
             Operation::Return => "return",
         }
     }

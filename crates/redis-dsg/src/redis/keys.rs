@@ -17,6 +17,7 @@
 //! | `{q}:consumer:<id>` | string, TTL | a consumer's heartbeat |
 //! | `{q}:inflight:<id>` | hash | delivery id → message, what a consumer holds |
 //! | `lock:gen` | string, TTL | go-redis-dsg's election key, global to the database; written only in compatibility mode (`compat.original_lock`), read by `status` |
+//! | `{q}:sampler` | string, TTL | id of the instance that reads the fleet's gauges |
 
 use crate::config::names::{hash_tag, key_base};
 
@@ -77,6 +78,12 @@ impl Keys {
     /// A consumer's in-flight hash.
     pub fn inflight(&self, consumer: &str) -> String {
         self.derived(&format!("inflight:{consumer}"))
+    }
+
+    /// The claim of the instance that reads the fleet's gauges (one at a
+    /// time, `service::sampler`).
+    pub fn sampler(&self) -> String {
+        self.derived("sampler")
     }
 
     /// Whether every derived key lands in the queue's hash slot. False only

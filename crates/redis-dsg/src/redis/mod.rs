@@ -11,9 +11,11 @@ mod connection;
 mod credentials;
 mod error;
 pub mod keys;
+mod link;
 pub mod scripts;
 mod tls;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use fred::prelude::*;
@@ -23,6 +25,7 @@ use crate::config::RedisConfig;
 use connection::builder;
 pub use error::{Operation, RedisError};
 pub use keys::Keys;
+pub use link::{Cause, Failure, Link, LinkEvent};
 pub use scripts::Script;
 
 /// The service's Redis connections.
@@ -31,6 +34,7 @@ pub struct Redis {
     pool: Pool,
     builder: Builder,
     command_timeout: Duration,
+    link: Arc<Link>,
 }
 
 impl std::fmt::Debug for Redis {
@@ -73,12 +77,29 @@ impl Redis {
             pool: builder.build_pool(size)?,
             command_timeout: cfg.command_timeout(),
             builder,
+            link: Link::new(),
         })
     }
 
-    /// Starts the background connection tasks (they retry until connected).
+    /// Starts the background connection tasks (they retry until connected),
+    /// following each connection's events on the [`Link`].
     pub fn connect(&self) {
+        for client in self.pool.clients() {
+            self.link.follow(client);
+        }
         drop(self.pool.connect_pool());
+    }
+
+    /// Whether Redis answers, as learnt from commands and connection events.
+    pub fn link(&self) -> &Arc<Link> {
+        &self.link
+    }
+
+    /// Records the outcome of a command sent directly through
+    /// [`Redis::client`] on the [`Link`] (the methods here do it
+    /// themselves).
+    pub fn observe<T>(&self, outcome: &Result<T, fred::error::Error>) {
+        self.link.observe(outcome.as_ref().map(|_| ()));
     }
 
     /// Resolves once every connection is up.
@@ -128,23 +149,12 @@ impl Redis {
         self.command_timeout
     }
 
-    /// A new subscriber client with the same settings (connect it yourself).
+    /// A new subscriber client with the same settings (connect it
+    /// yourself). Its connection is not followed on the [`Link`]: losing
+    /// it alone does not keep commands from Redis (an outage closes the
+    /// command connections too), and its owner watches it.
     pub fn subscriber(&self) -> Result<fred::clients::SubscriberClient, RedisError> {
         Ok(self.builder.build_subscriber_client()?)
-    }
-
-    /// `PING` with the command timeout: is Redis answering now?
-    pub async fn ping(&self) -> bool {
-        let opts = Options {
-            max_attempts: Some(1),
-            timeout: Some(self.command_timeout.min(Duration::from_secs(2))),
-            ..Default::default()
-        };
-        self.client()
-            .with_options(&opts)
-            .ping::<String>(None)
-            .await
-            .is_ok()
     }
 
     /// Runs `script` exactly once (no automatic resend after a connection
@@ -162,15 +172,17 @@ impl Redis {
             ..Default::default()
         };
         let client = self.client().with_options(&opts);
-        match client
+        let outcome = match client
             .evalsha::<R, _, _, _>(script.sha1.as_str(), keys.clone(), args.clone())
             .await
         {
             Err(e) if e.details().starts_with("NOSCRIPT") => {
-                Ok(client.eval(script.lua, keys, args).await?)
+                client.eval(script.lua, keys, args).await
             }
-            other => Ok(other?),
-        }
+            other => other,
+        };
+        self.observe(&outcome);
+        Ok(outcome?)
     }
 
     /// Closes every connection.

@@ -323,6 +323,51 @@ return alive
     )
 });
 
+/// One sample of the fleet's gauges, read by one instance at a time: the
+/// caller takes or renews the sampler claim, then reads.
+///
+/// KEYS: sampler claim, queue, consumer set, lease.
+/// ARGV: instance id, claim TTL (ms), how many bytes of the oldest message
+/// to return.
+/// Returns `{0}` when another instance holds the claim (nothing read),
+/// else `{1, queue length, first bytes of the oldest message (nil when
+/// empty), registered consumers, lease value (nil when free)}`. Only a
+/// prefix of the oldest message leaves Redis, so a huge message costs one
+/// copy inside Redis every sample, never a transfer. Removes nothing
+/// (contract 10): its only write is the claim.
+pub static SAMPLE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        "sample",
+        r#"
+local holder = redis.call('GET', KEYS[1])
+if holder and holder ~= ARGV[1] then return {0} end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+local len = redis.call('LLEN', KEYS[2])
+local oldest = false
+if len > 0 then
+  oldest = string.sub(redis.call('LINDEX', KEYS[2], -1), 1, tonumber(ARGV[3]))
+end
+return {1, len, oldest, redis.call('SCARD', KEYS[3]), redis.call('GET', KEYS[4])}
+"#,
+    )
+});
+
+/// Gives a claim up, only while it holds this holder's id.
+///
+/// KEYS: claim. ARGV: holder id. Returns 1 when released. The removal is
+/// the script's only write, after its only check.
+pub static RELEASE_CLAIM: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        "release_claim",
+        r#"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"#,
+    )
+});
+
 /// Removes entries from the old end of the error list only if they are
 /// still exactly the ones the caller printed.
 ///

@@ -6,18 +6,19 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use fred::prelude::*;
 use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
 use crate::redis::Keys;
-use crate::redis::Operation;
 use crate::redis::{Redis, RedisError};
+use crate::service::health::Health;
 use crate::service::http::{self, AppState};
 use crate::service::metrics::Metrics;
 use crate::service::role::{self, RoleContext};
+use crate::service::sampler::Sampler;
 use crate::service::state::{InstanceState, new_instance_id};
 
 /// Failures that stop the service from starting.
@@ -40,12 +41,26 @@ pub enum AppError {
 #[derive(Debug)]
 pub struct Application {
     config: Arc<Config>,
-    listener: TcpListener,
+    /// Taken by the HTTP server when the service starts.
+    listener: Option<TcpListener>,
     port: u16,
     redis: Redis,
     keys: Keys,
     metrics: Metrics,
+    health: Health,
     state: Arc<InstanceState>,
+}
+
+/// What runs until the shutdown signal.
+struct Running {
+    /// Stops the role loop, the reaper and the sampler.
+    stop: CancellationToken,
+    /// Waits for them.
+    tracker: TaskTracker,
+    role_loop: JoinHandle<()>,
+    /// Stops the HTTP server, last.
+    http_stop: CancellationToken,
+    server: JoinHandle<()>,
 }
 
 impl Application {
@@ -64,15 +79,22 @@ impl Application {
             .unwrap_or(config.http.port);
         let redis = Redis::for_service(&config.redis)?;
         let keys = Keys::new(&config.redis.queue, &config.redis.error_queue);
-        let metrics = Metrics::new(&keys.queue, &keys.error_queue);
+        let metrics = Metrics::new(&keys.queue, &keys.error_queue, &config.processor);
         let state = Arc::new(InstanceState::new(new_instance_id(), config.mode));
+        let health = Health::new(
+            redis.link().clone(),
+            state.clone(),
+            metrics.clone(),
+            config.redis.url.redacted(),
+        );
         Ok(Application {
             config: Arc::new(config),
-            listener,
+            listener: Some(listener),
             port,
             redis,
             keys,
             metrics,
+            health,
             state,
         })
     }
@@ -89,125 +111,114 @@ impl Application {
 
     /// Runs until `shutdown` resolves, then shuts down gracefully. Returns
     /// `false` when the shutdown timeout ran out before everything stopped.
-    pub async fn run_until_stopped(self, shutdown: impl Future<Output = &'static str>) -> bool {
-        let Application {
-            config,
-            listener,
-            port,
-            redis,
-            keys,
-            metrics,
-            state,
-        } = self;
+    pub async fn run_until_stopped(mut self, shutdown: impl Future<Output = &'static str>) -> bool {
         tracing::info!(
-            id = %state.id,
-            port,
-            mode = config.mode.as_str(),
-            redis = %config.redis.url,
-            queue = %keys.queue,
+            id = %self.state.id,
+            port = self.port,
+            mode = self.config.mode.as_str(),
+            redis = %self.config.redis.url,
+            queue = %self.keys.queue,
             "redis-dsg starting"
         );
+        let running = self.start();
+        let signal = shutdown.await;
+        self.stop(running, signal).await
+    }
 
+    /// Starts the HTTP server, connects, and starts the role loop, the
+    /// reaper, the sampler and the health log.
+    fn start(&mut self) -> Running {
         let http_stop = CancellationToken::new();
-        let server = {
-            let app = http::router(AppState {
-                state: state.clone(),
-                metrics: metrics.clone(),
-                redis: redis.clone(),
-                config: config.clone(),
-            });
-            let stop = http_stop.clone();
-            tokio::spawn(async move {
-                let served = axum::serve(listener, app)
-                    .with_graceful_shutdown(async move { stop.cancelled().await })
-                    .await;
-                if let Err(e) = served {
-                    tracing::error!(error = %e, "HTTP server failed");
-                }
-            })
-        };
-
-        redis.connect();
+        let server = self.serve_http(http_stop.clone());
         let stop = CancellationToken::new();
+        // Following the link's events starts before connecting, so the
+        // first failure is logged.
+        tokio::spawn(self.health.clone().follow_link(stop.clone()));
+        self.redis.connect();
         let tracker = TaskTracker::new();
         let role_loop = tracker.spawn(role::run(
             RoleContext {
-                redis: redis.clone(),
-                keys: keys.clone(),
-                config: (*config).clone(),
-                metrics: metrics.clone(),
-                state: state.clone(),
+                redis: self.redis.clone(),
+                keys: self.keys.clone(),
+                config: (*self.config).clone(),
+                metrics: self.metrics.clone(),
+                state: self.state.clone(),
+                health: self.health.clone(),
             },
             stop.clone(),
         ));
         tracker.spawn(crate::service::reaper::run(
-            redis.clone(),
-            keys.clone(),
-            state.id.clone(),
-            Duration::from_millis(config.consumer.reaper_interval_ms),
-            metrics.clone(),
+            self.redis.clone(),
+            self.keys.clone(),
+            self.state.id.clone(),
+            Duration::from_millis(self.config.consumer.reaper_interval_ms),
+            self.metrics.clone(),
+            self.health.clone(),
             stop.clone(),
         ));
-        tracker.spawn(sample_queue_lengths(
-            redis.clone(),
-            keys.clone(),
-            metrics.clone(),
-            state.clone(),
-            stop.clone(),
-        ));
+        let sampler = Sampler::new(
+            self.redis.clone(),
+            self.keys.clone(),
+            self.metrics.clone(),
+            self.health.clone(),
+            self.state.clone(),
+        );
+        tracker.spawn(sampler.run(stop.clone()));
         tracker.close();
+        Running {
+            stop,
+            tracker,
+            role_loop,
+            http_stop,
+            server,
+        }
+    }
 
-        let signal = shutdown.await;
-        state.begin_stopping();
+    fn serve_http(&mut self, stop: CancellationToken) -> JoinHandle<()> {
+        let app = http::router(AppState {
+            state: self.state.clone(),
+            metrics: self.metrics.clone(),
+            health: self.health.clone(),
+            config: self.config.clone(),
+        });
+        // `start` runs once (`run_until_stopped` takes `self`), so the
+        // listener is there.
+        let listener = self.listener.take();
+        tokio::spawn(async move {
+            let Some(listener) = listener else { return };
+            let served = axum::serve(listener, app)
+                .with_graceful_shutdown(async move { stop.cancelled().await })
+                .await;
+            if let Err(e) = served {
+                tracing::error!(error = %e, "HTTP server failed");
+            }
+        })
+    }
+
+    /// Stops in order: readiness false, the workers (lease released,
+    /// in-flight work finished or returned) within the shutdown timeout,
+    /// then HTTP and the connections.
+    async fn stop(self, running: Running, signal: &'static str) -> bool {
+        self.state.begin_stopping();
         tracing::info!(
             signal,
-            timeout_ms = config.shutdown.timeout_ms,
+            timeout_ms = self.config.shutdown.timeout_ms,
             "shutting down"
         );
-        stop.cancel();
-        let clean = tokio::time::timeout(config.shutdown.timeout(), tracker.wait())
+        running.stop.cancel();
+        let clean = tokio::time::timeout(self.config.shutdown.timeout(), running.tracker.wait())
             .await
             .is_ok();
         if !clean {
             tracing::error!(
                 "shutdown timeout ran out; exiting anyway (unfinished messages stay in Redis and are recovered by other instances)"
             );
-            role_loop.abort();
+            running.role_loop.abort();
         }
-        http_stop.cancel();
-        let _ = tokio::time::timeout(Duration::from_secs(1), server).await;
-        let _ = tokio::time::timeout(Duration::from_secs(1), redis.quit()).await;
+        running.http_stop.cancel();
+        let _ = tokio::time::timeout(Duration::from_secs(1), running.server).await;
+        let _ = tokio::time::timeout(Duration::from_secs(1), self.redis.quit()).await;
         tracing::info!(clean, "stopped");
         clean
-    }
-}
-
-/// Reads the lengths of the queue and the error list every two seconds.
-async fn sample_queue_lengths(
-    redis: Redis,
-    keys: Keys,
-    metrics: Metrics,
-    state: Arc<InstanceState>,
-    stop: CancellationToken,
-) {
-    loop {
-        if redis.is_connected() {
-            let pipeline = redis.client().pipeline();
-            let _: Result<(), _> = pipeline.llen(keys.queue.as_str()).await;
-            let _: Result<(), _> = pipeline.llen(keys.error_queue.as_str()).await;
-            match pipeline.all::<Vec<u64>>().await {
-                Ok(lengths) if lengths.len() == 2 => {
-                    metrics.record_queue_length(&keys.queue, lengths[0]);
-                    metrics.record_queue_length(&keys.error_queue, lengths[1]);
-                    state.set_queue_lengths(lengths[0], lengths[1]);
-                }
-                Ok(_) => {}
-                Err(_) => metrics.record_redis_error(Operation::QueueLength),
-            }
-        }
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = tokio::time::sleep(Duration::from_secs(2)) => {}
-        }
     }
 }

@@ -20,6 +20,7 @@ use crate::redis::Operation;
 use crate::redis::scripts::FENCED_PUSH;
 use crate::redis::{Redis, RedisError};
 use crate::service::backoff::Backoff;
+use crate::service::health::Health;
 use crate::service::lease::Lease;
 use crate::service::message::MessageWriter;
 use crate::service::metrics::Metrics;
@@ -85,13 +86,21 @@ pub(super) struct Generator {
     writer: FencedWriter,
     cfg: GeneratorConfig,
     metrics: Metrics,
+    health: Health,
 }
 
 impl Generator {
-    /// A generator writing through `writer`.
-    pub(super) fn new(writer: FencedWriter, cfg: GeneratorConfig, metrics: Metrics) -> Generator {
+    /// A generator writing through `writer`; failed writes are reported to
+    /// `health`.
+    pub(super) fn new(
+        writer: FencedWriter,
+        cfg: GeneratorConfig,
+        metrics: Metrics,
+        health: Health,
+    ) -> Generator {
         Generator {
             writer,
+            health,
             cfg,
             metrics,
         }
@@ -122,8 +131,8 @@ impl Generator {
             match self.write_batch(lease, &mut writer, 1).await {
                 Ok(true) => backoff.reset(),
                 Ok(false) => return GeneratorEnd::LeaseLost,
-                Err(()) => {
-                    if backoff.fail_and_wait(stop).await {
+                Err(e) => {
+                    if backoff.fail_and_wait(&e, stop).await {
                         return GeneratorEnd::Stopped;
                     }
                 }
@@ -171,8 +180,8 @@ impl Generator {
                             halt.cancel();
                             return GeneratorEnd::LeaseLost;
                         }
-                        Err(()) => {
-                            if backoff.fail_and_wait(&halt).await {
+                        Err(e) => {
+                            if backoff.fail_and_wait(&e, &halt).await {
                                 return GeneratorEnd::Stopped;
                             }
                         }
@@ -196,19 +205,21 @@ impl Generator {
     }
 
     /// Writes one batch of `n` new messages. `Ok(false)`: the lease is gone
-    /// (locally expired or fenced off by Redis); `Err`: Redis failed.
+    /// (locally expired or fenced off by Redis); `Err`: Redis failed
+    /// (already reported to health).
     async fn write_batch(
         &self,
         lease: &Lease,
         writer: &mut MessageWriter,
         n: usize,
-    ) -> Result<bool, ()> {
+    ) -> Result<bool, RedisError> {
         if !lease.is_valid() {
             lease.mark_lost();
             return Ok(false);
         }
         match self.writer.push(lease, writer.batch(n)).await {
             Ok(Pushed::Written(_)) => {
+                self.health.succeeded(Operation::Push);
                 self.metrics.record_generated(n as u64);
                 Ok(true)
             }
@@ -222,9 +233,8 @@ impl Generator {
                 Ok(false)
             }
             Err(e) => {
-                self.metrics.record_redis_error(Operation::Push);
-                tracing::warn!(error = %e, "generator write failed");
-                Err(())
+                self.health.failed(Operation::Push, &e);
+                Err(e)
             }
         }
     }

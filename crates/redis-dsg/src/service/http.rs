@@ -2,10 +2,13 @@
 //!
 //! - `GET /healthz`: liveness; the process answers. Never touches Redis, so
 //!   a Redis outage never gets pods restarted.
-//! - `GET /readyz`: readiness; Redis answers a `PING` and the role loop runs;
-//!   503 from the moment shutdown begins.
+//! - `GET /readyz`: readiness, from the instance's state alone (no Redis
+//!   call, so it answers at once while Redis hangs): Redis answers, the
+//!   role loop runs, no essential operation keeps failing; 503 with the
+//!   reason in the body otherwise, and from the moment shutdown begins.
 //! - `GET /metrics`: Prometheus text format.
-//! - `GET /status`: JSON for humans and scripts; secrets redacted.
+//! - `GET /status`: JSON for humans and scripts; secrets redacted. Like
+//!   the probes, it never waits for Redis.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -17,7 +20,7 @@ use axum::response::{IntoResponse, Json, Response};
 use axum::routing::get;
 
 use crate::config::Config;
-use crate::redis::Redis;
+use crate::service::health::{Health, Readiness};
 use crate::service::metrics::Metrics;
 use crate::service::state::InstanceState;
 use crate::service::status::{InstanceStatus, LeaseView};
@@ -29,8 +32,8 @@ pub(super) struct AppState {
     pub state: Arc<InstanceState>,
     /// The instruments.
     pub metrics: Metrics,
-    /// For the readiness `PING`.
-    pub redis: Redis,
+    /// Readiness and its reason.
+    pub health: Health,
     /// For `/status` (rendered redacted).
     pub config: Arc<Config>,
 }
@@ -50,20 +53,12 @@ async fn healthz() -> &'static str {
 }
 
 async fn readyz(State(app): State<AppState>) -> Response {
-    if app.state.is_stopping() {
-        return (StatusCode::SERVICE_UNAVAILABLE, "stopping\n").into_response();
+    match app.health.readiness() {
+        Readiness::Ready => (StatusCode::OK, "ready\n").into_response(),
+        Readiness::NotReady(why) => {
+            (StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n")).into_response()
+        }
     }
-    if !app.state.role_loop_running() {
-        return (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "starting: waiting for Redis\n",
-        )
-            .into_response();
-    }
-    if !app.redis.ping().await {
-        return (StatusCode::SERVICE_UNAVAILABLE, "Redis unreachable\n").into_response();
-    }
-    (StatusCode::OK, "ready\n").into_response()
 }
 
 async fn metrics(State(app): State<AppState>) -> Response {
@@ -86,20 +81,20 @@ async fn metrics(State(app): State<AppState>) -> Response {
 }
 
 async fn status(State(app): State<AppState>) -> Json<InstanceStatus> {
+    let sample = app.metrics.fresh_fleet_sample();
     let s = &app.state;
-    let (queue_length, error_queue_length) = s.queue_lengths();
     let holder = s.holder();
     let counters = app.metrics.counters();
     Json(InstanceStatus {
         id: s.id.clone(),
         mode: s.mode,
         role: s.role(),
-        ready: !s.is_stopping() && s.role_loop_running() && app.redis.is_connected(),
+        ready: app.health.readiness().is_ready(),
         redis_url: app.config.redis.url.redacted(),
         queue: app.config.redis.queue.clone(),
         error_queue: app.config.redis.error_queue.clone(),
-        queue_length,
-        error_queue_length,
+        queue_length: sample.map(|s| s.queue_length),
+        error_queue_length: sample.map(|s| s.error_queue_length),
         lease: LeaseView {
             is_holder: holder.as_deref() == Some(s.id.as_str()),
             holder,

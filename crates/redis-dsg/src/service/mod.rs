@@ -4,13 +4,16 @@
 //! Identical instances elect one generator through a renewable, fenced
 //! Redis lease (`lease`, `generator`); the others consume the list
 //! at-least-once (`consumer`, `reaper`); probes, metrics and status come
-//! from one HTTP router (`http`, `metrics`).
+//! from one HTTP router (`http`, `metrics`); `health` says whether the
+//! instance works and why not; `sampler` reads the fleet's gauges, one
+//! instance at a time.
 
 mod app;
 mod backoff;
 mod consumer;
 pub mod error_entry;
 mod generator;
+mod health;
 mod http;
 mod lease;
 pub mod message;
@@ -20,6 +23,7 @@ mod processor;
 mod reaper;
 pub mod registry;
 mod role;
+mod sampler;
 pub mod shutdown;
 mod state;
 mod status;

@@ -14,6 +14,7 @@ use crate::redis::Keys;
 use crate::redis::Operation;
 use crate::redis::scripts::RETURN_INFLIGHT;
 use crate::redis::{Redis, RedisError};
+use crate::service::health::Health;
 use crate::service::metrics::Metrics;
 
 /// Looks for dead consumers once; returns how many messages went back.
@@ -23,7 +24,12 @@ pub(super) async fn reap_once(
     own_id: &str,
     metrics: &Metrics,
 ) -> Result<u64, RedisError> {
-    let members: Vec<String> = redis.client().smembers(keys.consumers()).await?;
+    let members = redis
+        .client()
+        .smembers::<Vec<String>, _>(keys.consumers())
+        .await;
+    redis.observe(&members);
+    let members = members?;
     let others: Vec<&String> = members.iter().filter(|m| m.as_str() != own_id).collect();
     if others.is_empty() {
         return Ok(0);
@@ -32,7 +38,9 @@ pub(super) async fn reap_once(
     for m in &others {
         let _: () = pipeline.exists(keys.heartbeat(m)).await?;
     }
-    let alive: Vec<i64> = pipeline.all().await?;
+    let alive = pipeline.all::<Vec<i64>>().await;
+    redis.observe(&alive);
+    let alive = alive?;
     let mut recovered = 0;
     for (member, alive) in others.iter().zip(alive) {
         if alive == 1 {
@@ -69,6 +77,7 @@ pub(super) async fn run(
     own_id: String,
     interval: Duration,
     metrics: Metrics,
+    health: Health,
     stop: CancellationToken,
 ) {
     loop {
@@ -77,9 +86,9 @@ pub(super) async fn run(
             _ = stop.cancelled() => return,
             _ = tokio::time::sleep(interval.mul_f64(jitter)) => {}
         }
-        if let Err(e) = reap_once(&redis, &keys, &own_id, &metrics).await {
-            metrics.record_redis_error(Operation::Reap);
-            tracing::debug!(error = %e, "reaper pass failed");
+        match reap_once(&redis, &keys, &own_id, &metrics).await {
+            Ok(_) => health.succeeded(Operation::Reap),
+            Err(e) => health.failed(Operation::Reap, &e),
         }
     }
 }

@@ -22,6 +22,7 @@ use crate::redis::Operation;
 use crate::redis::Redis;
 use crate::service::consumer::Consumer;
 use crate::service::generator::{FencedWriter, Generator, GeneratorEnd};
+use crate::service::health::Health;
 use crate::service::lease::original_lock::{self, OriginalLockKind};
 use crate::service::lease::{HoldEnd, LOCK_GEN_TAKEN, Lease, LeaseClient, Notices};
 use crate::service::metrics::{Metrics, Transition};
@@ -41,6 +42,8 @@ pub(super) struct RoleContext {
     pub metrics: Metrics,
     /// Shared state (role, holder, readiness).
     pub state: Arc<InstanceState>,
+    /// Where Redis failures are reported.
+    pub health: Health,
 }
 
 /// Runs the roles until `stop` fires, then releases the lease, drains the
@@ -69,6 +72,7 @@ pub(super) async fn run(ctx: RoleContext, stop: CancellationToken) {
             id.clone(),
             ctx.config.consumer.clone(),
             ctx.metrics.clone(),
+            ctx.health.clone(),
             SimulatedProcessor::new(ctx.config.processor.clone()),
         ));
         let (drain, give_back) = budgets(&ctx.config);
@@ -142,13 +146,15 @@ async fn contend(ctx: &RoleContext, gate: &watch::Sender<bool>, stop: &Cancellat
         ctx.state.id.clone(),
         ctx.config.lease.clone(),
         ctx.config.compat.original_lock,
+        ctx.health.clone(),
     );
     let generator = Generator::new(
         FencedWriter::new(ctx.redis.clone(), ctx.keys.clone()),
         ctx.config.generator.clone(),
         ctx.metrics.clone(),
+        ctx.health.clone(),
     );
-    let mut notices = Notices::subscribe(&ctx.redis, &ctx.keys);
+    let mut notices = Notices::subscribe(&ctx.redis, &ctx.keys, &ctx.metrics);
     let may_consume = ctx.config.mode.may_consume();
     // Until an attempt says someone else holds the lease, the instance is
     // deciding (standby) and does not consume.
@@ -209,9 +215,13 @@ async fn generate(
     let run_stop = stop.child_token();
     tokio::join!(
         async {
-            let end = lease_client.hold(lease, &run_stop, &ctx.metrics).await;
-            // Whatever ended holding ends generating too.
+            let end = lease_client.hold(lease, &run_stop).await;
+            // Whatever ended holding ends generating too: no write can
+            // pass any more (fenced), even one still waiting for Redis,
+            // so the gauge says so now.
             lease.mark_lost();
+            ctx.metrics.record_generating(false);
+            ctx.state.set_role(Role::Standby);
             end
         },
         async {
@@ -246,7 +256,7 @@ async fn release_at_shutdown(ctx: &RoleContext, lease_client: &LeaseClient, leas
             tracing::warn!(epoch = lease.epoch, "the lease was already gone at release");
         }
         Err(e) => {
-            ctx.metrics.record_redis_error(Operation::Lease);
+            ctx.health.failed(Operation::Lease, &e);
             tracing::warn!(error = %e, "could not release the lease; it expires on its own");
         }
     }

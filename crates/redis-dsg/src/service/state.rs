@@ -60,8 +60,6 @@ pub(super) struct InstanceState {
     original_lock: Mutex<Option<OriginalLockView>>,
     role_loop_running: AtomicBool,
     stopping: AtomicBool,
-    queue_length: AtomicU64,
-    error_queue_length: AtomicU64,
 }
 
 impl InstanceState {
@@ -77,8 +75,6 @@ impl InstanceState {
             original_lock: Mutex::new(None),
             role_loop_running: AtomicBool::new(false),
             stopping: AtomicBool::new(false),
-            queue_length: AtomicU64::new(0),
-            error_queue_length: AtomicU64::new(0),
         }
     }
 
@@ -165,20 +161,6 @@ impl InstanceState {
     /// Seconds since start.
     pub(super) fn uptime_seconds(&self) -> u64 {
         self.started.elapsed().as_secs()
-    }
-
-    /// Records the lengths of the queue and the error list.
-    pub(super) fn set_queue_lengths(&self, queue: u64, errors: u64) {
-        self.queue_length.store(queue, Ordering::Relaxed);
-        self.error_queue_length.store(errors, Ordering::Relaxed);
-    }
-
-    /// The lengths of the queue and the error list, as last read.
-    pub(super) fn queue_lengths(&self) -> (u64, u64) {
-        (
-            self.queue_length.load(Ordering::Relaxed),
-            self.error_queue_length.load(Ordering::Relaxed),
-        )
     }
 }
 

@@ -18,7 +18,7 @@ pub struct InstanceStatus {
     /// What it does now.
     pub role: Role,
     /// Whether `/readyz` would answer 200 (not stopping, role loop running,
-    /// Redis connected).
+    /// Redis answering, no essential operation failing for long).
     pub ready: bool,
     /// The Redis address, password redacted.
     pub redis_url: String,
@@ -26,10 +26,12 @@ pub struct InstanceStatus {
     pub queue: String,
     /// The error list.
     pub error_queue: String,
-    /// The queue's length as last read.
-    pub queue_length: u64,
-    /// The error list's length as last read.
-    pub error_queue_length: u64,
+    /// The queue's length, while this instance reads the fleet's gauges
+    /// (one instance at a time does); `None` on the others (`redis-dsg
+    /// status` reads it from Redis).
+    pub queue_length: Option<u64>,
+    /// The error list's length, like `queue_length`.
+    pub error_queue_length: Option<u64>,
     /// The lease as this instance last saw it.
     pub lease: LeaseView,
     /// go-redis-dsg's election key `lock:gen` as this instance last saw it

@@ -86,13 +86,13 @@ impl Consumer {
                 r = attempt(n) => r,
             };
             match result {
-                Ok(()) => return,
+                Ok(()) => {
+                    self.health.succeeded(operation);
+                    return;
+                }
                 Err(e) => {
-                    self.metrics.record_redis_error(operation);
-                    if n == 1 || n % 20 == 0 {
-                        tracing::warn!(error = %e, pending = acks.len(), attempts = n, "acknowledgement failed; retrying");
-                    }
-                    if backoff.fail_and_wait(give_up).await {
+                    self.health.failed(operation, &e);
+                    if backoff.fail_and_wait(&e, give_up).await {
                         // They stay in our hash; our return (or a reaper)
                         // puts them back in the queue.
                         tracing::warn!(pending = acks.len(), "giving up on acknowledgements");

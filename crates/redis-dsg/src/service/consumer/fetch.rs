@@ -102,7 +102,11 @@ impl Consumer {
                 },
             };
             let adopting = shared.take_unknown(want);
-            let result = if adopting.is_empty() {
+            // Only a fetch proper says fetching works: re-reading a lost
+            // reply succeeds even while every fetch fails (a queue of the
+            // wrong type), and must not reset the back-off.
+            let fresh = adopting.is_empty();
+            let result = if fresh {
                 let first = shared.next_id.fetch_add(want as u64, Ordering::Relaxed);
                 let r = self.fetch(want, first).await;
                 if r.is_err() {
@@ -118,7 +122,10 @@ impl Consumer {
             };
             match result {
                 Ok(deliveries) => {
-                    backoff.reset();
+                    if fresh {
+                        backoff.reset();
+                        self.health.succeeded(Operation::Fetch);
+                    }
                     if deliveries.is_empty() {
                         drop(permit);
                         if !*gate.borrow() {
@@ -161,11 +168,10 @@ impl Consumer {
                 }
                 Err(e) => {
                     drop(permit);
-                    self.metrics.record_redis_error(Operation::Fetch);
-                    if backoff.failures() % 50 == 0 {
-                        tracing::warn!(error = %e, failures = backoff.failures() + 1, "fetch failed; retrying");
-                    }
-                    if backoff.fail_and_wait(stop).await {
+                    // Health logs it (throttled) and, if it goes on,
+                    // reports the instance unready.
+                    self.health.failed(Operation::Fetch, &e);
+                    if backoff.fail_and_wait(&e, stop).await {
                         return;
                     }
                 }

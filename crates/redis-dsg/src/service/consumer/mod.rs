@@ -37,6 +37,7 @@ use crate::config::ConsumerConfig;
 use crate::redis::scripts::{HEARTBEAT, RETURN_INFLIGHT};
 use crate::redis::{Keys, Operation, Redis, RedisError, int};
 use crate::service::error_entry::{self, Reason};
+use crate::service::health::Health;
 use crate::service::message;
 use crate::service::metrics::{Metrics, Outcome};
 use crate::service::processor::{SimulatedProcessor, Verdict};
@@ -85,6 +86,9 @@ pub(super) struct Consumer {
     id: String,
     cfg: ConsumerConfig,
     metrics: Metrics,
+    /// Where fetch, heartbeat and acknowledgement outcomes are reported:
+    /// fetches that keep failing make the instance unready.
+    health: Health,
     processor: SimulatedProcessor,
     heartbeat_value: String,
     /// On Redis Cluster, lists outside the queue's hash slot cannot be
@@ -102,6 +106,7 @@ impl Consumer {
         id: String,
         cfg: ConsumerConfig,
         metrics: Metrics,
+        health: Health,
         processor: SimulatedProcessor,
     ) -> Consumer {
         let heartbeat_value = serde_json::json!({
@@ -131,6 +136,7 @@ impl Consumer {
             id,
             cfg,
             metrics,
+            health,
             processor,
             heartbeat_value,
             split_errors,
@@ -306,8 +312,7 @@ impl Consumer {
                     return;
                 }
                 Ok(Err(e)) if Instant::now() + Duration::from_millis(200) < deadline => {
-                    self.metrics.record_redis_error(Operation::Return);
-                    tracing::debug!(error = %e, "return failed; retrying");
+                    self.health.failed(Operation::Return, &e);
                     tokio::time::sleep(Duration::from_millis(200)).await;
                 }
                 _ => {
@@ -352,12 +357,13 @@ impl Consumer {
                 )
                 .await;
             match alive {
-                Ok(1) => {}
-                Ok(_) => tracing::debug!("heartbeat (re)registered"),
-                Err(e) => {
-                    self.metrics.record_redis_error(Operation::Heartbeat);
-                    tracing::debug!(error = %e, "heartbeat failed");
+                Ok(alive) => {
+                    self.health.succeeded(Operation::Heartbeat);
+                    if alive != 1 {
+                        tracing::debug!("heartbeat (re)registered");
+                    }
                 }
+                Err(e) => self.health.failed(Operation::Heartbeat, &e),
             }
             tokio::select! {
                 _ = stop.cancelled() => return,

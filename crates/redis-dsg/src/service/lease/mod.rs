@@ -31,6 +31,8 @@ use crate::config::LeaseConfig;
 use crate::redis::Operation;
 use crate::redis::scripts::{ACQUIRE_LEASE, RELEASE_LEASE, RENEW_LEASE};
 use crate::redis::{Keys, Redis, RedisError, int, value_bytes};
+use crate::service::backoff::Backoff;
+use crate::service::health::Health;
 use crate::service::metrics::{Metrics, Transition};
 use crate::service::state::InstanceState;
 use crate::service::status::OriginalLockView;
@@ -88,17 +90,21 @@ pub(super) struct LeaseClient {
     cfg: LeaseConfig,
     /// `lock:gen`, in compatibility mode only.
     original: Option<OriginalLock>,
+    health: Health,
 }
 
 impl LeaseClient {
     /// A client acting for instance `id`; with `original_lock` (compatibility
     /// mode) it also holds go-redis-dsg's `lock:gen` while holding the lease.
+    /// Failures are reported to `health` (a lease that cannot even be
+    /// attempted makes the instance unready).
     pub(super) fn new(
         redis: Redis,
         keys: Keys,
         id: String,
         cfg: LeaseConfig,
         original_lock: bool,
+        health: Health,
     ) -> LeaseClient {
         let original = original_lock.then(|| OriginalLock::new(redis.clone(), &keys, &cfg));
         LeaseClient {
@@ -107,6 +113,7 @@ impl LeaseClient {
             id,
             cfg,
             original,
+            health,
         }
     }
 
@@ -226,12 +233,7 @@ impl LeaseClient {
 
     /// Keeps `lease` alive until `stop` fires or the lease is lost. Returns
     /// how it ended. Never lets the lease be valid past its renew deadline.
-    pub(super) async fn hold(
-        &self,
-        lease: &Lease,
-        stop: &CancellationToken,
-        metrics: &Metrics,
-    ) -> HoldEnd {
+    pub(super) async fn hold(&self, lease: &Lease, stop: &CancellationToken) -> HoldEnd {
         let retry = self.cfg.retry_period();
         let mut next_renewal = Instant::now() + retry;
         loop {
@@ -251,18 +253,25 @@ impl LeaseClient {
             // A renewal that cannot finish before the deadline is useless.
             let renewal = tokio::time::timeout_at(lease.valid_until().into(), self.renew(lease));
             match renewal.await {
-                Ok(Ok(Renewal::Renewed)) => next_renewal = Instant::now() + retry,
+                Ok(Ok(Renewal::Renewed)) => {
+                    self.health.succeeded(Operation::Lease);
+                    next_renewal = Instant::now() + retry;
+                }
                 Ok(Ok(Renewal::Lost(why))) => {
                     lease.mark_lost();
                     return HoldEnd::Lost(why);
                 }
                 Ok(Err(e)) => {
-                    metrics.record_redis_error(Operation::Lease);
-                    tracing::warn!(error = %e, "lease renewal failed; retrying");
+                    self.health.failed(Operation::Lease, &e);
                     next_renewal = Instant::now() + retry / 4;
                 }
                 Err(_) => {
-                    metrics.record_redis_error(Operation::Lease);
+                    let late = fred::error::Error::new(
+                        fred::error::ErrorKind::Timeout,
+                        "the lease renewal did not finish before the renew deadline",
+                    );
+                    self.health
+                        .failed(Operation::Lease, &RedisError::Unavailable(late));
                     next_renewal = Instant::now();
                 }
             }
@@ -271,8 +280,12 @@ impl LeaseClient {
 
     /// Waits until this instance holds the lease, or `stop` fires. Listens
     /// to release notices; otherwise sleeps for the lease's remaining TTL,
-    /// at most the ping interval. `on_waiting` runs whenever an attempt
-    /// did not win (the caller then knows it is not the generator).
+    /// at most the ping interval (at most the retry period while no notice
+    /// subscription is confirmed). `on_waiting` runs whenever an attempt
+    /// did not win (the caller then knows it is not the generator). A
+    /// failed attempt is reported to health (WARN: it is not "held by
+    /// another") and retried after the retry period, longer while the same
+    /// error reply repeats.
     pub(super) async fn wait_for_lease(
         &self,
         notices: &mut Notices,
@@ -281,10 +294,27 @@ impl LeaseClient {
         stop: &CancellationToken,
         on_waiting: &(dyn Fn() + Sync),
     ) -> Option<Lease> {
+        let retry = self.cfg.retry_period();
+        let mut backoff = Backoff::new(retry, retry, retry.max(Duration::from_secs(10)));
         loop {
             let wait = match self.attempt(state, metrics).await {
-                Step::Won(lease) => return Some(lease),
-                Step::Wait(wait) => wait,
+                Ok(Step::Won(lease)) => {
+                    self.health.succeeded(Operation::Lease);
+                    return Some(lease);
+                }
+                Ok(Step::Wait(wait)) => {
+                    self.health.succeeded(Operation::Lease);
+                    backoff.reset();
+                    if notices.is_active() {
+                        wait
+                    } else {
+                        wait.min(retry)
+                    }
+                }
+                Err(e) => {
+                    self.health.failed(Operation::Lease, &e);
+                    backoff.fail_for(&e)
+                }
             };
             on_waiting();
             tokio::select! {
@@ -299,44 +329,34 @@ impl LeaseClient {
     /// a value that is not this fleet's; then take (or adopt) the lease;
     /// then, in compatibility mode, `lock:gen`, giving the lease back if an
     /// original took `lock:gen` in between.
-    async fn attempt(&self, state: &InstanceState, metrics: &Metrics) -> Step {
-        let failed = |e: RedisError| {
-            metrics.record_redis_error(Operation::Lease);
-            tracing::debug!(error = %e, "lease attempt failed");
-            Step::Wait(self.cfg.retry_period())
-        };
+    async fn attempt(&self, state: &InstanceState, metrics: &Metrics) -> Result<Step, RedisError> {
         if let Some(lock) = &self.original {
-            match original_lock::read(&self.redis).await {
-                Ok(seen) => {
-                    if let Some(wait) = self.foreign_lock_wait(lock, seen, state) {
-                        return Step::Wait(wait);
-                    }
-                }
-                Err(e) => return failed(e),
+            let seen = original_lock::read(&self.redis).await?;
+            if let Some(wait) = self.foreign_lock_wait(lock, seen, state) {
+                return Ok(Step::Wait(wait));
             }
         }
-        let lease = match self.take_or_adopt(state, metrics).await {
-            Ok(Ok(lease)) => lease,
-            Ok(Err(wait)) => return Step::Wait(wait),
-            Err(e) => return failed(e),
+        let lease = match self.take_or_adopt(state, metrics).await? {
+            Ok(lease) => lease,
+            Err(wait) => return Ok(Step::Wait(wait)),
         };
         let Some(lock) = &self.original else {
-            return Step::Won(lease);
+            return Ok(Step::Won(lease));
         };
         match lock.acquire(&lease).await {
             Ok(Taken::Yes) => {
                 state.set_original_lock(Some(lock.view_of_ours(&lease)));
-                Step::Won(lease)
+                Ok(Step::Won(lease))
             }
             Ok(Taken::No(seen)) => {
                 tracing::info!(value = %seen.value, "lock:gen was taken by another program after the lease; giving the lease back");
                 let wait = self.foreign_lock_wait(lock, Some(seen), state);
                 self.give_back(&lease).await;
-                Step::Wait(wait.unwrap_or(self.cfg.retry_period()))
+                Ok(Step::Wait(wait.unwrap_or(self.cfg.retry_period())))
             }
             Err(e) => {
                 self.give_back(&lease).await;
-                failed(e)
+                Err(e)
             }
         }
     }

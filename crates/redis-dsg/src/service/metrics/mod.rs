@@ -1,0 +1,537 @@
+//! Metrics: the instruments, named for intent, exported in Prometheus text
+//! format through opentelemetry-prometheus (kept behind this module so the
+//! exporter can be swapped for OTLP).
+//!
+//! Every series that dashboards and alerts rely on exists from start (a
+//! metric appears only after its first recording: zeros are recorded, the
+//! histograms are bound to their label set), except the fleet's gauges
+//! (queue lengths, oldest message age, consumers), which only the instance
+//! holding a fresh sample exports (`service::sampler`), and
+//! `dsg_lease_epoch`, absent until an epoch was seen. The same events are
+//! also counted in plain atomics for `/status`.
+
+mod buckets;
+mod instruments;
+
+use std::fmt::Debug;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::time::{Duration, Instant};
+
+use crate::config::ProcessorConfig;
+use crate::redis::Operation;
+use crate::service::status::Counts;
+use buckets::Age;
+use instruments::Instruments;
+use opentelemetry::KeyValue;
+use opentelemetry_sdk::metrics::SdkMeterProvider;
+use prometheus::TextEncoder;
+
+/// How a message's processing ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Outcome {
+    /// Processed; gone from Redis.
+    Ok,
+    /// Rejected by the processor; in the error list.
+    Invalid,
+    /// Not `<uuid> <timestamp>`; in the error list.
+    Malformed,
+    /// Larger than the limit; in the error list, unprocessed.
+    Oversized,
+}
+
+impl Outcome {
+    /// Every outcome, for zero-initialising series.
+    pub(super) const ALL: [Outcome; 4] = [
+        Outcome::Ok,
+        Outcome::Invalid,
+        Outcome::Malformed,
+        Outcome::Oversized,
+    ];
+
+    /// The `outcome` label value.
+    pub(super) fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Ok => "ok",
+            Outcome::Invalid => "invalid",
+            Outcome::Malformed => "malformed",
+            Outcome::Oversized => "oversized",
+        }
+    }
+}
+
+/// What the role of this instance changed by, for `dsg_lease_transitions_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Transition {
+    /// This instance took the lease.
+    Acquired,
+    /// It gave the lease up on purpose.
+    Released,
+    /// It lost the lease (renewal failed, fenced off).
+    Lost,
+}
+
+impl Transition {
+    /// Every transition, for zero-initialising series.
+    const ALL: [Transition; 3] = [Transition::Acquired, Transition::Released, Transition::Lost];
+
+    fn as_str(self) -> &'static str {
+        match self {
+            Transition::Acquired => "acquired",
+            Transition::Released => "released",
+            Transition::Lost => "lost",
+        }
+    }
+}
+
+/// Plain counters mirrored from the instruments, for `/status` and the demo.
+#[derive(Debug, Default)]
+pub(super) struct Counters {
+    /// Messages written by this instance's generator.
+    pub generated: AtomicU64,
+    /// Messages processed `ok`.
+    pub processed_ok: AtomicU64,
+    /// Messages routed to the error list as invalid.
+    pub invalid: AtomicU64,
+    /// Messages routed to the error list as malformed.
+    pub malformed: AtomicU64,
+    /// Messages routed to the error list as oversized.
+    pub oversized: AtomicU64,
+    /// Messages returned to the queue from dead consumers by this instance.
+    pub recovered: AtomicU64,
+    /// Acknowledgements that found the message already reclaimed.
+    pub late_acks: AtomicU64,
+    /// Fenced writes Redis refused.
+    pub fenced_writes_rejected: AtomicU64,
+    /// Lease acquisitions, releases and losses.
+    pub lease_transitions: AtomicU64,
+    /// Failed Redis operations.
+    pub redis_errors: AtomicU64,
+    /// Messages currently held (fetched, not yet acknowledged).
+    pub in_flight: AtomicI64,
+}
+
+impl Counters {
+    /// The counters now, for `/status`.
+    pub(super) fn snapshot(&self) -> Counts {
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        Counts {
+            generated: load(&self.generated),
+            processed_ok: load(&self.processed_ok),
+            invalid: load(&self.invalid),
+            malformed: load(&self.malformed),
+            oversized: load(&self.oversized),
+            recovered: load(&self.recovered),
+            late_acks: load(&self.late_acks),
+            fenced_writes_rejected: load(&self.fenced_writes_rejected),
+            lease_transitions: load(&self.lease_transitions),
+            redis_errors: load(&self.redis_errors),
+        }
+    }
+}
+
+/// What the health gauges read at each scrape (`service::health`).
+pub(super) trait HealthProbe: Debug + Send + Sync {
+    /// Whether Redis answers this instance.
+    fn redis_up(&self) -> bool;
+    /// Whether `/readyz` would answer 200.
+    fn ready(&self) -> bool;
+}
+
+/// The fleet's gauges, as one sample read in Redis.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(super) struct FleetSample {
+    /// Length of the queue.
+    pub queue_length: u64,
+    /// Length of the error list.
+    pub error_queue_length: u64,
+    /// How long the oldest message of the queue has waited; 0 when empty.
+    pub oldest_age_seconds: f64,
+    /// Consumers registered on the queue.
+    pub consumers: u64,
+}
+
+/// A sample older than this is not exported: three sample intervals, so
+/// one late sample does not blink the series, a stopped sampler (Redis
+/// unreachable, another instance took over) drops them within seconds.
+pub(super) const SAMPLE_MAX_AGE: Duration = Duration::from_secs(6);
+
+/// `seconds` (now − a message's timestamp) clamped at 0, or `None` outside
+/// the plausible window (more than a minute ahead, more than 30 days back).
+pub(super) fn plausible_age(seconds: f64) -> Option<f64> {
+    match buckets::classify_age(seconds) {
+        Age::Observed(s) => Some(s),
+        Age::Future | Age::Past => None,
+    }
+}
+
+/// Values the observable gauges read at each scrape.
+#[derive(Debug, Default)]
+pub(super) struct Observed {
+    health: OnceLock<Arc<dyn HealthProbe>>,
+    /// 0 until an epoch was seen.
+    lease_epoch: AtomicU64,
+    sample: Mutex<Option<(Instant, FleetSample)>>,
+}
+
+impl Observed {
+    fn health(&self) -> Option<&Arc<dyn HealthProbe>> {
+        self.health.get()
+    }
+
+    /// The last sample, while it is fresh.
+    fn fresh_sample(&self) -> Option<FleetSample> {
+        let sample = *self.sample.lock().unwrap_or_else(PoisonError::into_inner);
+        sample
+            .filter(|(at, _)| at.elapsed() < SAMPLE_MAX_AGE)
+            .map(|(_, s)| s)
+    }
+}
+
+/// The service's instruments and their exporter.
+#[derive(Debug, Clone)]
+pub(super) struct Metrics {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    registry: prometheus::Registry,
+    provider: SdkMeterProvider,
+    counters: Counters,
+    instruments: Instruments,
+    observed: Arc<Observed>,
+}
+
+impl Metrics {
+    /// Creates every instrument for the lists `queue` and `error_queue` and
+    /// the `processor`'s settings, and records what must exist from start.
+    pub(super) fn new(queue: &str, error_queue: &str, processor: &ProcessorConfig) -> Metrics {
+        let (registry, provider) = instruments::exporter();
+        let meter = instruments::meter(&provider);
+        let instruments = Instruments::create(&meter, queue, processor.max_ms);
+        instruments.record_zeros();
+        instruments::record_constants(&meter, processor.invalid_ratio);
+        let observed = Arc::new(Observed::default());
+        instruments::observe(&meter, &observed, queue, error_queue);
+        Metrics {
+            inner: Arc::new(Inner {
+                registry,
+                provider,
+                counters: Counters::default(),
+                instruments,
+                observed,
+            }),
+        }
+    }
+
+    /// Lets `dsg_redis_up` and `dsg_ready` read `health` (both read 0
+    /// before). Only the first call counts.
+    pub(super) fn attach_health(&self, health: Arc<dyn HealthProbe>) {
+        let _ = self.inner.observed.health.set(health);
+    }
+
+    /// The plain counters (for `/status`).
+    pub(super) fn counters(&self) -> &Counters {
+        &self.inner.counters
+    }
+
+    /// The exposition in Prometheus text format.
+    pub(super) fn render(&self) -> Result<String, String> {
+        let families = self.inner.registry.gather();
+        let mut out = String::new();
+        TextEncoder::new()
+            .encode_utf8(&families, &mut out)
+            .map_err(|e| e.to_string())?;
+        Ok(out)
+    }
+
+    fn i(&self) -> &Instruments {
+        &self.inner.instruments
+    }
+
+    /// `n` messages were written by the generator.
+    pub(super) fn record_generated(&self, n: u64) {
+        self.i().generated.add(n, &[]);
+        self.inner
+            .counters
+            .generated
+            .fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// `n` messages' processing ended with `outcome` and was acknowledged.
+    pub(super) fn record_processed(&self, outcome: Outcome, n: u64) {
+        if n == 0 {
+            return;
+        }
+        self.i()
+            .processed
+            .add(n, &[KeyValue::new("outcome", outcome.as_str())]);
+        let c = &self.inner.counters;
+        match outcome {
+            Outcome::Ok => &c.processed_ok,
+            Outcome::Invalid => &c.invalid,
+            Outcome::Malformed => &c.malformed,
+            Outcome::Oversized => &c.oversized,
+        }
+        .fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// How long processing one message took.
+    pub(super) fn record_processing_time(&self, d: Duration) {
+        self.i().processing_duration.record(d.as_secs_f64());
+    }
+
+    /// How old a message was when its processing started (now − its
+    /// timestamp, in seconds). Ages outside the plausible window (more than
+    /// a minute ahead, more than 30 days back) are counted apart.
+    pub(super) fn record_message_age(&self, seconds: f64) {
+        match buckets::classify_age(seconds) {
+            Age::Observed(s) => self.i().message_age.record(s),
+            Age::Future => self
+                .i()
+                .age_implausible
+                .add(1, &[KeyValue::new("reason", "future")]),
+            Age::Past => self
+                .i()
+                .age_implausible
+                .add(1, &[KeyValue::new("reason", "past")]),
+        }
+    }
+
+    /// The number of held messages changed by `delta`.
+    pub(super) fn add_in_flight(&self, delta: i64) {
+        self.i().in_flight.add(delta, &[]);
+        self.inner
+            .counters
+            .in_flight
+            .fetch_add(delta, Ordering::Relaxed);
+    }
+
+    /// A fresh sample of the fleet's gauges; exported for
+    /// [`SAMPLE_MAX_AGE`] unless another one follows.
+    pub(super) fn record_fleet_sample(&self, sample: FleetSample) {
+        *self
+            .inner
+            .observed
+            .sample
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some((Instant::now(), sample));
+    }
+
+    /// The fleet sample this instance exports now, if any.
+    pub(super) fn fresh_fleet_sample(&self) -> Option<FleetSample> {
+        self.inner.observed.fresh_sample()
+    }
+
+    /// Stops exporting the fleet's gauges at once (this instance no longer
+    /// samples them).
+    pub(super) fn forget_fleet_sample(&self) {
+        *self
+            .inner
+            .observed
+            .sample
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = None;
+    }
+
+    /// `n` messages of dead consumers went back to the queue.
+    pub(super) fn record_recovered(&self, n: u64) {
+        self.i().recovered.add(n, &[]);
+        self.inner
+            .counters
+            .recovered
+            .fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// `n` acknowledgements found their message already reclaimed.
+    pub(super) fn record_late_acks(&self, n: u64) {
+        self.i().late_acks.add(n, &[]);
+        self.inner
+            .counters
+            .late_acks
+            .fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// A Redis operation failed (see `service::health`, which calls this).
+    pub(super) fn record_redis_error(&self, operation: Operation) {
+        self.i()
+            .redis_errors
+            .add(1, &[KeyValue::new("operation", operation.metric_label())]);
+        self.inner
+            .counters
+            .redis_errors
+            .fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// This instance started or stopped generating.
+    pub(super) fn record_generating(&self, generating: bool) {
+        self.i().is_generator.record(u64::from(generating), &[]);
+    }
+
+    /// The lease epoch this instance holds or last saw.
+    pub(super) fn record_epoch(&self, epoch: u64) {
+        self.inner
+            .observed
+            .lease_epoch
+            .store(epoch, Ordering::Relaxed);
+    }
+
+    /// This instance's hold on the lease changed.
+    pub(super) fn record_transition(&self, t: Transition) {
+        self.i()
+            .lease_transitions
+            .add(1, &[KeyValue::new("transition", t.as_str())]);
+        self.inner
+            .counters
+            .lease_transitions
+            .fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Redis refused a fenced write.
+    pub(super) fn record_fenced_rejection(&self) {
+        self.i().fenced_rejected.add(1, &[]);
+        self.inner
+            .counters
+            .fenced_writes_rejected
+            .fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The subscription to lease release notices was lost and made again.
+    pub(super) fn record_notice_resubscription(&self) {
+        self.i().notice_resubscriptions.add(1, &[]);
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        let _ = self.provider.shutdown();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn processor() -> ProcessorConfig {
+        crate::config::Config::default().processor
+    }
+
+    #[derive(Debug)]
+    struct Up;
+    impl HealthProbe for Up {
+        fn redis_up(&self) -> bool {
+            true
+        }
+        fn ready(&self) -> bool {
+            true
+        }
+    }
+
+    #[test]
+    fn issue14_every_series_exists_from_start_with_suffixed_names() {
+        let m = Metrics::new("a", "errors", &processor());
+        let text = m.render().expect("the exposition renders");
+        for name in [
+            "dsg_messages_generated_total 0",
+            "dsg_messages_processed_total{outcome=\"ok\"} 0",
+            "dsg_messages_processed_total{outcome=\"malformed\"} 0",
+            "dsg_in_flight_messages 0",
+            // Histograms with zero counts before any message.
+            "dsg_processing_duration_seconds_bucket{queue=\"a\",le=\"0.999\"} 0",
+            "dsg_processing_duration_seconds_count{queue=\"a\"} 0",
+            "dsg_message_age_seconds_bucket{queue=\"a\",le=\"86400\"} 0",
+            "dsg_message_age_seconds_count{queue=\"a\"} 0",
+            "dsg_message_age_implausible_total{reason=\"future\"} 0",
+            "dsg_message_age_implausible_total{reason=\"past\"} 0",
+            "dsg_messages_recovered_total 0",
+            "dsg_redis_errors_total{operation=\"sample\"} 0",
+            "dsg_is_generator 0",
+            "dsg_lease_transitions_total{transition=\"lost\"} 0",
+            "dsg_generator_fenced_writes_rejected_total 0",
+            "dsg_late_acks_total 0",
+            "dsg_lease_notice_resubscriptions_total 0",
+            "dsg_build_info{version=",
+            "process_start_time_seconds ",
+            "dsg_processor_invalid_ratio 0.05",
+            // 0 until health is attached (and Redis answers).
+            "dsg_redis_up 0",
+            "dsg_ready 0",
+            "process_resident_memory_bytes",
+            "process_cpu_seconds_total",
+        ] {
+            assert!(text.contains(name), "missing {name} in\n{text}");
+        }
+        assert!(
+            !text.contains("_total_total") && !text.contains("_seconds_seconds"),
+            "{text}"
+        );
+        assert!(!text.contains("otel_scope"), "{text}");
+        // Absent until seen or sampled, never a made-up zero.
+        for absent in [
+            "dsg_lease_epoch",
+            "dsg_queue_length",
+            "dsg_queue_oldest_message_age_seconds",
+            "dsg_consumers_live",
+        ] {
+            assert!(!text.contains(absent), "{absent} in\n{text}");
+        }
+        m.attach_health(Arc::new(Up));
+        m.record_epoch(4);
+        let text = m.render().expect("renders");
+        for name in ["dsg_redis_up 1", "dsg_ready 1", "dsg_lease_epoch 4"] {
+            assert!(text.contains(name), "missing {name} in\n{text}");
+        }
+    }
+
+    #[test]
+    fn issue14_fleet_gauges_vanish_when_their_sample_is_stale() {
+        let m = Metrics::new("a", "errors", &processor());
+        m.record_fleet_sample(FleetSample {
+            queue_length: 7,
+            error_queue_length: 3,
+            oldest_age_seconds: 12.5,
+            consumers: 2,
+        });
+        let text = m.render().expect("renders");
+        for name in [
+            "dsg_queue_length{queue=\"a\"} 7",
+            "dsg_queue_length{queue=\"errors\"} 3",
+            "dsg_queue_oldest_message_age_seconds{queue=\"a\"} 12.5",
+            "dsg_consumers_live 2",
+            "# HELP dsg_queue_length",
+        ] {
+            assert!(text.contains(name), "missing {name} in\n{text}");
+        }
+        // A stale sample: the series go, HELP and TYPE with them.
+        *m.inner.observed.sample.lock().expect("lock") = Some((
+            Instant::now() - SAMPLE_MAX_AGE,
+            FleetSample {
+                queue_length: 7,
+                error_queue_length: 3,
+                oldest_age_seconds: 12.5,
+                consumers: 2,
+            },
+        ));
+        let text = m.render().expect("renders");
+        assert!(!text.contains("dsg_queue_length"), "{text}");
+        assert!(!text.contains("dsg_consumers_live"), "{text}");
+    }
+
+    #[test]
+    fn issue11_an_implausible_age_is_counted_not_observed() {
+        let m = Metrics::new("a", "errors", &processor());
+        m.record_message_age(0.002);
+        m.record_message_age(6.4e10);
+        m.record_message_age(-3600.0);
+        let text = m.render().expect("renders");
+        for name in [
+            "dsg_message_age_seconds_count{queue=\"a\"} 1",
+            "dsg_message_age_seconds_sum{queue=\"a\"} 0.002",
+            "dsg_message_age_implausible_total{reason=\"past\"} 1",
+            "dsg_message_age_implausible_total{reason=\"future\"} 1",
+        ] {
+            assert!(text.contains(name), "missing {name} in\n{text}");
+        }
+    }
+}
