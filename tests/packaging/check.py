@@ -20,12 +20,12 @@ Proves with the real tools, offline:
 - that deploy/ equals a fresh render (--update regenerates it);
 - that every PromQL expression of the dashboard and the alerts parses and
   names only metrics a live /metrics scrape shows (plus a commented
-  allow-list, and the metrics of PENDING_BINARY_METRICS until the binary
-  exports them), and the alerts pass `promtool check rules` and
+  allow-list), and the alerts pass `promtool check rules` and
   `promtool test rules` (a healthy fleet checked at every evaluation);
 - with a real Prometheus (live_prometheus.py): every dashboard expression
   returns data, no alert is pending on a healthy fleet, the generator flag
-  moves when the generator is killed;
+  moves when the generator is killed, Redis reachability drops and the
+  queue's gauges vanish while Redis is down;
 - that the README's alert table and runbooks match the rules;
 - that the README's Kubernetes section uses the chart's own commands.
 """
@@ -110,23 +110,6 @@ METRIC_ALLOW_LIST = {
     "up",
 }
 
-# Metrics of the observability spec (/work/notes/issue14-spec.md, issue 14)
-# that the alerts and the dashboard already use and the binary does not
-# export yet. While a name is listed here and missing from the live scrape,
-# the PromQL check reports it as awaiting the binary instead of failing; set
-# DSG_PACKAGING_STRICT_METRICS=1 to fail instead. Remove a name once the
-# binary exports it (the check says so).
-PENDING_BINARY_METRICS = {
-    "dsg_redis_up": "Redis reachability of the pod (0/1)",
-    "dsg_ready": "readiness as /readyz answers it (0/1)",
-    "dsg_queue_oldest_message_age_seconds": "age of the oldest message in the queue, one reporting pod",
-    "dsg_consumers_live": "consumers with an unexpired heartbeat, one reporting pod",
-    "dsg_build_info": "version label, value 1",
-    "process_start_time_seconds": "process start, Unix seconds",
-    "dsg_processor_invalid_ratio": "the processor's configured invalid ratio",
-    "dsg_message_age_implausible_total": "messages whose timestamp is outside the plausible window, by reason",
-}
-STRICT_METRICS_ENV = "DSG_PACKAGING_STRICT_METRICS"
 # The Accept header of Prometheus 2.42's scrapes.
 PROMETHEUS_ACCEPT = ("application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,"
                      "text/plain;version=0.0.4;q=0.5,*/*;q=0.1")
@@ -1434,9 +1417,13 @@ class Checks:
             expect(status.returncode == 0, f"`redis-dsg {' '.join(tc['args'])}` (helm test) exited {status.returncode}:\n{status.stdout}{status.stderr}")
             if scrape:
                 wait_for("processing histograms in /metrics", lambda: "dsg_message_age_seconds_bucket" in http_get(port2, "/metrics")[1], LIVE_TIMEOUT)
+                # One replica at a time exports the fleet's gauges: the scrape
+                # is the union of both.
+                wait_for("the fleet's gauges in /metrics", lambda: any("dsg_queue_length{" in http_get(p, "/metrics")[1] for p in (port, port2)), LIVE_TIMEOUT)
                 for p in (port, port2):
                     code, text = http_get(p, "/metrics")
                     expect(code == 200, f"/metrics answered {code}")
+                    self.scraped_metrics |= {m.group(1) for m in re.finditer(r"^([a-zA-Z_:][\w:]*)(\{| )", text, re.M)}
                 # What Prometheus 2.42 sends: OpenMetrics preferred. The
                 # answer is the text format 0.0.4, labelled as such (the
                 # README says so), which Prometheus parses by Content-Type.
@@ -1445,7 +1432,6 @@ class Checks:
                     ctype = r.headers.get("Content-Type", "")
                     expect(r.status == 200 and ctype.startswith("text/plain") and "version=0.0.4" in ctype,
                            f"/metrics with Prometheus' Accept header answered {r.status} {ctype!r}")
-                    self.scraped_metrics |= {m.group(1) for m in re.finditer(r"^([a-zA-Z_:][\w:]*)(\{| )", text, re.M)}
             grace = spec["terminationGracePeriodSeconds"]
             ready = container["readinessProbe"]["httpGet"]["path"]
             live = container["livenessProbe"]["httpGet"]["path"]
@@ -1554,8 +1540,6 @@ class Checks:
                 exprs += [(f"{set_name} PrometheusRule {r['alert']}", r["expr"]) for r in alert_rules(pr["spec"])]
         problems = []
         used: set[str] = set()
-        strict = os.environ.get(STRICT_METRICS_ENV) == "1"
-        awaiting: set[str] = set()
         for where, expr in exprs:
             try:
                 metrics = promql_metrics(expr)
@@ -1564,10 +1548,7 @@ class Checks:
                 continue
             used |= metrics
             for metric in sorted(metrics - self.scraped_metrics - METRIC_ALLOW_LIST):
-                if metric in PENDING_BINARY_METRICS and not strict:
-                    awaiting.add(metric)
-                else:
-                    problems.append(f"{where}: {metric} is not in the live /metrics scrape")
+                problems.append(f"{where}: {metric} is not in the live /metrics scrape")
         # The other way round: the dashboard shows every metric redis-dsg exports.
         families = {re.sub(r"_(bucket|sum|count)$", "", m) for m in self.scraped_metrics}
         dash_used = set()
@@ -1575,15 +1556,9 @@ class Checks:
             dash_used |= {re.sub(r"_(bucket|sum|count)$", "", m) for m in promql_metrics(grafana_to_promql(q))}
         for family in sorted(families - dash_used):
             problems.append(f"the dashboard shows nothing of {family}")
-        # Every pending name is used somewhere (else it is a stale entry).
-        for metric in sorted(set(PENDING_BINARY_METRICS) - used):
-            problems.append(f"PENDING_BINARY_METRICS lists {metric}, which no alert or panel uses")
         expect(not problems, "\n".join(problems))
-        exported = sorted(set(PENDING_BINARY_METRICS) & self.scraped_metrics)
-        return (f"{len(exprs)} expressions parse; {len(used - METRIC_ALLOW_LIST - awaiting)} metric names in the live scrape of "
-                f"{len(self.scraped_metrics)} series names; allow-listed: {', '.join(sorted(used & METRIC_ALLOW_LIST))}"
-                + (f"; AWAITING THE BINARY ({STRICT_METRICS_ENV}=1 fails on them): {', '.join(sorted(awaiting))}" if awaiting else "")
-                + (f"; now exported, remove from PENDING_BINARY_METRICS: {', '.join(exported)}" if exported else ""))
+        return (f"{len(exprs)} expressions parse; {len(used - METRIC_ALLOW_LIST)} metric names in the live scrape of "
+                f"{len(self.scraped_metrics)} series names; allow-listed: {', '.join(sorted(used & METRIC_ALLOW_LIST))}")
 
     def dashboard_topics(self) -> str:
         dashboard = json.loads(DASHBOARD.read_text())
@@ -1756,16 +1731,13 @@ class Checks:
         rules; every dashboard expression evaluated; no alert while healthy;
         the generator SIGKILLed; Redis stopped and back."""
         argv = [sys.executable, str(HERE / "live_prometheus.py"), "--binary", str(self.binary)]
-        if os.environ.get(STRICT_METRICS_ENV) == "1":
-            argv.append("--strict")
         run = subprocess.run(argv, capture_output=True, text=True, timeout=300)
         out = run.stdout + run.stderr
         expect(run.returncode == 0, f"{' '.join(argv[1:])} exited {run.returncode}:\n{out[-6000:]}")
         lines = [line.removeprefix("live-prometheus: ") for line in out.splitlines()]
         figures = [line for line in lines if re.search(r"\): [\d.]+$", line)]
-        awaiting = [line for line in lines if line.startswith("AWAITING THE BINARY")]
         summary = [line for line in lines if line.startswith(("dashboard:", "healthy fleet", "generator ", "9 alert", f"{len(alert_rules(load_yaml(ALERTS)))} alert"))]
-        return "; ".join(summary + figures) + (f"; {len(awaiting)} assertions AWAITING THE BINARY ({STRICT_METRICS_ENV}=1 fails on them)" if awaiting else "")
+        return "; ".join(summary + figures)
 
     def alerts_readme(self) -> str:
         """The README's alert table and runbooks match the rules: one table

@@ -125,7 +125,11 @@ impl Failure {
             Cause::Tls
         } else if *kind == ErrorKind::Timeout {
             Cause::Timeout
-        } else if matches!(kind, ErrorKind::IO | ErrorKind::Canceled) {
+        } else if matches!(
+            kind,
+            ErrorKind::IO | ErrorKind::Canceled | ErrorKind::Routing
+        ) {
+            // Routing: fred had no connection to send the command on.
             Cause::Connection
         } else {
             Cause::Other
@@ -338,6 +342,11 @@ mod tests {
             ),
             (ErrorKind::Timeout, "Request timed out.", Cause::Timeout),
             (ErrorKind::IO, "Connection closed.", Cause::Connection),
+            (
+                ErrorKind::Routing,
+                "Failed to route command.",
+                Cause::Connection,
+            ),
         ];
         for (kind, text, cause) in cases {
             assert_eq!(Failure::classify(&kind, text).cause, cause, "{text}");

@@ -219,9 +219,12 @@ impl Health {
     /// for readiness. Failures because Redis is unreachable are logged once
     /// for the connection (see [`Health::follow_link`]), not per operation.
     pub(super) fn failed(&self, op: Operation, error: &RedisError) {
+        self.failed_at(op, error, Instant::now());
+    }
+
+    fn failed_at(&self, op: Operation, error: &RedisError, now: Instant) {
         self.inner.metrics.record_redis_error(op);
         let failure = error.failure();
-        let now = Instant::now();
         let health = self.operation(op);
         let mut state = lock(&health.state);
         health.failing.store(true, Ordering::Release);
@@ -268,6 +271,10 @@ impl Health {
 
     /// What `/readyz` answers now, from state only (no Redis call).
     pub(super) fn readiness(&self) -> Readiness {
+        self.readiness_at(Instant::now())
+    }
+
+    fn readiness_at(&self, now: Instant) -> Readiness {
         let state = &self.inner.state;
         let link = &self.inner.link;
         if state.is_stopping() {
@@ -276,13 +283,12 @@ impl Health {
         if let Some((failure, since)) = link.failure() {
             return Readiness::NotReady(format!(
                 "Redis unreachable for {} s: {failure}",
-                since.elapsed().as_secs()
+                now.saturating_duration_since(since).as_secs()
             ));
         }
         if !link.is_up() || !state.role_loop_running() {
             return Readiness::NotReady("starting: waiting for Redis".into());
         }
-        let now = Instant::now();
         for op in READINESS_OPERATIONS {
             let health = self.operation(op);
             if !health.failing.load(Ordering::Acquire) {
@@ -294,12 +300,13 @@ impl Health {
             else {
                 continue;
             };
-            if now.duration_since(since) >= UNREADY_AFTER && now.duration_since(last) < STALE_AFTER
+            if now.saturating_duration_since(since) >= UNREADY_AFTER
+                && now.saturating_duration_since(last) < STALE_AFTER
             {
                 return Readiness::NotReady(format!(
                     "{} has failed for {} s: {failure}",
                     op.describe(),
-                    now.duration_since(since).as_secs()
+                    now.saturating_duration_since(since).as_secs()
                 ));
             }
         }
@@ -371,6 +378,64 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::{Config, Mode};
+    use fred::error::{Error, ErrorKind};
+
+    fn health() -> (Health, Arc<Link>, Arc<InstanceState>) {
+        let link = Link::new();
+        let state = Arc::new(InstanceState::new("i".into(), Mode::Consumer));
+        let config = Config::default();
+        let metrics = Metrics::new("a", "errors", &config.processor);
+        let health = Health::new(link.clone(), state.clone(), metrics, "redis://x".into());
+        (health, link, state)
+    }
+
+    #[test]
+    fn issue11_readiness_says_why_and_follows_failing_operations() {
+        let (health, link, state) = health();
+        assert_eq!(
+            health.readiness(),
+            Readiness::NotReady("starting: waiting for Redis".into())
+        );
+        link.failed(Failure::classify(&ErrorKind::IO, "Connection refused"));
+        let Readiness::NotReady(why) = health.readiness() else {
+            panic!("ready while Redis refuses")
+        };
+        assert!(
+            why.starts_with("Redis unreachable for 0 s: connection refused"),
+            "{why}"
+        );
+        link.answered();
+        state.set_role_loop_running(true);
+        assert!(health.readiness().is_ready());
+
+        // A fetch that keeps failing: ready until the bound, then not.
+        let t0 = Instant::now();
+        let wrong_type = RedisError::Command(Error::new(ErrorKind::Unknown, "WRONGTYPE x"));
+        health.failed_at(Operation::Fetch, &wrong_type, t0);
+        assert!(health.readiness_at(t0 + Duration::from_secs(5)).is_ready());
+        health.failed_at(Operation::Fetch, &wrong_type, t0 + UNREADY_AFTER);
+        let Readiness::NotReady(why) = health.readiness_at(t0 + UNREADY_AFTER) else {
+            panic!("ready while fetching fails")
+        };
+        assert!(
+            why.contains("fetching messages") && why.contains("wrong type"),
+            "{why}"
+        );
+        // Not attempted any more (the consumer became the generator).
+        assert!(
+            health
+                .readiness_at(t0 + UNREADY_AFTER + STALE_AFTER)
+                .is_ready()
+        );
+        // A success ends it; a failing fleet chore never makes it unready.
+        health.succeeded(Operation::Fetch);
+        health.failed_at(Operation::Sample, &wrong_type, t0);
+        health.failed_at(Operation::Sample, &wrong_type, t0 + UNREADY_AFTER);
+        assert!(health.readiness_at(t0 + UNREADY_AFTER).is_ready());
+        state.begin_stopping();
+        assert_eq!(health.readiness(), Readiness::NotReady("stopping".into()));
+    }
 
     #[test]
     fn issue11_the_first_failure_is_logged_at_once_then_once_a_minute_with_a_count() {
