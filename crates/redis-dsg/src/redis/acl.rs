@@ -118,4 +118,39 @@ mod tests {
             "{compat}"
         );
     }
+
+    #[test]
+    fn contract10_every_command_of_every_script_is_granted() {
+        use crate::redis::scripts::*;
+        let rule = Keys::new("a", "errors").acl_rule(None);
+        let scripts = [
+            &*ACQUIRE_LEASE,
+            &*RENEW_LEASE,
+            &*RELEASE_LEASE,
+            &*FENCED_PUSH,
+            &*FETCH,
+            &*ADOPT,
+            &*ACK_OUTPUT,
+            &*ACK_ERROR,
+            &*RETURN_INFLIGHT,
+            &*HEARTBEAT,
+            &*SAMPLE,
+            &*RELEASE_CLAIM,
+            &*CONFIRM_DRAINED,
+            &*REQUEUE,
+            &*PUSH_ONCE,
+            &*FORGET,
+        ];
+        for script in scripts {
+            for call in script.lua.split("redis.call('").skip(1) {
+                let command = call.split('\'').next().unwrap_or_default();
+                let grant = format!(" +{}", command.to_lowercase());
+                assert!(
+                    rule.contains(&format!("{grant} ")) || rule.ends_with(&grant),
+                    "{} calls {command}, which the ACL rule does not grant: {rule}",
+                    script.name
+                );
+            }
+        }
+    }
 }

@@ -17,7 +17,7 @@
 //!   state alone: at once, whatever Redis does.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
 use tokio::sync::broadcast;
@@ -181,7 +181,9 @@ impl Health {
                     .collect(),
             }),
         };
-        metrics.attach_health(Arc::new(health.clone()));
+        // A weak link: metrics must not keep health alive (health holds
+        // the metrics).
+        metrics.attach_health(Arc::new(Probe(Arc::downgrade(&health.inner))));
         health
     }
 
@@ -360,13 +362,19 @@ impl Health {
     }
 }
 
-impl HealthProbe for Health {
+/// What `dsg_redis_up` and `dsg_ready` read.
+#[derive(Debug)]
+struct Probe(Weak<Inner>);
+
+impl HealthProbe for Probe {
     fn redis_up(&self) -> bool {
-        self.inner.link.is_up()
+        self.0.upgrade().is_some_and(|inner| inner.link.is_up())
     }
 
     fn ready(&self) -> bool {
-        self.readiness().is_ready()
+        self.0
+            .upgrade()
+            .is_some_and(|inner| Health { inner }.readiness().is_ready())
     }
 }
 

@@ -127,6 +127,15 @@ async fn keep_subscribed(
     use broadcast::error::RecvError;
     loop {
         tokio::select! {
+            // Errors first: the failed attempts before a reconnection are
+            // queued before its event, and must not count as losing the
+            // subscription made after it.
+            biased;
+            e = errors.recv() => match e {
+                Ok((e, _)) => lost(&state, &channel, &e),
+                Err(RecvError::Lagged(_)) => {}
+                Err(RecvError::Closed) => return,
+            },
             c = connected.recv() => match c {
                 Ok(_) => {
                     if !subscribe_until_confirmed(&client, &channel, &mut errors).await {
@@ -142,11 +151,6 @@ async fn keep_subscribed(
                         tracing::info!(channel = %channel, "subscribed to lease release notices again");
                     }
                 }
-                Err(RecvError::Lagged(_)) => {}
-                Err(RecvError::Closed) => return,
-            },
-            e = errors.recv() => match e {
-                Ok((e, _)) => lost(&state, &channel, &e),
                 Err(RecvError::Lagged(_)) => {}
                 Err(RecvError::Closed) => return,
             },
