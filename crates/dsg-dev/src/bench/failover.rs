@@ -32,7 +32,7 @@ pub(super) struct FailoverSeries {
     pub trials: usize,
     /// Median time to the next holder, milliseconds.
     pub p50_ms: f64,
-    /// 99th percentile (the worst of 20 trials), milliseconds.
+    /// 99th percentile (nearest rank), milliseconds.
     pub p99_ms: f64,
     /// Longest, milliseconds.
     pub max_ms: f64,
@@ -40,18 +40,37 @@ pub(super) struct FailoverSeries {
     pub p50_ttl_ratio: f64,
 }
 
-/// Runs `trials` SIGTERM and `trials` SIGKILL trials with each TTL.
+/// How the generator is stopped in a trial.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum StopSignal {
+    /// SIGTERM: a graceful handover (release and notice).
+    Term,
+    /// SIGKILL: a crash; takeover once the lease expires.
+    Kill,
+}
+
+impl StopSignal {
+    fn number_and_name(self) -> (i32, &'static str) {
+        match self {
+            StopSignal::Term => (libc::SIGTERM, "SIGTERM"),
+            StopSignal::Kill => (libc::SIGKILL, "SIGKILL"),
+        }
+    }
+}
+
+/// Runs `trials` trials of each signal with each TTL.
 pub(super) async fn measure(
     exe: &Path,
     url: &str,
     redis: &Redis,
     logs: &Path,
     ttls_ms: &[u64],
+    signals: &[StopSignal],
     trials: usize,
 ) -> Result<Vec<FailoverSeries>, String> {
     let mut out = Vec::new();
     for &ttl in ttls_ms {
-        for (signal, name) in [(libc::SIGTERM, "SIGTERM"), (libc::SIGKILL, "SIGKILL")] {
+        for (signal, name) in signals.iter().map(|s| s.number_and_name()) {
             progress(&format!(
                 "failover: {trials} × {name} with lease TTL {ttl} ms"
             ));

@@ -56,6 +56,10 @@ pub(crate) struct BenchArgs {
     /// Lease TTLs to measure, milliseconds (with --failover).
     #[arg(long, value_delimiter = ',', default_values_t = [10_000u64, 1_000])]
     pub ttl_ms: Vec<u64>,
+    /// Signals to send the generator (with --failover): `term` (graceful
+    /// handover), `kill` (crash, takeover after the TTL), or both.
+    #[arg(long, value_delimiter = ',', default_values = ["term", "kill"])]
+    pub signals: Vec<failover::StopSignal>,
     /// With --failover: SIGKILL the Redis primary of a local Sentinel
     /// topology (1 primary, 1 replica, 3 sentinels) instead of the
     /// generator, and time promotion and recovery of processing.
@@ -138,7 +142,16 @@ async fn failover(
     args: &BenchArgs,
 ) -> Result<Vec<failover::FailoverSeries>, String> {
     let (local, url, redis, logs) = setup(redis_url).await?;
-    let series = failover::measure(exe, &url, &redis, &logs, &args.ttl_ms, args.trials).await;
+    let series = failover::measure(
+        exe,
+        &url,
+        &redis,
+        &logs,
+        &args.ttl_ms,
+        &args.signals,
+        args.trials,
+    )
+    .await;
     redis.quit().await;
     let _ = std::fs::remove_dir_all(&logs);
     drop(local);

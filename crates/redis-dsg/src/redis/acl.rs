@@ -126,6 +126,7 @@ mod tests {
         let scripts = [
             &*ACQUIRE_LEASE,
             &*RENEW_LEASE,
+            &*ACQUIRE_ORIGINAL_LOCK,
             &*RELEASE_LEASE,
             &*FENCED_PUSH,
             &*FETCH,
