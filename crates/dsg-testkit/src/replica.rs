@@ -244,12 +244,15 @@ impl Replica {
 }
 
 /// How many replicas generate and how many are not ready, at one look.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Census {
     /// Replicas whose role is generator.
     pub generators: usize,
     /// Replicas whose `/readyz` does not answer 200.
     pub not_ready: usize,
+    /// For each of those: its port and what `/readyz` said (or that it did
+    /// not answer).
+    pub not_ready_reasons: Vec<String>,
 }
 
 impl Census {
@@ -262,8 +265,15 @@ impl Census {
             }
         }
         for r in replicas {
-            if !r.is_ready().await {
-                census.not_ready += 1;
+            match http_client::get(r.port, "/readyz", Duration::from_secs(2)).await {
+                Some((200, _)) => {}
+                answer => {
+                    census.not_ready += 1;
+                    census.not_ready_reasons.push(match answer {
+                        Some((code, body)) => format!("port {}: {code} {}", r.port, body.trim()),
+                        None => format!("port {}: no answer", r.port),
+                    });
+                }
             }
         }
         census

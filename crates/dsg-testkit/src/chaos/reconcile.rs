@@ -100,8 +100,9 @@ pub(super) fn verdict(summary: &mut ChaosSummary) {
     }
     if summary.stuck_replicas > 0 {
         summary.violations.push(format!(
-            "{} replicas not ready at the end",
-            summary.stuck_replicas
+            "{} replicas not ready at the end: {}",
+            summary.stuck_replicas,
+            summary.stuck_reasons.join("; ")
         ));
     }
     if summary.generated == 0 || summary.produced == 0 {

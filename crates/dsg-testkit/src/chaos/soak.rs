@@ -138,6 +138,7 @@ impl<'a> Soak<'a> {
         .await;
         summary.generators_at_end = census.generators;
         summary.stuck_replicas = census.not_ready;
+        summary.stuck_reasons = census.not_ready_reasons;
         self.late_acks.collect(&self.replicas).await;
         Ok(())
     }

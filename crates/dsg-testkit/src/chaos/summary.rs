@@ -35,6 +35,8 @@ pub struct ChaosSummary {
     pub generators_at_end: usize,
     /// Replicas not ready at the end; must be 0.
     pub stuck_replicas: usize,
+    /// Why each of them was not ready (its `/readyz` answer).
+    pub stuck_reasons: Vec<String>,
     /// Takeover after a fault that hit the generator, p99, ms.
     pub takeover_p99_ms: f64,
     /// Takeover after a fault that hit the generator, max, ms.
