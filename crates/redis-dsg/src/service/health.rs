@@ -217,6 +217,20 @@ impl Health {
         }
     }
 
+    /// The instance stopped doing `op` (a role change: a generator that
+    /// stepped down no longer writes, a consumer that became the generator
+    /// no longer fetches): its failures no longer count for readiness, and a
+    /// later failure starts a new run.
+    pub(super) fn stopped(&self, op: Operation) {
+        let health = self.operation(op);
+        if !health.failing.load(Ordering::Acquire) {
+            return;
+        }
+        let mut state = lock(&health.state);
+        health.failing.store(false, Ordering::Release);
+        *state = OperationState::default();
+    }
+
     /// `op` failed with `error`: counted, logged (throttled), and remembered
     /// for readiness. Failures because Redis is unreachable are logged once
     /// for the connection (see [`Health::follow_link`]), not per operation.
@@ -302,7 +316,9 @@ impl Health {
             else {
                 continue;
             };
-            if now.saturating_duration_since(since) >= UNREADY_AFTER
+            // Failing for the bound means failures observed that far
+            // apart, not one failure followed by silence.
+            if last.saturating_duration_since(since) >= UNREADY_AFTER
                 && now.saturating_duration_since(last) < STALE_AFTER
             {
                 return Readiness::NotReady(format!(
@@ -443,6 +459,24 @@ mod tests {
         assert!(health.readiness_at(t0 + UNREADY_AFTER).is_ready());
         state.begin_stopping();
         assert_eq!(health.readiness(), Readiness::NotReady("stopping".into()));
+    }
+
+    #[test]
+    fn issue11_an_operation_the_instance_stopped_doing_does_not_keep_it_unready() {
+        let (health, link, state) = health();
+        link.answered();
+        state.set_role_loop_running(true);
+        let t0 = Instant::now();
+        let timeout = RedisError::Unavailable(Error::new(ErrorKind::Timeout, "Request timed out."));
+        // The last write of a generator that then lost its lease: one
+        // failure, and silence after it, is not a write failing for 15 s.
+        health.failed_at(Operation::Push, &timeout, t0);
+        assert!(health.readiness_at(t0 + UNREADY_AFTER * 2).is_ready());
+        // Writes failing for the bound, then the generator steps down.
+        health.failed_at(Operation::Push, &timeout, t0 + UNREADY_AFTER);
+        assert!(!health.readiness_at(t0 + UNREADY_AFTER).is_ready());
+        health.stopped(Operation::Push);
+        assert!(health.readiness_at(t0 + UNREADY_AFTER).is_ready());
     }
 
     #[test]

@@ -175,11 +175,15 @@ async fn contend(ctx: &RoleContext, gate: &watch::Sender<bool>, stop: &Cancellat
             break;
         };
         let _ = gate.send(false);
+        ctx.health.stopped(Operation::Fetch);
         ctx.state.set_role(Role::Generator);
         ctx.metrics.record_generating(true);
         lease_client.announce_acquired(&lease, &ctx.state, &ctx.metrics);
         let ends = generate(ctx, &lease_client, &generator, &lease, stop).await;
         ctx.metrics.record_generating(false);
+        // A write that failed just before the lease was lost says nothing
+        // about this instance any more: it no longer writes.
+        ctx.health.stopped(Operation::Push);
         if stop.is_cancelled() {
             release_at_shutdown(ctx, &lease_client, &lease).await;
             break;
