@@ -22,6 +22,7 @@ use fred::prelude::*;
 use fred::types::Value;
 
 use crate::config::RedisConfig;
+pub use acl::{acl_unexpressible, cli_quote, glob_escape};
 use connection::builder;
 pub use error::{Operation, RedisError};
 pub use keys::Keys;
@@ -177,7 +178,7 @@ impl Redis {
             .await
         {
             Err(e) if e.details().starts_with("NOSCRIPT") => {
-                client.eval(script.lua, keys, args).await
+                client.eval(script.lua.as_str(), keys, args).await
             }
             other => other,
         };
