@@ -6,6 +6,7 @@
 
 mod chaos;
 mod cli;
+mod contract10;
 mod election;
 mod failures;
 mod faults;

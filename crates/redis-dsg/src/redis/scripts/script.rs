@@ -52,13 +52,15 @@ impl Script {
 /// (`WRONGTYPE … [HSET {a}:inflight:c1]`). Redis itself names neither the
 /// key of a `WRONGTYPE` nor the command a script's ACL check refused; the
 /// error's first word (`WRONGTYPE`, `ERR`, `NOPERM`) stays first, so
-/// clients classify it as before. `key` may be nil (`TIME`).
+/// clients classify it as before. `key` may be nil (`TIME`); `LMOVE`
+/// names both its keys.
 pub const GUARD: &str = r#"local function guard(cmd, key, ...)
   local r
   if key == nil then r = redis.pcall(cmd) else r = redis.pcall(cmd, key, ...) end
   if type(r) == 'table' and r.err then
     local where = cmd
     if key ~= nil then where = cmd .. ' ' .. key end
+    if cmd == 'LMOVE' then where = where .. ' ' .. select(1, ...) end
     return error({err = r.err .. ' [' .. where .. ']'})
   end
   return r
