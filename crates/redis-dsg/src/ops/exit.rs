@@ -5,7 +5,7 @@
 
 use std::process::ExitCode;
 
-use crate::config::ConfigError;
+use crate::config::{ConfigError, RenderError};
 use crate::redis::RedisError;
 use crate::service::AppError;
 
@@ -46,6 +46,9 @@ pub enum CliError {
     /// The service could not start.
     #[error("cannot start: {0}")]
     Start(#[from] AppError),
+    /// `redis-dsg config` could not render the configuration.
+    #[error(transparent)]
+    Render(#[from] RenderError),
     /// The service did not stop within its shutdown timeout.
     #[error("the shutdown timeout ran out before everything stopped")]
     ShutdownTimedOut,
@@ -63,6 +66,7 @@ impl CliError {
             | CliError::Refused(_)
             | CliError::CheckFailed(_)
             | CliError::Start(_)
+            | CliError::Render(_)
             | CliError::ShutdownTimedOut => FAILURE,
         })
     }

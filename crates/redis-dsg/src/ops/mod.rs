@@ -28,7 +28,7 @@ async fn connect_once(config: &Config) -> Result<Redis, CliError> {
     Redis::connect_once(&config.redis)
         .await
         .map_err(|source| CliError::Unreachable {
-            url: config.redis.url.redacted(),
+            url: config.redis.url.to_string(),
             source,
         })
 }

@@ -85,7 +85,7 @@ impl Application {
             redis.link().clone(),
             state.clone(),
             metrics.clone(),
-            config.redis.url.redacted(),
+            config.redis.url.to_string(),
         );
         Ok(Application {
             config: Arc::new(config),

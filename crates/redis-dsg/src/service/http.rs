@@ -90,7 +90,7 @@ async fn status(State(app): State<AppState>) -> Json<InstanceStatus> {
         mode: s.mode,
         role: s.role(),
         ready: app.health.readiness().is_ready(),
-        redis_url: app.config.redis.url.redacted(),
+        redis_url: app.config.redis.url.to_string(),
         queue: app.config.redis.queue.clone(),
         error_queue: app.config.redis.error_queue.clone(),
         queue_length: sample.map(|s| s.queue_length),
