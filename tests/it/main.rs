@@ -11,6 +11,7 @@ mod election;
 mod failures;
 mod faults;
 mod helpers;
+mod http_limits;
 mod legacy_entries;
 mod migration;
 mod observability;
