@@ -281,6 +281,13 @@ fn cases() -> Vec<Case> {
             ],
         ),
         case(
+            &scripts::DRAIN_KEEP,
+            "open",
+            vec![(&drains, ZSet)],
+            "60000 d1:0 d1:1",
+            &[format!("ZADD {drains} 1 d1:0 2 other:0")],
+        ),
+        case(
             &scripts::DRAIN_RESTORE,
             "expired",
             vec![(&errors, List), (&drains, ZSet), (&claim, List)],

@@ -7,6 +7,7 @@
 mod chaos;
 mod cli;
 mod contract10;
+mod drain;
 mod election;
 mod failures;
 mod faults;

@@ -46,6 +46,17 @@ pub enum CliError {
     /// The service could not start.
     #[error("cannot start: {0}")]
     Start(#[from] AppError),
+    /// `errors drain` stopped before the end (its reader went away, a
+    /// signal); what it had claimed and not delivered went back.
+    #[error("{why}: drained {drained} entries; {restored} put back in the error list")]
+    Drain {
+        /// What stopped it.
+        why: String,
+        /// Entries removed after their reader had them.
+        drained: u64,
+        /// Entries put back.
+        restored: u64,
+    },
     /// `redis-dsg config` could not render the configuration.
     #[error(transparent)]
     Render(#[from] RenderError),
@@ -67,6 +78,7 @@ impl CliError {
             | CliError::CheckFailed(_)
             | CliError::Start(_)
             | CliError::Render(_)
+            | CliError::Drain { .. }
             | CliError::ShutdownTimedOut => FAILURE,
         })
     }

@@ -35,7 +35,7 @@ mod script;
 
 use std::sync::LazyLock;
 
-pub use drain::{DRAIN_ACK, DRAIN_CLAIM, DRAIN_RESTORE};
+pub use drain::{DRAIN_ACK, DRAIN_CLAIM, DRAIN_KEEP, DRAIN_RESTORE};
 pub use script::{GUARD, Script};
 
 /// Every script, for the tests that prove contract 10 for each and for the
@@ -60,6 +60,7 @@ pub fn all() -> Vec<&'static Script> {
         &DRAIN_CLAIM,
         &DRAIN_ACK,
         &DRAIN_RESTORE,
+        &DRAIN_KEEP,
     ]
 }
 

@@ -90,3 +90,22 @@ return moved
 "#,
     )
 });
+
+/// Keeps a running drain's claims alive while it waits for a slow reader.
+///
+/// KEYS: claims registry. ARGV: how long from now (ms), claim names…
+/// Returns 1. Only moves deadlines of claims still registered (`XX`): a
+/// claim put back meanwhile stays put back.
+pub static DRAIN_KEEP: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        "drain_keep",
+        r#"
+local t = guard('TIME')
+local deadline = t[1] * 1000 + math.floor(t[2] / 1000) + tonumber(ARGV[1])
+for i = 2, #ARGV do
+  guard('ZADD', KEYS[1], 'XX', deadline, ARGV[i])
+end
+return 1
+"#,
+    )
+});
