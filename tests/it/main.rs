@@ -4,6 +4,7 @@
 // The helpers are shared by the test modules of this one crate.
 #![allow(unreachable_pub)]
 
+mod acl_ablation;
 mod chaos;
 mod cli;
 mod contract10;

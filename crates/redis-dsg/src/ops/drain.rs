@@ -297,7 +297,18 @@ pub(super) async fn drain_command(
         report_shown_again(&drain);
         return Ok(());
     };
-    let restored = drain.restore_own().await?;
+    // A failure to put back must not hide why the drain stopped; the next
+    // drain puts back what is left once the claim's deadline passed.
+    let restored = match drain.restore_own().await {
+        Ok(n) => n,
+        Err(e) => {
+            eprintln!(
+                "redis-dsg: could not put the claimed entries back ({e}); the next `errors drain` does once {} s passed",
+                CLAIM_TTL_MS / 1000
+            );
+            0
+        }
+    };
     report_shown_again(&drain);
     match why {
         Ok(why) => Err(CliError::Drain {
