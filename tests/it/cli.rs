@@ -390,3 +390,65 @@ fn product_binary_has_only_the_service_and_operator_commands() {
         );
     }
 }
+
+/// `acl-rule` escapes what Redis' patterns treat specially, quotes for
+/// redis-cli, and refuses names no rule can hold.
+#[tokio::test]
+async fn acl_rule_escapes_names_and_refuses_what_no_rule_can_hold() {
+    let env = TestEnv::new().await;
+    let run = |queue: &str, user: &str| {
+        run_cli(
+            &env.env(&[("REDIS_QUEUE", queue)]),
+            &["acl-rule", "--user", user],
+        )
+    };
+    for (queue, user, setting) in [
+        ("my queue", "dsg", "redis.queue"),
+        ("q", "ops dsg", "--user"),
+        ("q", "evil on >hacked ~* +@all", "--user"),
+    ] {
+        let out = run(queue, user);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(78), "{queue:?} {user:?}: {stderr}");
+        assert!(stderr.contains(setting), "{stderr}");
+    }
+    for (queue, user) in [("q*", "dsg"), ("a\"b[1]", "it's")] {
+        let out = run(queue, user);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let line = String::from_utf8_lossy(&out.stdout).replacen(" on ", " on >pw ", 1);
+        // Fed to redis-cli as an operator would paste it.
+        let mut cli = std::process::Command::new("redis-cli")
+            .args(["-p", &env.redis.port().to_string()])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("redis-cli");
+        use std::io::Write;
+        cli.stdin
+            .take()
+            .expect("stdin")
+            .write_all(line.as_bytes())
+            .expect("write");
+        let reply = cli.wait_with_output().expect("redis-cli");
+        assert_eq!(
+            String::from_utf8_lossy(&reply.stdout).trim(),
+            "OK",
+            "{line}"
+        );
+        let user = connect(&format!(
+            "redis://{}:pw@127.0.0.1:{}",
+            user.replace('\'', "%27"),
+            env.redis.port()
+        ))
+        .await;
+        use fred::interfaces::ListInterface;
+        let own: Result<i64, _> = user.client().llen(queue).await;
+        assert!(own.is_ok(), "{queue}: {own:?}");
+        let other: Result<i64, _> = user.client().llen("qother").await;
+        assert!(other.is_err(), "{queue} must not grant qother");
+    }
+}

@@ -19,4 +19,5 @@ mod migration;
 mod observability;
 mod rollback;
 mod runtime;
+mod secrets;
 mod topologies;
