@@ -192,7 +192,9 @@ impl Redis {
     }
 }
 
-/// An integer script argument (fred has no `From<u64>` for `Value`).
+/// An integer script argument (fred has no `From<u64>` for `Value`). Every
+/// setting passed this way is bounded far below `i64::MAX`
+/// ([`crate::config::BOUNDS`]), so the clamp never changes one.
 pub fn int(v: u64) -> Value {
     Value::Integer(i64::try_from(v).unwrap_or(i64::MAX))
 }
