@@ -21,13 +21,18 @@ use super::Script;
 /// The claim is registered with its deadline before it holds anything, so
 /// whatever happens to the drain, the next command finds and restores it
 /// ([`DRAIN_RESTORE`]). Each entry moves with one `LMOVE` (atomic), after
-/// a no-op `LMOVE` of the claim list probed the command and its type.
+/// no-op forms of what confirming or putting back the claim will run
+/// (`LMOVE`, `LTRIM` on the claim list, `ZREM` on the registry) probed the
+/// commands and types: a drain that could not remove what it prints fails
+/// before it prints anything.
 pub static DRAIN_CLAIM: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         "drain_claim",
         r#"
 if guard('LLEN', KEYS[1]) == 0 then return {} end
 guard('LMOVE', KEYS[3], KEYS[3], 'RIGHT', 'RIGHT')
+guard('LTRIM', KEYS[3], 0, -1)
+guard('ZREM', KEYS[2], '')
 local t = guard('TIME')
 local now = t[1] * 1000 + math.floor(t[2] / 1000)
 guard('ZADD', KEYS[2], now + tonumber(ARGV[3]), ARGV[2])
