@@ -12,7 +12,7 @@ use super::Config;
 use super::sources::{describe, describe_source};
 
 /// The longest line of a problem that is printed; longer ones are cut.
-pub(super) const MAX_LINE_CHARS: usize = 200;
+pub(super) const MAX_LINE_CHARS: usize = 300;
 /// The most of all problems together that is printed.
 pub(super) const MAX_MESSAGE_BYTES: usize = 4096;
 

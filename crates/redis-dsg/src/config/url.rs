@@ -184,7 +184,7 @@ pub enum UrlError {
 /// The longest `REDIS_URL` accepted.
 pub const MAX_URL_BYTES: usize = 4096;
 
-const PERCENT_HINT: &str = "a user name or password holding / ? # @ : % + or space must be percent-encoded (%2F %3F %23 %40 %3A %25 %2B %20)";
+const PERCENT_HINT: &str = "percent-encode / ? # @ : % + and spaces in a user name or password (%2F %3F %23 %40 %3A %25 %2B %20)";
 
 impl RedisUrl {
     /// Parses `text`; an invalid address is kept as its error (reported by

@@ -147,7 +147,7 @@ fn contract5_long_input_is_not_echoed_whole() {
             .expect_err("invalid")
             .to_string();
         assert!(msg.len() <= 5 * 1024, "{} bytes", msg.len());
-        assert!(msg.lines().all(|l| l.chars().count() < 300), "{msg}");
+        assert!(msg.lines().all(|l| l.chars().count() < 400), "{msg}");
     }
     let msg = load_one("DSG_CONSUMER__FETCH_BATCH", &"9".repeat(100_000)).expect_err("invalid");
     assert!(msg.len() < 1024, "{} bytes", msg.len());
