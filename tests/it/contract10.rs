@@ -67,6 +67,7 @@ fn cases() -> Vec<Case> {
     let out = "{q}:out".to_string();
     let (drains, claim) = (k.drains(), k.draining("d1:0"));
     let marker = Keys::moved_marker(&errors);
+    let original = redis_dsg::redis::keys::ORIGINAL_LOCK.to_string();
     let held = vec![format!("HSET {inflight} ~ marker 1 m-0001 2 m-0002")];
     let case = |script: &'static Script,
                 path: &'static str,
@@ -223,13 +224,56 @@ fn cases() -> Vec<Case> {
             &[format!("LPUSH {errors} m-0001 m-0002 m-0003")],
         ),
         Case {
-            pending: Some("issue 15 rewrites REQUEUE (today it pops before it pushes)"),
+            // Entries carry a header and a newline: set up and passed whole.
+            setup: vec![vec![
+                "LPUSH".into(),
+                errors.clone(),
+                entry(1),
+                entry(2),
+                entry(3),
+            ]],
+            args: vec![
+                "2".into(),
+                sha1_hex(entry(1).as_bytes()),
+                sha1_hex(entry(2).as_bytes()),
+                "m-0001".into(),
+                "m-0002".into(),
+            ],
             ..case(
                 &scripts::REQUEUE,
                 "entries",
                 vec![(&errors, List), (&queue, List)],
-                "2",
+                "",
                 &[],
+            )
+        },
+        Case {
+            // Values with spaces: passed whole.
+            args: vec![
+                format!("redis-dsg {lease} h1 6"),
+                "10000".into(),
+                format!("redis-dsg {lease} "),
+            ],
+            ..case(
+                &scripts::ACQUIRE_ORIGINAL_LOCK,
+                "free",
+                vec![(&original, Str)],
+                "",
+                &[],
+            )
+        },
+        Case {
+            args: vec![
+                format!("redis-dsg {lease} h1 6"),
+                "10000".into(),
+                format!("redis-dsg {lease} "),
+            ],
+            ..case(
+                &scripts::ACQUIRE_ORIGINAL_LOCK,
+                "held by an original",
+                vec![(&original, Str)],
+                "",
+                &[format!("SET {original} m-0001 PX 60000")],
             )
         },
         case(
@@ -300,18 +344,6 @@ fn cases() -> Vec<Case> {
         ),
     ]
     .into_iter()
-    .map(|mut c| {
-        if c.script.name == "requeue" {
-            c.setup = vec![vec![
-                "LPUSH".into(),
-                errors.clone(),
-                entry(1),
-                entry(2),
-                entry(3),
-            ]];
-        }
-        c
-    })
     .collect()
 }
 

@@ -170,7 +170,6 @@ fn readme_names_every_bound() {
     }
 }
 
-
 fn compat() -> Config {
     let mut c = Config::default();
     c.compat.original_lock = true;

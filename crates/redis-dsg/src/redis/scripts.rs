@@ -45,6 +45,7 @@ pub fn all() -> Vec<&'static Script> {
     vec![
         &ACQUIRE_LEASE,
         &RENEW_LEASE,
+        &ACQUIRE_ORIGINAL_LOCK,
         &RELEASE_LEASE,
         &FENCED_PUSH,
         &FETCH,
@@ -135,16 +136,16 @@ pub static ACQUIRE_ORIGINAL_LOCK: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         "acquire_original_lock",
         r#"
-local cur = redis.call('GET', KEYS[1])
+local cur = guard('GET', KEYS[1])
 local ours = not cur or cur == ARGV[1]
 if cur and not ours and string.sub(cur, 1, #ARGV[3]) == ARGV[3] then
   ours = string.match(string.sub(cur, #ARGV[3] + 1), '^[^ ]+ %d+$') ~= nil
 end
 if ours then
-  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  guard('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
   return {1}
 end
-return {0, cur, redis.call('PTTL', KEYS[1])}
+return {0, cur, guard('PTTL', KEYS[1])}
 "#,
     )
 });
@@ -465,20 +466,23 @@ return n
 /// caller ([`crate::service::error_entry::decode`]), so `requeue` puts back
 /// exactly what `errors list` shows. Atomic: an entry is in one list or the
 /// other. The push, the only write that can fail (a wrong-type queue, a
-/// missing `+lpush`), comes before the removal, so a failure removes
-/// nothing. The oldest message is pushed first, as new messages are.
+/// missing `+lpush`), comes before the removal, whose `LTRIM` was probed
+/// first (a user without `+ltrim` would otherwise push copies and keep the
+/// entries), so a failure removes and duplicates nothing. The oldest
+/// message is pushed first, as new messages are.
 pub static REQUEUE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         "requeue",
         r#"
 local n = tonumber(ARGV[1])
-local tail = redis.call('LRANGE', KEYS[1], -n, -1)
+local tail = guard('LRANGE', KEYS[1], -n, -1)
 if #tail ~= n then return 0 end
 for i = 1, n do
   if redis.sha1hex(tail[n - i + 1]) ~= ARGV[1 + i] then return 0 end
 end
-redis.call('LPUSH', KEYS[2], unpack(ARGV, n + 2, 2 * n + 1))
-redis.call('LTRIM', KEYS[1], 0, -n - 1)
+guard('LTRIM', KEYS[1], 0, -1)
+guard('LPUSH', KEYS[2], unpack(ARGV, n + 2, 2 * n + 1))
+guard('LTRIM', KEYS[1], 0, -n - 1)
 return n
 "#,
     )

@@ -110,10 +110,6 @@ mod tests {
     fn contract10_scripts_name_their_failures() {
         for s in all() {
             let body = &s.lua[GUARD.len()..];
-            // REQUEUE is rewritten for issue 15 (legacy entries).
-            if s.name == "requeue" {
-                continue;
-            }
             assert!(
                 !body.contains("redis.call("),
                 "{}: use guard() so errors name the command and key",
