@@ -101,7 +101,8 @@ fn complaints(path: &std::path::Path) -> Vec<String> {
     std::fs::read_to_string(path)
         .unwrap_or_default()
         .lines()
-        .filter(|l| l.contains("WARN") || l.contains("ERROR"))
+        // Start-up notes about settings are not complaints.
+        .filter(|l| (l.contains("WARN") || l.contains("ERROR")) && !l.contains("redis_dsg::config"))
         .map(|l| l.chars().take(300).collect())
         .collect()
 }
@@ -245,10 +246,17 @@ async fn ablate(removed: Option<String>) -> Row {
             ));
         }
     }
+    // The complaint that names the missing command, if any does.
+    let named = service_says
+        .iter()
+        .find(|l| removed.as_deref().is_some_and(|c| names(l, c)))
+        .or(service_says.first())
+        .cloned()
+        .unwrap_or_default();
     Row {
         removed: removed.map_or("(none)".into(), |c| format!("-{c}")),
         consumer: consumer_account,
-        service_says: service_says.first().cloned().unwrap_or_default(),
+        service_says: named,
         generated,
         exits,
         entries: entries_account,
