@@ -68,6 +68,7 @@ fn cases() -> Vec<Case> {
     let (drains, claim) = (k.drains(), k.draining("d1:0"));
     let marker = Keys::moved_marker(&errors);
     let original = redis_dsg::redis::keys::ORIGINAL_LOCK.to_string();
+    let sampler = k.sampler();
     let held = vec![format!("HSET {inflight} ~ marker 1 m-0001 2 m-0002")];
     let case = |script: &'static Script,
                 path: &'static str,
@@ -215,6 +216,29 @@ fn cases() -> Vec<Case> {
             ),
             &heartbeat,
             "SET replaces a value of any type; the heartbeat is this consumer's own key",
+        ),
+        case(
+            &scripts::SAMPLE,
+            "free",
+            vec![
+                (&sampler, Str),
+                (&queue, List),
+                (&consumers, Set),
+                (&lease, Str),
+            ],
+            "h1 10000 8",
+            &[
+                format!("LPUSH {queue} m-0002 m-0001"),
+                format!("SADD {consumers} c1"),
+                format!("SET {lease} h2"),
+            ],
+        ),
+        case(
+            &scripts::RELEASE_CLAIM,
+            "ours",
+            vec![(&sampler, Str)],
+            "h1",
+            &[format!("SET {sampler} h1")],
         ),
         case(
             &scripts::CONFIRM_DRAINED,

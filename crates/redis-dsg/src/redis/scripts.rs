@@ -54,6 +54,8 @@ pub fn all() -> Vec<&'static Script> {
         &ACK_ERROR,
         &RETURN_INFLIGHT,
         &HEARTBEAT,
+        &SAMPLE,
+        &RELEASE_CLAIM,
         &CONFIRM_DRAINED,
         &REQUEUE,
         &PUSH_ONCE,
@@ -404,15 +406,15 @@ pub static SAMPLE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         "sample",
         r#"
-local holder = redis.call('GET', KEYS[1])
+local holder = guard('GET', KEYS[1])
 if holder and holder ~= ARGV[1] then return {0} end
-redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-local len = redis.call('LLEN', KEYS[2])
+guard('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+local len = guard('LLEN', KEYS[2])
 local oldest = false
 if len > 0 then
-  oldest = string.sub(redis.call('LINDEX', KEYS[2], -1), 1, tonumber(ARGV[3]))
+  oldest = string.sub(guard('LINDEX', KEYS[2], -1), 1, tonumber(ARGV[3]))
 end
-return {1, len, oldest, redis.call('SCARD', KEYS[3]), redis.call('GET', KEYS[4])}
+return {1, len, oldest, guard('SCARD', KEYS[3]), guard('GET', KEYS[4])}
 "#,
     )
 });
@@ -425,8 +427,8 @@ pub static RELEASE_CLAIM: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         "release_claim",
         r#"
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('DEL', KEYS[1])
+if guard('GET', KEYS[1]) == ARGV[1] then
+  return guard('DEL', KEYS[1])
 end
 return 0
 "#,
