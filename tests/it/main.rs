@@ -4,15 +4,20 @@
 // The helpers are shared by the test modules of this one crate.
 #![allow(unreachable_pub)]
 
+mod acl_ablation;
 mod chaos;
 mod cli;
+mod contract10;
+mod drain;
 mod election;
 mod failures;
 mod faults;
 mod helpers;
+mod http_limits;
 mod legacy_entries;
 mod migration;
 mod observability;
 mod rollback;
 mod runtime;
+mod secrets;
 mod topologies;

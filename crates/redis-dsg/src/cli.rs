@@ -63,7 +63,7 @@ pub enum Command {
     /// and its one-shot commands use, nothing else).
     #[command(
         name = "acl-rule",
-        after_help = "Examples:\n  redis-dsg acl-rule\n  REDIS_QUEUE=orders redis-dsg acl-rule --user orders-dsg   # add >password, run it on every Redis node"
+        after_help = "Examples:\n  redis-dsg acl-rule\n  REDIS_QUEUE=orders redis-dsg acl-rule --user orders-dsg   # add >password, paste into redis-cli on every Redis node\n\nNames with * ? [ ] \\ are escaped; names with whitespace or control characters cannot be written in a rule (exit 78)."
     )]
     AclRule(AclRuleArgs),
     /// Show the fleet as Redis records it: lease, lists, consumers.
@@ -129,9 +129,10 @@ pub enum ErrorsCommand {
         after_help = "Examples:\n  redis-dsg errors list --limit 20\n  redis-dsg errors list --json | jq .reason"
     )]
     List(EntryArgs),
-    /// Print entries, oldest first, and remove each once printed. Safe to
-    /// interrupt or pipe into `head`: no entry is removed before its reader
-    /// has it.
+    /// Print entries, oldest first, and remove them once their reader has
+    /// them. Safe to interrupt or pipe into `head`: what the reader may not
+    /// have kept goes back to the list (exit 1, saying how many were
+    /// drained); concurrent drains print different entries.
     #[command(
         after_help = "Examples:\n  redis-dsg errors drain > errors.txt\n  redis-dsg errors drain --json --limit 100 | head -1\n  kubectl exec deploy/redis-dsg -- redis-dsg errors drain --json > errors.jsonl"
     )]

@@ -51,8 +51,8 @@ async fn dispatch(cli: Cli) -> Result<(), CliError> {
     let loaded = config::load(&cli.overrides())?;
     let log_format = loaded.config.log_format;
     match cli.command.unwrap_or_default() {
-        Command::Config => print!("{}", loaded.render_toml()),
-        Command::AclRule(args) => print!("{}", ops::acl_rule_command(&loaded.config, &args)),
+        Command::Config => print!("{}", loaded.render_toml()?),
+        Command::AclRule(args) => print!("{}", ops::acl_rule_command(&loaded.config, &args)?),
         Command::Errors(cmd) => {
             logging::init(log_format, "warn");
             ops::errors_command(&loaded.config, &cmd).await?;

@@ -98,7 +98,7 @@ impl Loaded {
         let c = &self.config;
         let mut unset = Vec::new();
         for (name, ours, original) in [
-            ("REDIS_URL", c.redis.url.redacted(), "no connection at all"),
+            ("REDIS_URL", c.redis.url.to_string(), "no connection at all"),
             ("REDIS_QUEUE", c.redis.queue.clone(), "the list named \"\""),
             (
                 "REDIS_ERROR_QUEUE",

@@ -5,14 +5,18 @@
 //! (an explicit list of exact names, see [`LEGACY_ENV`]) → `DSG_*`
 //! environment variables (nested with `__`) → command-line flags.
 //!
-//! Validation runs after extraction and reports every problem at once, each
-//! naming the setting, the source its value came from, and the rule it broke.
+//! Validation runs after extraction and reports every problem at once (every
+//! unknown setting, every value of the wrong type, every broken rule), each
+//! naming the setting, the source its value came from, and the rule it
+//! broke; echoed input is capped.
 //! The service exits with [`crate::exit::CONFIG`] before it touches Redis.
 
+mod extract;
 mod load;
 mod migration;
 pub mod names;
 mod render;
+mod sources;
 mod url;
 mod validate;
 
@@ -27,8 +31,9 @@ pub use load::{
     CONFIG_FILE_ENV, ConfigError, ENV_PREFIX, LEGACY_ENV, Loaded, Overrides, load, load_from,
 };
 pub use migration::MigrationNote;
-pub use url::{RedisUrl, parse_url, redact_url};
-pub use validate::validate;
+pub use render::RenderError;
+pub use url::{HostPort, MAX_URL_BYTES, RedisUrl, Scheme, SentinelParams, UrlError, UrlParts};
+pub use validate::{BOUNDS, Bound, MAX_NAME_BYTES, validate};
 
 /// Which roles this instance may take.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -80,6 +85,11 @@ pub enum LogFormat {
 pub struct Secret(String);
 
 impl Secret {
+    /// Wraps a secret value.
+    pub fn new(value: impl Into<String>) -> Secret {
+        Secret(value.into())
+    }
+
     /// The secret value itself.
     pub fn expose(&self) -> &str {
         &self.0
@@ -132,6 +142,12 @@ pub struct HttpConfig {
     pub port: u16,
     /// Address to listen on.
     pub bind: IpAddr,
+    /// A connection that has not sent a request's headers within this is
+    /// closed (slow or half-open clients; idle keep-alive connections too).
+    pub header_read_timeout_ms: u64,
+    /// Connections served at once, at most; more wait in the listen
+    /// backlog.
+    pub max_connections: usize,
 }
 
 /// The Redis connection and the lists the service works on.
@@ -314,9 +330,11 @@ impl Default for Config {
             http: HttpConfig {
                 port: 8080,
                 bind: IpAddr::from([0, 0, 0, 0]),
+                header_read_timeout_ms: 3_000,
+                max_connections: 512,
             },
             redis: RedisConfig {
-                url: RedisUrl::new("127.0.0.1:6379"),
+                url: RedisUrl::default(),
                 username: None,
                 password: None,
                 password_file: None,

@@ -3,12 +3,19 @@
 
 use super::Config;
 
+/// The configuration could not be rendered. Validation bounds every number
+/// to what TOML holds (i64), so this means a bug, and `redis-dsg config`
+/// exits 1 rather than print half a configuration.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot render the configuration: {0}")]
+pub struct RenderError(String);
+
 /// Renders `config` as TOML, one `key = value  # source` line per setting.
-pub(super) fn render_with_sources(config: &Config, source_of: impl Fn(&str) -> String) -> String {
-    let table = match toml::Table::try_from(config) {
-        Ok(t) => t,
-        Err(e) => return format!("# cannot render configuration: {e}\n"),
-    };
+pub(super) fn render_with_sources(
+    config: &Config,
+    source_of: impl Fn(&str) -> String,
+) -> Result<String, RenderError> {
+    let table = toml::Table::try_from(config).map_err(|e| RenderError(e.to_string()))?;
     let mut out = String::from(
         "# Effective redis-dsg configuration; secrets are shown as ***.\n\
          # Each value is followed by the source it came from.\n",
@@ -31,5 +38,5 @@ pub(super) fn render_with_sources(config: &Config, source_of: impl Fn(&str) -> S
     if config.redis.password.is_none() {
         out = out.replace("\n[redis]\n", "\n[redis]\n# password: not set\n");
     }
-    out
+    Ok(out)
 }

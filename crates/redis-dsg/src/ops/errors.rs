@@ -2,11 +2,10 @@
 //! error list. Entries are shown oldest first.
 //!
 //! None of them loses an entry when interrupted: `list` only reads; `drain`
-//! prints an entry, waits until its reader has it ([`ConfirmedStdout`]),
-//! and only then removes it, with a script that removes exactly the printed
-//! entries or nothing ([`CONFIRM_DRAINED`]); `requeue` reads and decodes a
-//! batch, then moves it back to the queue in one atomic script that checks
-//! the entries are still the ones read ([`REQUEUE`]).
+//! claims batches and removes each once its reader has it
+//! ([`super::drain`]); `requeue` reads and decodes a batch, then moves it
+//! back to the queue in one atomic script that checks the entries are still
+//! the ones read ([`REQUEUE`]).
 
 use std::io;
 
@@ -41,7 +40,8 @@ pub enum Format {
     Json,
 }
 
-fn render(entry: &ErrorEntry, format: Format) -> Vec<u8> {
+/// One entry as printed: a line of text or of JSON.
+pub(super) fn render(entry: &ErrorEntry, format: Format) -> Vec<u8> {
     let mut line = match format {
         Format::Text => entry.to_line(),
         Format::Json => entry.to_json().to_string(),
@@ -112,48 +112,13 @@ impl ErrorList {
         Ok(printed as u64)
     }
 
-    /// Prints and removes up to `limit` entries, oldest first; returns how
-    /// many were removed. An entry is removed only after its reader has it.
-    pub async fn drain(
-        &self,
-        limit: Option<usize>,
-        format: Format,
-        out: &mut ConfirmedStdout,
-    ) -> Result<u64, ErrorsCommandError> {
-        let limit = limit.unwrap_or(usize::MAX);
-        // On a pipe each entry is confirmed on its own: the reader may stop
-        // after any line (`| head -1`).
-        let batch = if out.is_pipe() { 1 } else { 100 };
-        let mut removed = 0usize;
-        while removed < limit {
-            let entries = self.oldest(0, (limit - removed).min(batch)).await?;
-            if entries.is_empty() {
-                break;
-            }
-            for raw in &entries {
-                out.write(&render(&error_entry::decode(raw), format))?;
-            }
-            out.confirm().await?;
-            let sums: Vec<Value> = entries.iter().map(|e| sha1_hex(e).into()).collect();
-            let n: i64 = self
-                .redis
-                .run(&CONFIRM_DRAINED, vec![self.keys.error_queue.clone()], sums)
-                .await?;
-            // 0: someone else changed the old end meanwhile (another drain
-            // or requeue); read again. The printed entries may print twice,
-            // but none is lost.
-            removed += n.max(0) as usize;
-        }
-        Ok(removed as u64)
-    }
-
     /// Moves up to `limit` entries, oldest first, back to the queue with
     /// their original bytes, printing each; returns how many.
     ///
     /// Each batch is read, decoded here (exactly as `list` shows it), then
     /// moved by one script that first checks the entries are still the
-    /// oldest ones, by SHA1, as `drain` does: a batch that changed
-    /// meanwhile (another drain or requeue) moves nothing and is read again.
+    /// oldest ones, by SHA1: a batch that changed meanwhile (another drain
+    /// or requeue) moves nothing and is read again.
     pub async fn requeue(
         &self,
         limit: Option<usize>,
@@ -312,6 +277,13 @@ impl From<ErrorsCommandError> for CliError {
 /// Runs an `errors` subcommand.
 pub async fn errors_command(config: &Config, cmd: &ErrorsCommand) -> Result<(), CliError> {
     let redis = super::connect_once(config).await?;
+    if let ErrorsCommand::Drain(a) = cmd {
+        let keys = Keys::new(&config.redis.queue, &config.redis.error_queue);
+        let format = if a.json { Format::Json } else { Format::Text };
+        let result = super::drain::drain_command(&redis, keys, a.limit, format).await;
+        redis.quit().await;
+        return result;
+    }
     let list = ErrorList::new(
         redis.clone(),
         Keys::new(&config.redis.queue, &config.redis.error_queue),
@@ -332,13 +304,7 @@ pub async fn errors_command(config: &Config, cmd: &ErrorsCommand) -> Result<(), 
             ErrorsCommand::List(a) => {
                 list.list(a.limit, fmt(a.json), &mut out).await?;
             }
-            ErrorsCommand::Drain(a) => {
-                let n = list.drain(a.limit, fmt(a.json), &mut out).await?;
-                eprintln!(
-                    "redis-dsg: drained {n} entries from {}",
-                    config.redis.error_queue
-                );
-            }
+            ErrorsCommand::Drain(_) => {}
             ErrorsCommand::Requeue(a) => {
                 let n = list.requeue(a.limit, fmt(a.json), &mut out).await?;
                 eprintln!(

@@ -5,7 +5,7 @@
 
 use std::process::ExitCode;
 
-use crate::config::ConfigError;
+use crate::config::{ConfigError, RenderError};
 use crate::redis::RedisError;
 use crate::service::AppError;
 
@@ -46,6 +46,20 @@ pub enum CliError {
     /// The service could not start.
     #[error("cannot start: {0}")]
     Start(#[from] AppError),
+    /// `errors drain` stopped before the end (its reader went away, a
+    /// signal); what it had claimed and not delivered went back.
+    #[error("{why}: drained {drained} entries; {restored} put back in the error list")]
+    Drain {
+        /// What stopped it.
+        why: String,
+        /// Entries removed after their reader had them.
+        drained: u64,
+        /// Entries put back.
+        restored: u64,
+    },
+    /// `redis-dsg config` could not render the configuration.
+    #[error(transparent)]
+    Render(#[from] RenderError),
     /// The service did not stop within its shutdown timeout.
     #[error("the shutdown timeout ran out before everything stopped")]
     ShutdownTimedOut,
@@ -63,6 +77,8 @@ impl CliError {
             | CliError::Refused(_)
             | CliError::CheckFailed(_)
             | CliError::Start(_)
+            | CliError::Render(_)
+            | CliError::Drain { .. }
             | CliError::ShutdownTimedOut => FAILURE,
         })
     }

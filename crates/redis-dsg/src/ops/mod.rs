@@ -3,6 +3,7 @@
 //! exit code, printed once in `main`.
 
 mod acl;
+mod drain;
 mod errors;
 mod exit;
 /// The exit codes, for callers that exit without a [`CliError`].
@@ -14,6 +15,7 @@ mod status;
 mod stdout;
 
 pub use acl::acl_rule_command;
+pub use drain::{Drain, DrainError, MAX_BATCH_BYTES, MAX_BATCH_ENTRIES};
 pub use errors::{ErrorList, Format, errors_command};
 pub use exit::CliError;
 pub use return_inflight::return_inflight_command;
@@ -28,7 +30,7 @@ async fn connect_once(config: &Config) -> Result<Redis, CliError> {
     Redis::connect_once(&config.redis)
         .await
         .map_err(|source| CliError::Unreachable {
-            url: config.redis.url.redacted(),
+            url: config.redis.url.to_string(),
             source,
         })
 }

@@ -1,16 +1,27 @@
-//! Standard output that can tell when what was written has really been
-//! taken by the reader, so `errors drain` removes an entry from Redis only
-//! after that.
+//! Standard output that can tell when what was written has been taken by
+//! its reader, so `errors drain` removes an entry from Redis only after
+//! that.
 //!
-//! For a file or a terminal a successful write (and flush) is enough. For a
-//! pipe it is not: `redis-dsg errors drain | head -1` can write many entries
-//! into the pipe's buffer before `head` exits without reading them. So on a
-//! pipe we wait until the reader has read everything (`FIONREAD` = 0), and
-//! treat a reader that went away first (`POLLERR`) as a failure.
+//! For a file or a terminal a complete write (and flush) is enough. For a
+//! pipe it is not: `redis-dsg errors drain | head -1` writes entries into
+//! the pipe's buffer, and `head` may read many and print one. So on a pipe
+//! a batch counts as delivered only once the reader has read all of it
+//! (`FIONREAD` = 0) *and then come back for more*: a reader reads the next
+//! batch only after it has dealt with the bytes it read before (`cat`
+//! writes them out, `head` exits instead). The last batch, which has no
+//! next one, counts once the reader has read it and is still there a
+//! moment later. A reader that went away (`POLLERR`, `EPIPE`) fails the
+//! wait. See [`crate::ops::ErrorList`]'s drain for how batches use this.
 
 use std::io::{self, Write};
 use std::os::fd::{AsRawFd, RawFd};
 use std::time::Duration;
+
+/// How often a pipe's reader is checked while a batch waits for it.
+const POLL: Duration = Duration::from_millis(1);
+/// The pipe buffer asked for (Linux `F_SETPIPE_SZ`): batches of up to this
+/// many bytes go into the pipe in one write.
+pub(super) const PIPE_BYTES: usize = 1024 * 1024;
 
 /// Standard output with read confirmation.
 #[derive(Debug)]
@@ -35,41 +46,96 @@ impl ConfirmedStdout {
         }
     }
 
-    /// Whether standard output is a pipe (then confirmations wait for the
-    /// reader, so callers confirm one entry at a time).
+    /// Whether standard output is a pipe (then deliveries are confirmed by
+    /// watching the reader).
     pub fn is_pipe(&self) -> bool {
         self.is_pipe
     }
 
-    /// Writes `bytes` completely.
+    /// Asks for a pipe buffer of [`PIPE_BYTES`]; keeps the old one if the
+    /// system refuses (a smaller buffer only means smaller writes).
+    pub fn grow_pipe(&self) {
+        if self.is_pipe {
+            // SAFETY: F_SETPIPE_SZ takes an int and touches no memory of ours.
+            unsafe {
+                libc::fcntl(self.fd, libc::F_SETPIPE_SZ, PIPE_BYTES as libc::c_int);
+            }
+        }
+    }
+
+    /// Writes `bytes` completely and flushes.
     pub fn write(&mut self, bytes: &[u8]) -> io::Result<()> {
         let mut out = io::stdout().lock();
         out.write_all(bytes)?;
         out.flush()
     }
 
-    /// Resolves once everything written so far has reached the reader;
-    /// fails when the reader went away before reading it.
-    pub async fn confirm(&mut self) -> io::Result<()> {
-        io::stdout().lock().flush()?;
+    /// Writes `bytes` completely and flushes, on a thread of its own: a
+    /// pipe whose reader stalls blocks the write, and the caller must stay
+    /// free to react to signals meanwhile.
+    pub async fn write_detached(&self, bytes: Vec<u8>) -> io::Result<()> {
+        tokio::task::spawn_blocking(move || {
+            let mut out = io::stdout().lock();
+            out.write_all(&bytes)?;
+            out.flush()
+        })
+        .await
+        .unwrap_or_else(|e| Err(io::Error::other(e)))
+    }
+
+    /// Resolves once the reader has read everything written so far; fails
+    /// when it went away first.
+    pub async fn read_all(&self) -> io::Result<()> {
         if !self.is_pipe {
             return Ok(());
         }
-        let mut wait = Duration::from_micros(200);
         loop {
             // Checked before the reader's presence: a reader that took
-            // everything and then exited (`head -1`) did get it.
+            // everything and then exited did read it.
             if unread_bytes(self.fd)? == 0 {
                 return Ok(());
             }
-            if reader_gone(self.fd) {
-                return Err(io::Error::new(
-                    io::ErrorKind::BrokenPipe,
-                    "the reader closed the pipe",
-                ));
+            self.check_reader()?;
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    /// Resolves once the reader has started on the last `written` bytes
+    /// (it reads fewer than `written` remain unread), which it does only
+    /// after it has dealt with what it read before; fails when it went
+    /// away first.
+    pub async fn reader_moved_on(&self, written: usize) -> io::Result<()> {
+        if !self.is_pipe {
+            return Ok(());
+        }
+        loop {
+            self.check_reader()?;
+            if (unread_bytes(self.fd)? as usize) < written {
+                return Ok(());
             }
-            tokio::time::sleep(wait).await;
-            wait = (wait * 2).min(Duration::from_millis(20));
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    /// After the last write: resolves once the reader has read everything
+    /// and is still there `grace` later.
+    pub async fn reader_kept_everything(&self, grace: Duration) -> io::Result<()> {
+        self.read_all().await?;
+        if self.is_pipe {
+            tokio::time::sleep(grace).await;
+            self.check_reader()?;
+        }
+        Ok(())
+    }
+
+    fn check_reader(&self) -> io::Result<()> {
+        if reader_gone(self.fd) {
+            Err(io::Error::new(
+                io::ErrorKind::BrokenPipe,
+                "the reader closed the pipe",
+            ))
+        } else {
+            Ok(())
         }
     }
 }

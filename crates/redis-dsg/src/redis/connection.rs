@@ -9,21 +9,33 @@ use fred::prelude::*;
 use super::RedisError;
 use super::credentials::{PasswordFile, SentinelSide};
 use super::tls::tls_config;
-use crate::config::{RedisConfig, parse_url};
+use crate::config::{RedisConfig, UrlParts};
 
 pub(super) fn config_error(detail: String) -> RedisError {
     RedisError::Setup(detail)
 }
 
+/// fred's client configuration, built from the parsed URL's parts (never
+/// from its text), with the separate credential settings on top.
 fn fred_config(cfg: &RedisConfig, fail_fast: bool) -> Result<Config, RedisError> {
-    let mut config = parse_url(&cfg.url.expose()).map_err(config_error)?;
+    let url = cfg
+        .url
+        .parts()
+        .map_err(|e| config_error(format!("redis.url {e}")))?;
+    let mut config = Config {
+        server: server_config(url),
+        username: url.username.clone(),
+        password: url.password.as_ref().map(|p| p.expose().to_string()),
+        database: url.database,
+        ..Config::default()
+    };
     if let Some(user) = &cfg.username {
         config.username = Some(user.clone());
     }
     if let Some(password) = &cfg.password {
         config.password = Some(password.expose().to_string());
     }
-    if config.tls.is_some() {
+    if url.scheme.is_tls() {
         config.tls = Some(tls_config(cfg)?);
         if let Some(name) = &cfg.tls_server_name {
             set_tls_server_name(&mut config, name);
@@ -39,6 +51,32 @@ fn fred_config(cfg: &RedisConfig, fail_fast: bool) -> Result<Config, RedisError>
     }
     config.fail_fast = fail_fast;
     Ok(config)
+}
+
+/// The servers of the URL: one, a Cluster's seed nodes or the sentinels
+/// (the URL's host after the `node=` ones, as fred's own parser orders
+/// them).
+fn server_config(url: &UrlParts) -> ServerConfig {
+    let mut hosts: Vec<Server> = url.hosts[1..]
+        .iter()
+        .chain(&url.hosts[..1])
+        .map(|h| Server::new(h.host.as_str(), h.port))
+        .collect();
+    match &url.sentinel {
+        Some(s) => ServerConfig::Sentinel {
+            hosts,
+            service_name: s.service_name.clone(),
+            username: s.username.clone(),
+            password: s.password.as_ref().map(|p| p.expose().to_string()),
+        },
+        None if url.scheme.is_cluster() => ServerConfig::Clustered {
+            hosts,
+            policy: fred::types::config::ClusterDiscoveryPolicy::default(),
+        },
+        None => ServerConfig::Centralized {
+            server: hosts.remove(hosts.len() - 1),
+        },
+    }
 }
 
 fn set_tls_server_name(config: &mut Config, name: &str) {

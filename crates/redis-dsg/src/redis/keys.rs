@@ -18,6 +18,11 @@
 //! | `{q}:inflight:<id>` | hash | delivery id → message, what a consumer holds |
 //! | `lock:gen` | string, TTL | go-redis-dsg's election key, global to the database; written only in compatibility mode (`compat.original_lock`), read by `status` |
 //! | `{q}:sampler` | string, TTL | id of the instance that reads the fleet's gauges |
+//! | `{e}:drains` | sorted set | claims of running `errors drain` commands → deadline (ms) |
+//! | `{e}:draining:<claim>` | list | error entries a drain claimed and is printing |
+//!
+//! (`{e}` stands for the error list's own prefix, formed from its name as
+//! `{q}` is from the queue's, so the claims share the error list's slot.)
 
 use crate::config::names::{hash_tag, key_base};
 
@@ -86,6 +91,16 @@ impl Keys {
         self.derived("sampler")
     }
 
+    /// The registry of `errors drain` claims: claim name → deadline (ms).
+    pub fn drains(&self) -> String {
+        format!("{}:drains", key_base(&self.error_queue))
+    }
+
+    /// The list holding the entries of one drain claim.
+    pub fn draining(&self, claim: &str) -> String {
+        format!("{}:draining:{claim}", key_base(&self.error_queue))
+    }
+
     /// Whether every derived key lands in the queue's hash slot. False only
     /// for queue names with unbalanced braces (e.g. `a}b`), which validation
     /// rejects.
@@ -140,6 +155,17 @@ mod tests {
         assert_eq!(Keys::new("a", "e").lease(), "{a}:lease");
         assert_eq!(Keys::new("{t}q", "e").inflight("c1"), "{t}q:inflight:c1");
         assert!(!Keys::new("a}b", "e").derived_keys_share_slot());
+        for e in ["errors", "{a}:errors", "x{y}z", "with space"] {
+            let k = Keys::new("a", e);
+            for key in [k.drains(), k.draining("d1:0")] {
+                assert_eq!(
+                    fred::util::redis_keyslot(key.as_bytes()),
+                    fred::util::redis_keyslot(e.as_bytes()),
+                    "{e} -> {key}"
+                );
+            }
+        }
+        assert_eq!(Keys::new("a", "errors").drains(), "{errors}:drains");
     }
 
     #[test]

@@ -22,6 +22,7 @@ use fred::prelude::*;
 use fred::types::Value;
 
 use crate::config::RedisConfig;
+pub use acl::{acl_unexpressible, cli_quote, glob_escape};
 use connection::builder;
 pub use error::{Operation, RedisError};
 pub use keys::Keys;
@@ -177,7 +178,7 @@ impl Redis {
             .await
         {
             Err(e) if e.details().starts_with("NOSCRIPT") => {
-                client.eval(script.lua, keys, args).await
+                client.eval(script.lua.as_str(), keys, args).await
             }
             other => other,
         };
@@ -191,7 +192,9 @@ impl Redis {
     }
 }
 
-/// An integer script argument (fred has no `From<u64>` for `Value`).
+/// An integer script argument (fred has no `From<u64>` for `Value`). Every
+/// setting passed this way is bounded far below `i64::MAX`
+/// ([`crate::config::BOUNDS`]), so the clamp never changes one.
 pub fn int(v: u64) -> Value {
     Value::Integer(i64::try_from(v).unwrap_or(i64::MAX))
 }

@@ -1,29 +1,70 @@
 //! Every Lua script the service runs, each with a comment saying what it
 //! guarantees. Key names are in [`super::keys`].
+//!
+//! # No destructive step before a fallible one (DESIGN.md, contract 10)
+//!
+//! Redis does not roll back a script that fails half-way: whatever it
+//! removed before the error stays removed. So every script runs in three
+//! phases:
+//!
+//! 1. **Check.** Read what it needs, and probe every key it will later
+//!    remove from with a no-op form of that removal (`LTRIM k 0 -1`,
+//!    `HDEL k ''`, `SREM k ''`, `ZREM k ''`, `ZADD k XX …`), so a key of
+//!    the wrong type or a command the ACL user may not run fails here,
+//!    before anything changed.
+//! 2. **Write.** Then the writes. The first write is the one step that may
+//!    still fail (`LPUSH`, `HSET`, `SET` have no no-op form); every later
+//!    write repeats a command already run on the same key, so it cannot
+//!    fail where the first one passed. A "done" record (a marker, a
+//!    registration of a claim) is written after what it records, or is
+//!    harmless when found without it.
+//! 3. **Remove.** Removals come last, each probed in phase 1. Tidying that
+//!    loses nothing when skipped (expiring markers, a heartbeat that
+//!    expires anyway) runs through `redis.pcall` and its failure is
+//!    ignored.
+//!
+//! Every command goes through `guard` ([`GUARD`]), which names the command
+//! and the key in the error (Redis names neither). Every script is listed
+//! in [`all`]; a unit test fails when a `pub static …: LazyLock<Script>` is
+//! missing there, and the integration test `contract10_*` runs each one
+//! against every key of the wrong type and without each command it runs
+//! (register a new script in [`all`] and give it a case there).
+
+mod drain;
+mod script;
 
 use std::sync::LazyLock;
 
-/// A Lua script with its SHA1, run with `EVALSHA` and, when the server does
-/// not know it yet (first use, Redis restart, another Cluster node), with
-/// `EVAL`, which also caches it there.
-#[derive(Debug)]
-pub struct Script {
-    /// A short name for logs and metrics.
-    pub name: &'static str,
-    /// The Lua source.
-    pub lua: &'static str,
-    /// The SHA1 of the source.
-    pub sha1: String,
-}
+pub use drain::{DRAIN_ACK, DRAIN_CLAIM, DRAIN_KEEP, DRAIN_RESTORE};
+pub use script::{GUARD, Script};
 
-impl Script {
-    /// A script named `name` (for logs and metrics) with source `lua`.
-    pub fn new(name: &'static str, lua: &'static str) -> Script {
-        let sha1 = fred::types::scripts::Script::from_lua(lua)
-            .sha1()
-            .to_string();
-        Script { name, lua, sha1 }
-    }
+/// Every script, for the tests that prove contract 10 for each and for the
+/// ACL rule (which must grant every command they run). Add every new
+/// script here.
+pub fn all() -> Vec<&'static Script> {
+    vec![
+        &ACQUIRE_LEASE,
+        &RENEW_LEASE,
+        &ACQUIRE_ORIGINAL_LOCK,
+        &RELEASE_LEASE,
+        &FENCED_PUSH,
+        &FETCH,
+        &ADOPT,
+        &ACK_OUTPUT,
+        &ACK_ERROR,
+        &RETURN_INFLIGHT,
+        &HEARTBEAT,
+        &SAMPLE,
+        &RELEASE_CLAIM,
+        &CONFIRM_DRAINED,
+        &REQUEUE,
+        &PUSH_ONCE,
+        &FORGET,
+        &DRAIN_CLAIM,
+        &DRAIN_ACK,
+        &DRAIN_RESTORE,
+        &DRAIN_KEEP,
+    ]
 }
 
 /// Takes the lease if nobody holds it, with a new fencing epoch.
@@ -31,28 +72,31 @@ impl Script {
 /// KEYS: lease, epoch counter. ARGV: holder id, TTL (ms), the highest epoch
 /// the caller has seen.
 /// Returns `{1, token, epoch}` when taken, `{0, current token, PTTL}` when
-/// held. `INCR` and `SET NX PX` run in one atomic step, so every
-/// acquisition has its own epoch and no two holders ever share one. Epochs
-/// never go backwards, even when Redis lost the counter (a restart without
-/// persistence, a failover to a replica that missed the last `INCR`), as
-/// long as one contender saw the latest epoch: the counter is raised past
-/// what the caller has seen.
+/// held. Reading the counter, `SET NX PX` and writing the new epoch run in
+/// one atomic step, so every acquisition has its own epoch and no two
+/// holders ever share one. The epoch is written after the lease: a `SET`
+/// Redis refuses (a TTL out of range, an ACL user without `+set`) burns no
+/// epoch. Epochs never go backwards, even when Redis lost the counter (a
+/// restart without persistence, a failover to a replica that missed the
+/// last write), as long as one contender saw the latest epoch: the counter
+/// is raised past what the caller has seen.
 pub static ACQUIRE_LEASE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         "acquire_lease",
         r#"
-local current = redis.call('GET', KEYS[1])
+local current = guard('GET', KEYS[1])
 if current then
-  return {0, current, redis.call('PTTL', KEYS[1])}
+  return {0, current, guard('PTTL', KEYS[1])}
 end
-local epoch = redis.call('INCR', KEYS[2])
-local floor = tonumber(ARGV[3])
-if epoch <= floor then
-  epoch = floor + 1
-  redis.call('SET', KEYS[2], epoch)
+local epoch = tonumber(guard('GET', KEYS[2]) or '0')
+if not epoch then
+  return redis.error_reply('ERR the epoch counter does not hold a number [GET ' .. KEYS[2] .. ']')
 end
-local token = ARGV[1] .. ' ' .. epoch
-redis.call('SET', KEYS[1], token, 'NX', 'PX', ARGV[2])
+epoch = math.max(epoch, tonumber(ARGV[3])) + 1
+local text = string.format('%d', epoch)
+local token = ARGV[1] .. ' ' .. text
+guard('SET', KEYS[1], token, 'NX', 'PX', ARGV[2])
+guard('SET', KEYS[2], text)
 return {1, token, epoch}
 "#,
     )
@@ -68,8 +112,8 @@ pub static RENEW_LEASE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         "renew_lease",
         r#"
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+if guard('GET', KEYS[1]) == ARGV[1] then
+  guard('PEXPIRE', KEYS[1], ARGV[2])
   return 1
 end
 return 0
@@ -94,34 +138,39 @@ pub static ACQUIRE_ORIGINAL_LOCK: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         "acquire_original_lock",
         r#"
-local cur = redis.call('GET', KEYS[1])
+local cur = guard('GET', KEYS[1])
 local ours = not cur or cur == ARGV[1]
 if cur and not ours and string.sub(cur, 1, #ARGV[3]) == ARGV[3] then
   ours = string.match(string.sub(cur, #ARGV[3] + 1), '^[^ ]+ %d+$') ~= nil
 end
 if ours then
-  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  guard('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
   return {1}
 end
-return {0, cur, redis.call('PTTL', KEYS[1])}
+return {0, cur, guard('PTTL', KEYS[1])}
 "#,
     )
 });
 
 /// Gives the lease up and announces it, only while it holds this token.
 ///
-/// KEYS: lease. ARGV: token, release channel. Returns 1 when released.
-/// Standbys subscribed to the channel try to acquire at once.
+/// KEYS: lease. ARGV: token, release channel. Returns 1 when released and
+/// announced, 2 when released but the notice could not be published (an
+/// ACL user without `+publish` or the channel: standbys then take over
+/// when they next look), 0 when not ours. Standbys subscribed to the
+/// channel try to acquire at once; the notice reaches them after this
+/// script, so after the removal.
 pub static RELEASE_LEASE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         "release_lease",
         r#"
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  redis.call('DEL', KEYS[1])
-  redis.call('PUBLISH', ARGV[2], ARGV[1])
-  return 1
+if guard('GET', KEYS[1]) ~= ARGV[1] then
+  return 0
 end
-return 0
+local announced = redis.pcall('PUBLISH', ARGV[2], ARGV[1])
+guard('DEL', KEYS[1])
+if type(announced) == 'table' and announced.err then return 2 end
+return 1
 "#,
     )
 });
@@ -137,10 +186,10 @@ pub static FENCED_PUSH: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         "fenced_push",
         r#"
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then
+if guard('GET', KEYS[1]) ~= ARGV[1] then
   return -1
 end
-return redis.call('LPUSH', KEYS[2], unpack(ARGV, 2))
+return guard('LPUSH', KEYS[2], unpack(ARGV, 2))
 "#,
     )
 });
@@ -172,24 +221,32 @@ pub const INFLIGHT_MARKER_VALUE: &str =
 /// network. On an empty queue it writes nothing (idle polling
 /// costs Redis no writes, no replication). Atomic: every message is in the
 /// queue or in the hash at all times, and the consumer is registered (so a
-/// reaper can recover it) before it holds anything.
+/// reaper can recover it) before it holds anything. The batch is read with
+/// `LRANGE` and removed with `LTRIM` only after the `HSET` (the queue's
+/// trim probed first), so a failing write removes nothing.
 pub static FETCH: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         "fetch",
         r#"
-local msgs = redis.call('RPOP', KEYS[1], ARGV[1])
-if not msgs then return {} end
-redis.call('SET', KEYS[3], ARGV[5], 'PX', ARGV[2])
-redis.call('SADD', KEYS[4], ARGV[4])
+local n = tonumber(ARGV[1])
+local msgs = guard('LRANGE', KEYS[1], -n, -1)
+if #msgs == 0 then return {} end
+guard('LTRIM', KEYS[1], 0, -1)
+guard('SET', KEYS[3], ARGV[5], 'PX', ARGV[2])
+guard('SADD', KEYS[4], ARGV[4])
 local max = tonumber(ARGV[3])
+local k = #msgs
 local fields = {ARGV[6], ARGV[7]}
-for i, m in ipairs(msgs) do
+local out = {}
+for i = 1, k do
+  local m = msgs[k - i + 1]
   fields[2 * i + 1] = ARGV[7 + i]
   fields[2 * i + 2] = m
-  if #m > max then msgs[i] = #m end
+  if #m > max then out[i] = #m else out[i] = m end
 end
-redis.call('HSET', KEYS[2], unpack(fields))
-return msgs
+guard('HSET', KEYS[2], unpack(fields))
+guard('LTRIM', KEYS[1], 0, -k - 1)
+return out
 "#,
     )
 });
@@ -207,7 +264,7 @@ pub static ADOPT: LazyLock<Script> = LazyLock::new(|| {
 local max = tonumber(ARGV[1])
 local out = {}
 for i = 2, #ARGV do
-  local m = redis.call('HGET', KEYS[1], ARGV[i])
+  local m = guard('HGET', KEYS[1], ARGV[i])
   if m then
     out[#out + 1] = tonumber(ARGV[i])
     if #m > max then out[#out + 1] = #m else out[#out + 1] = m end
@@ -230,12 +287,13 @@ pub static ACK_OUTPUT: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         "ack_output",
         r#"
+guard('HDEL', KEYS[1], '')
 local moved = 0
 for i = 1, #ARGV do
-  local body = redis.call('HGET', KEYS[1], ARGV[i])
+  local body = guard('HGET', KEYS[1], ARGV[i])
   if body then
-    redis.call('LPUSH', KEYS[2], body)
-    redis.call('HDEL', KEYS[1], ARGV[i])
+    guard('LPUSH', KEYS[2], body)
+    guard('HDEL', KEYS[1], ARGV[i])
     moved = moved + 1
   end
 end
@@ -255,12 +313,13 @@ pub static ACK_ERROR: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         "ack_error",
         r#"
+guard('HDEL', KEYS[1], '')
 local moved = {}
 for i = 1, #ARGV, 2 do
-  local body = redis.call('HGET', KEYS[1], ARGV[i])
+  local body = guard('HGET', KEYS[1], ARGV[i])
   if body then
-    redis.call('LPUSH', KEYS[2], ARGV[i + 1] .. body)
-    redis.call('HDEL', KEYS[1], ARGV[i])
+    guard('LPUSH', KEYS[2], ARGV[i + 1] .. body)
+    guard('HDEL', KEYS[1], ARGV[i])
     moved[#moved + 1] = 1
   else
     moved[#moved + 1] = 0
@@ -280,27 +339,35 @@ return moved
 /// Returns the number of messages returned, or -1 when the consumer is alive.
 /// The oldest delivery ends up rightmost, so it is taken next. Atomic: a
 /// consumer that is alive never loses its messages to a reaper, and a
-/// message is never both returned and held.
+/// message is never both returned and held. The hash is emptied with
+/// `HDEL` (probed before the pushes, in chunks: `unpack` takes a few
+/// thousand values), not `DEL`, so a user without `+hdel` fails before
+/// anything moved; the heartbeat's removal is tidying (it expires).
 pub static RETURN_INFLIGHT: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         "return_inflight",
         r#"
-if ARGV[2] ~= '1' and redis.call('EXISTS', KEYS[1]) == 1 then
+if ARGV[2] ~= '1' and guard('EXISTS', KEYS[1]) == 1 then
   return -1
 end
-local flat = redis.call('HGETALL', KEYS[2])
-local held = {}
+local flat = guard('HGETALL', KEYS[2])
+guard('HDEL', KEYS[2], '')
+guard('SREM', KEYS[4], '')
+local held, fields = {}, {}
 for i = 1, #flat, 2 do
+  fields[#fields + 1] = flat[i]
   local id = tonumber(flat[i])
   if id then held[#held + 1] = {id, flat[i + 1]} end
 end
 table.sort(held, function(a, b) return a[1] > b[1] end)
 for _, h in ipairs(held) do
-  redis.call('RPUSH', KEYS[3], h[2])
+  guard('RPUSH', KEYS[3], h[2])
 end
-redis.call('DEL', KEYS[2])
-if ARGV[2] == '1' then redis.call('DEL', KEYS[1]) end
-redis.call('SREM', KEYS[4], ARGV[1])
+for i = 1, #fields, 1000 do
+  guard('HDEL', KEYS[2], unpack(fields, i, math.min(i + 999, #fields)))
+end
+if ARGV[2] == '1' then redis.pcall('DEL', KEYS[1]) end
+guard('SREM', KEYS[4], ARGV[1])
 return #held
 "#,
     )
@@ -315,9 +382,9 @@ pub static HEARTBEAT: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         "heartbeat",
         r#"
-local alive = redis.call('EXISTS', KEYS[1])
-redis.call('SET', KEYS[1], ARGV[3], 'PX', ARGV[2])
-redis.call('SADD', KEYS[2], ARGV[1])
+local alive = guard('EXISTS', KEYS[1])
+guard('SET', KEYS[1], ARGV[3], 'PX', ARGV[2])
+guard('SADD', KEYS[2], ARGV[1])
 return alive
 "#,
     )
@@ -339,15 +406,15 @@ pub static SAMPLE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         "sample",
         r#"
-local holder = redis.call('GET', KEYS[1])
+local holder = guard('GET', KEYS[1])
 if holder and holder ~= ARGV[1] then return {0} end
-redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-local len = redis.call('LLEN', KEYS[2])
+guard('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+local len = guard('LLEN', KEYS[2])
 local oldest = false
 if len > 0 then
-  oldest = string.sub(redis.call('LINDEX', KEYS[2], -1), 1, tonumber(ARGV[3]))
+  oldest = string.sub(guard('LINDEX', KEYS[2], -1), 1, tonumber(ARGV[3]))
 end
-return {1, len, oldest, redis.call('SCARD', KEYS[3]), redis.call('GET', KEYS[4])}
+return {1, len, oldest, guard('SCARD', KEYS[3]), guard('GET', KEYS[4])}
 "#,
     )
 });
@@ -360,8 +427,8 @@ pub static RELEASE_CLAIM: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         "release_claim",
         r#"
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('DEL', KEYS[1])
+if guard('GET', KEYS[1]) == ARGV[1] then
+  return guard('DEL', KEYS[1])
 end
 return 0
 "#,
@@ -379,12 +446,12 @@ pub static CONFIRM_DRAINED: LazyLock<Script> = LazyLock::new(|| {
         "confirm_drained",
         r#"
 local n = #ARGV
-local tail = redis.call('LRANGE', KEYS[1], -n, -1)
+local tail = guard('LRANGE', KEYS[1], -n, -1)
 if #tail ~= n then return 0 end
 for i = 1, n do
   if redis.sha1hex(tail[n - i + 1]) ~= ARGV[i] then return 0 end
 end
-redis.call('LTRIM', KEYS[1], 0, -n - 1)
+guard('LTRIM', KEYS[1], 0, -n - 1)
 return n
 "#,
     )
@@ -401,20 +468,23 @@ return n
 /// caller ([`crate::service::error_entry::decode`]), so `requeue` puts back
 /// exactly what `errors list` shows. Atomic: an entry is in one list or the
 /// other. The push, the only write that can fail (a wrong-type queue, a
-/// missing `+lpush`), comes before the removal, so a failure removes
-/// nothing. The oldest message is pushed first, as new messages are.
+/// missing `+lpush`), comes before the removal, whose `LTRIM` was probed
+/// first (a user without `+ltrim` would otherwise push copies and keep the
+/// entries), so a failure removes and duplicates nothing. The oldest
+/// message is pushed first, as new messages are.
 pub static REQUEUE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         "requeue",
         r#"
 local n = tonumber(ARGV[1])
-local tail = redis.call('LRANGE', KEYS[1], -n, -1)
+local tail = guard('LRANGE', KEYS[1], -n, -1)
 if #tail ~= n then return 0 end
 for i = 1, n do
   if redis.sha1hex(tail[n - i + 1]) ~= ARGV[1 + i] then return 0 end
 end
-redis.call('LPUSH', KEYS[2], unpack(ARGV, n + 2, 2 * n + 1))
-redis.call('LTRIM', KEYS[1], 0, -n - 1)
+guard('LTRIM', KEYS[1], 0, -1)
+guard('LPUSH', KEYS[2], unpack(ARGV, n + 2, 2 * n + 1))
+guard('LTRIM', KEYS[1], 0, -n - 1)
 return n
 "#,
     )
@@ -424,7 +494,9 @@ return n
 /// pushes each entry unless its delivery token was pushed before, so a
 /// retry after an error whose outcome is unknown does not push it twice.
 /// Tokens are kept with their time and dropped after the TTL, so ones left
-/// by a crash between the steps do not pile up under steady traffic.
+/// by a crash between the steps do not pile up under steady traffic. A
+/// token is recorded only after its entry was pushed: a push that fails
+/// leaves no token behind to suppress the retry.
 ///
 /// KEYS: target list, its marker sorted set ([`Keys::moved_marker`]).
 /// ARGV: now (ms), TTL (ms), then token and entry pairs. Returns how many
@@ -435,15 +507,18 @@ pub static PUSH_ONCE: LazyLock<Script> = LazyLock::new(|| {
         r#"
 local now = tonumber(ARGV[1])
 local ttl = tonumber(ARGV[2])
-redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now - ttl)
+guard('ZADD', KEYS[2], 'XX', now, '')
+guard('LLEN', KEYS[1])
 local pushed = 0
 for i = 3, #ARGV, 2 do
-  if redis.call('ZADD', KEYS[2], 'NX', now, ARGV[i]) == 1 then
-    redis.call('LPUSH', KEYS[1], ARGV[i + 1])
+  if not guard('ZSCORE', KEYS[2], ARGV[i]) then
+    guard('LPUSH', KEYS[1], ARGV[i + 1])
+    guard('ZADD', KEYS[2], now, ARGV[i])
     pushed = pushed + 1
   end
 end
-redis.call('PEXPIRE', KEYS[2], ttl)
+redis.pcall('PEXPIRE', KEYS[2], ttl)
+redis.pcall('ZREMRANGEBYSCORE', KEYS[2], '-inf', now - ttl)
 return pushed
 "#,
     )
@@ -460,7 +535,7 @@ pub static FORGET: LazyLock<Script> = LazyLock::new(|| {
         r#"
 local flags = {}
 for i = 1, #ARGV do
-  flags[i] = redis.call('HDEL', KEYS[1], ARGV[i])
+  flags[i] = guard('HDEL', KEYS[1], ARGV[i])
 end
 return flags
 "#,

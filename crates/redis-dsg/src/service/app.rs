@@ -85,7 +85,7 @@ impl Application {
             redis.link().clone(),
             state.clone(),
             metrics.clone(),
-            config.redis.url.redacted(),
+            config.redis.url.to_string(),
         );
         Ok(Application {
             config: Arc::new(config),
@@ -184,14 +184,10 @@ impl Application {
         // `start` runs once (`run_until_stopped` takes `self`), so the
         // listener is there.
         let listener = self.listener.take();
+        let cfg = self.config.http.clone();
         tokio::spawn(async move {
             let Some(listener) = listener else { return };
-            let served = axum::serve(listener, app)
-                .with_graceful_shutdown(async move { stop.cancelled().await })
-                .await;
-            if let Err(e) = served {
-                tracing::error!(error = %e, "HTTP server failed");
-            }
+            http::serve(listener, app, &cfg, stop).await
         })
     }
 

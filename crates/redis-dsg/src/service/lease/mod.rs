@@ -228,7 +228,13 @@ impl LeaseClient {
                 vec![lease.wire().into(), self.keys.release_channel().into()],
             )
             .await?;
-        Ok(released == 1)
+        if released == 2 {
+            tracing::warn!(
+                channel = %self.keys.release_channel(),
+                "released the lease, but the release notice could not be published (PUBLISH refused: check the ACL user's +publish and channel); standbys take over when they next look"
+            );
+        }
+        Ok(released >= 1)
     }
 
     /// Keeps `lease` alive until `stop` fires or the lease is lost. Returns
