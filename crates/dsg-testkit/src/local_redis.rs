@@ -2,9 +2,11 @@
 //! benchmark and the tests. It keeps nothing on disk unless asked, and is
 //! killed when dropped.
 
+use std::collections::BTreeSet;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use crate::wait::poll_blocking;
@@ -70,10 +72,37 @@ fn is_executable(p: &Path) -> bool {
 
 /// A loopback port that was free a moment ago.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap_or(0)
+    // Ports handed out by this process, with their Redis Cluster bus ports
+    // (port + 10000): the OS may offer a port again once its probe socket is
+    // closed, before the test that got it has bound it, and a cluster node
+    // binds a second port nobody asked for.
+    static TAKEN: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
+    let bindable = |port: u16| TcpListener::bind(("127.0.0.1", port)).is_ok();
+    for _ in 0..1000 {
+        let Some(port) = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .ok()
+            .filter(|p| *p <= 55_535)
+        else {
+            continue;
+        };
+        let mut taken = taken_ports(&TAKEN);
+        let clash = [port, port + 10_000, port.saturating_sub(10_000)]
+            .iter()
+            .any(|p| taken.contains(p));
+        if !clash && bindable(port + 10_000) {
+            taken.insert(port);
+            taken.insert(port + 10_000);
+            return port;
+        }
+    }
+    0
+}
+
+fn taken_ports(m: &Mutex<BTreeSet<u16>>) -> std::sync::MutexGuard<'_, BTreeSet<u16>> {
+    // A set of numbers is never left half-changed: use it whatever panicked.
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl LocalRedis {
