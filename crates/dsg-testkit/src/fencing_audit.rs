@@ -74,9 +74,15 @@ impl Audit {
         };
         if source != "lua" {
             self.finish_pending();
-            if is_fenced_push(&args) && args.len() >= 6 {
-                // EVALSHA sha 2 lease queue token messages…
-                self.pending = Some((args[5].clone(), false));
+            if is_fenced_push(&args) {
+                // EVALSHA sha <numkeys> lease queue [bell] token messages…
+                let token = std::str::from_utf8(args.get(2).map_or(&[][..], Vec::as_slice))
+                    .ok()
+                    .and_then(|n| n.parse::<usize>().ok())
+                    .and_then(|keys| args.get(3 + keys));
+                if let Some(token) = token {
+                    self.pending = Some((token.clone(), false));
+                }
             }
             return;
         }

@@ -264,8 +264,9 @@ pub struct ConsumerConfig {
     pub max_concurrency: usize,
     /// Messages moved into in-flight storage per round trip, at most.
     pub fetch_batch: usize,
-    /// Longest pause between polls of an empty queue (polls start 1 ms
-    /// apart and slow down while the queue stays empty).
+    /// Longest wait of an idle consumer on the doorbell before it looks at
+    /// the queue anyway (a fallback poll, for a push the bell missed; a
+    /// push normally wakes it at once).
     pub idle_poll_max_ms: u64,
     /// A consumer whose heartbeat is older than this is presumed dead and
     /// its in-flight messages go back to the queue.
@@ -365,9 +366,9 @@ impl Default for Config {
             consumer: ConsumerConfig {
                 max_concurrency: 10_000,
                 fetch_batch: 500,
-                idle_poll_max_ms: 50,
+                idle_poll_max_ms: 10_000,
                 heartbeat_ttl_ms: 10_000,
-                heartbeat_interval_ms: 2_000,
+                heartbeat_interval_ms: 3_000,
                 reaper_interval_ms: 3_000,
                 max_message_bytes: 1024 * 1024,
                 output_queue: None,

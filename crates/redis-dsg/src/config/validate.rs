@@ -80,7 +80,7 @@ pub const BOUNDS: &[Bound] = &[
     bound("consumer.fetch_batch", 1, 1_000, |c| {
         c.consumer.fetch_batch as u64
     }),
-    bound("consumer.idle_poll_max_ms", 1, 10_000, |c| {
+    bound("consumer.idle_poll_max_ms", 1, 600_000, |c| {
         c.consumer.idle_poll_max_ms
     }),
     bound("consumer.heartbeat_ttl_ms", 1_000, TEN_MINUTES_MS, |c| {

@@ -40,6 +40,13 @@ const DIRECT_COMMANDS: &[&str] = &[
     // race (Cluster).
     "zrem",
     "lrem",
+    // Idle consumers wait on the doorbell; one instance rings it for
+    // pushes it learns of through client-side-caching invalidations, on a
+    // RESP3 connection (fred opens it with HELLO).
+    "bzpopmin",
+    "zadd",
+    "client|tracking",
+    "hello",
 ];
 
 impl Keys {

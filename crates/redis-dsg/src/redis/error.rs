@@ -81,11 +81,14 @@ pub enum Operation {
     Sample,
     /// A stopping consumer returning what it holds.
     Return,
+    /// Watching the queue for pushes by other clients (`CLIENT TRACKING`):
+    /// one replica at a time.
+    Watch,
 }
 
 impl Operation {
     /// Every operation.
-    pub const ALL: [Operation; 8] = [
+    pub const ALL: [Operation; 9] = [
         Operation::Fetch,
         Operation::Ack,
         Operation::Heartbeat,
@@ -94,6 +97,7 @@ impl Operation {
         Operation::Lease,
         Operation::Sample,
         Operation::Return,
+        Operation::Watch,
     ];
 
     /// What the service was doing, for logs and `/readyz`.
@@ -107,6 +111,7 @@ impl Operation {
             Operation::Lease => "taking or renewing the generator lease",
             Operation::Sample => "reading the queue's gauges",
             Operation::Return => "returning in-flight messages to the queue",
+            Operation::Watch => "watching the queue for pushes by other clients",
         }
     }
 
@@ -121,6 +126,7 @@ impl Operation {
             Operation::Lease => "lease",
             Operation::Sample => "sample",
             Operation::Return => "return",
+            Operation::Watch => "watch",
         }
     }
 }

@@ -14,7 +14,9 @@
 //! | `{q}:epoch` | counter | the last fencing epoch handed out |
 //! | `{q}:lease:released` | pub/sub channel | release notices |
 //! | `{q}:consumers` | set | ids of registered consumers |
-//! | `{q}:consumer:<id>` | string, TTL | a consumer's heartbeat |
+//! | `{q}:consumer:<id>` | string, TTL | a consumer's heartbeat (its details, for `status`; what decides whether it is alive) |
+//! | `{q}:heartbeats` | sorted set | consumer id → when its heartbeat expires (ms, Redis' clock): the reaper's index, so finding the dead costs O(log n + dead) |
+//! | `{q}:bell` | sorted set | the doorbell: at most one member, added after a push; idle consumers wait on it with `BZPOPMIN` |
 //! | `{q}:inflight:<id>` | hash | delivery id → message, what a consumer holds |
 //! | `lock:gen` | string, TTL | go-redis-dsg's election key, global to the database; written only in compatibility mode (`compat.original_lock`), read by `status` |
 //! | `{q}:sampler` | string, TTL | id of the instance that reads the fleet's gauges |
@@ -78,6 +80,17 @@ impl Keys {
     /// A consumer's heartbeat key.
     pub fn heartbeat(&self, consumer: &str) -> String {
         self.derived(&format!("consumer:{consumer}"))
+    }
+
+    /// Consumer id → heartbeat expiry (ms, Redis' clock): where the reaper
+    /// finds the dead without reading every consumer.
+    pub fn heartbeats(&self) -> String {
+        self.derived("heartbeats")
+    }
+
+    /// The doorbell idle consumers block on (`BZPOPMIN`); a push rings it.
+    pub fn bell(&self) -> String {
+        self.derived("bell")
     }
 
     /// A consumer's in-flight hash.

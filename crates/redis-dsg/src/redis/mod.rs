@@ -158,6 +158,24 @@ impl Redis {
         Ok(self.builder.build_subscriber_client()?)
     }
 
+    /// A client of its own (one connection, same settings; connect it
+    /// yourself), for a command that holds its connection: a blocking pop
+    /// on the doorbell, or `CLIENT TRACKING` (`resp3`: invalidations
+    /// arrive as RESP3 pushes on the tracking connection). The pool's
+    /// connections are shared by every task and must never block.
+    /// `blocks_for` is the longest a command of it may block: the check
+    /// for unresponsive connections allows it on top of the command
+    /// timeout.
+    pub fn dedicated(&self, resp3: bool, blocks_for: Duration) -> Result<Client, RedisError> {
+        let mut builder = self.builder.clone();
+        if resp3 {
+            builder.with_config(|c| c.version = fred::types::RespVersion::RESP3);
+        }
+        let allowed = blocks_for + self.command_timeout * 2;
+        builder.with_connection_config(|c| c.unresponsive.max_timeout = Some(allowed));
+        Ok(builder.build()?)
+    }
+
     /// Runs `script` exactly once (no automatic resend after a connection
     /// drop: the scripts move messages, so a resend could run them twice).
     /// An unknown script (first use, Redis restarted) is sent whole with

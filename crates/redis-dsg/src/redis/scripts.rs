@@ -54,6 +54,7 @@ pub fn all() -> Vec<&'static Script> {
         &ACK_ERROR,
         &RETURN_INFLIGHT,
         &HEARTBEAT,
+        &REAP_SCAN,
         &SAMPLE,
         &RELEASE_CLAIM,
         &CONFIRM_DRAINED,
@@ -178,10 +179,14 @@ return 1
 /// The generator's only write path: pushes the batch only while the lease
 /// holds this holder's token.
 ///
-/// KEYS: lease, queue. ARGV: token, messages… Returns the queue length
-/// after the push, or -1 when fenced off (nothing written). The check and
-/// the push are one atomic step, so a deposed holder cannot append a single
-/// message, however long it was paused.
+/// KEYS: lease, queue, doorbell. ARGV: token, messages… Returns the queue
+/// length after the push, or -1 when fenced off (nothing written). The
+/// check and the push are one atomic step, so a deposed holder cannot
+/// append a single message, however long it was paused. After the push it
+/// rings the doorbell ([`super::Keys::bell`]): one idle consumer wakes.
+/// Ringing is best effort (`pcall`): a bell that cannot be rung (wrong
+/// type, no `+zadd`) costs a wake-up the fallback poll makes up for, and
+/// must not turn a done push into an error the caller would retry.
 pub static FENCED_PUSH: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         "fenced_push",
@@ -189,7 +194,9 @@ pub static FENCED_PUSH: LazyLock<Script> = LazyLock::new(|| {
 if guard('GET', KEYS[1]) ~= ARGV[1] then
   return -1
 end
-return guard('LPUSH', KEYS[2], unpack(ARGV, 2))
+local len = guard('LPUSH', KEYS[2], unpack(ARGV, 2))
+redis.pcall('ZADD', KEYS[3], 0, 'r')
+return len
 "#,
     )
 });
@@ -210,20 +217,24 @@ pub const INFLIGHT_MARKER_VALUE: &str =
 /// consumer's in-flight hash, each under its own delivery id, registering
 /// the consumer first.
 ///
-/// KEYS: queue, in-flight hash, heartbeat, consumer set.
+/// KEYS: queue, in-flight hash, heartbeat, consumer set, heartbeat index,
+/// doorbell.
 /// ARGV: N, heartbeat TTL (ms), max message bytes, consumer id, heartbeat
-/// value, marker field, marker value, then N delivery ids (as strings: a
-/// Lua number passed to Redis is formatted with printf, which cost more
-/// than the rest of the script).
+/// value, marker field, marker value, first delivery id.
 /// Returns the messages in the order taken (oldest first), the i-th under
-/// the i-th delivery id. A message larger than the limit is returned as its
-/// size (an integer) instead of its bytes, so it never crosses the
-/// network. On an empty queue it writes nothing (idle polling
-/// costs Redis no writes, no replication). Atomic: every message is in the
-/// queue or in the hash at all times, and the consumer is registered (so a
-/// reaper can recover it) before it holds anything. The batch is read with
-/// `LRANGE` and removed with `LTRIM` only after the `HSET` (the queue's
-/// trim probed first), so a failing write removes nothing.
+/// delivery id `first + i - 1` (ids are made here from one base, so an
+/// empty or small fetch carries eight arguments, not one per message it
+/// might take). A message larger than the limit is returned as its size
+/// (an integer) instead of its bytes, so it never crosses the network. On
+/// an empty queue it writes nothing (a fallback poll costs Redis no
+/// writes, no replication). Atomic: every message is in the queue or in
+/// the hash at all times, and the consumer is registered (heartbeat key,
+/// set, and its expiry on Redis' clock in the index, so a reaper can
+/// recover it) before it holds anything. The batch is read with `LRANGE`
+/// and removed with `LTRIM` only after the `HSET` (the queue's trim probed
+/// first), so a failing write removes nothing. A full batch rings the
+/// doorbell (best effort): more is likely waiting, and an idle consumer
+/// wakes to help, one at a time.
 pub static FETCH: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         "fetch",
@@ -234,18 +245,22 @@ if #msgs == 0 then return {} end
 guard('LTRIM', KEYS[1], 0, -1)
 guard('SET', KEYS[3], ARGV[5], 'PX', ARGV[2])
 guard('SADD', KEYS[4], ARGV[4])
+local t = guard('TIME')
+guard('ZADD', KEYS[5], t[1] * 1000 + math.floor(t[2] / 1000) + tonumber(ARGV[2]), ARGV[4])
 local max = tonumber(ARGV[3])
+local first = tonumber(ARGV[8])
 local k = #msgs
 local fields = {ARGV[6], ARGV[7]}
 local out = {}
 for i = 1, k do
   local m = msgs[k - i + 1]
-  fields[2 * i + 1] = ARGV[7 + i]
+  fields[2 * i + 1] = first + i - 1
   fields[2 * i + 2] = m
   if #m > max then out[i] = #m else out[i] = m end
 end
 guard('HSET', KEYS[2], unpack(fields))
 guard('LTRIM', KEYS[1], 0, -k - 1)
+if k == n then redis.pcall('ZADD', KEYS[6], 0, 'r') end
 return out
 "#,
     )
@@ -333,7 +348,7 @@ return moved
 /// Returns everything a consumer holds to the consuming end of the queue and
 /// unregisters it.
 ///
-/// KEYS: heartbeat, in-flight hash, queue, consumer set.
+/// KEYS: heartbeat, in-flight hash, queue, consumer set, heartbeat index.
 /// ARGV: consumer id, `force` (`1` for a consumer returning its own work;
 /// otherwise only when the heartbeat has expired).
 /// Returns the number of messages returned, or -1 when the consumer is alive.
@@ -342,7 +357,9 @@ return moved
 /// message is never both returned and held. The hash is emptied with
 /// `HDEL` (probed before the pushes, in chunks: `unpack` takes a few
 /// thousand values), not `DEL`, so a user without `+hdel` fails before
-/// anything moved; the heartbeat's removal is tidying (it expires).
+/// anything moved; the heartbeat's removal is tidying (it expires). The
+/// heartbeat key, not the index, decides whether a consumer is alive:
+/// consumers of an earlier version write only the key.
 pub static RETURN_INFLIGHT: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         "return_inflight",
@@ -353,6 +370,7 @@ end
 local flat = guard('HGETALL', KEYS[2])
 guard('HDEL', KEYS[2], '')
 guard('SREM', KEYS[4], '')
+guard('ZREM', KEYS[5], '')
 local held, fields = {}, {}
 for i = 1, #flat, 2 do
   fields[#fields + 1] = flat[i]
@@ -368,6 +386,7 @@ for i = 1, #fields, 1000 do
 end
 if ARGV[2] == '1' then redis.pcall('DEL', KEYS[1]) end
 guard('SREM', KEYS[4], ARGV[1])
+guard('ZREM', KEYS[5], ARGV[1])
 return #held
 "#,
     )
@@ -375,9 +394,14 @@ return #held
 
 /// Refreshes a consumer's heartbeat and membership.
 ///
-/// KEYS: heartbeat, consumer set. ARGV: consumer id, TTL (ms), value.
-/// Returns 1 when the heartbeat was still alive, 0 when it had expired (a
-/// reaper may have returned this consumer's messages meanwhile).
+/// KEYS: heartbeat, consumer set, heartbeat index, the chores claim
+/// ([`super::Keys::sampler`]). ARGV: consumer id, TTL (ms), value.
+/// Returns `{alive, claimed}`: alive is 1 when the heartbeat was still
+/// alive, 0 when it had expired (a reaper may have returned this
+/// consumer's messages meanwhile); claimed is 0 when no instance holds the
+/// chores claim, so this one tries to take it at once (the fleet's reaper
+/// and watcher come back within a heartbeat interval, at no extra command).
+/// The expiry in the index is on Redis' clock (`TIME`), never a pod's.
 pub static HEARTBEAT: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         "heartbeat",
@@ -385,7 +409,36 @@ pub static HEARTBEAT: LazyLock<Script> = LazyLock::new(|| {
 local alive = guard('EXISTS', KEYS[1])
 guard('SET', KEYS[1], ARGV[3], 'PX', ARGV[2])
 guard('SADD', KEYS[2], ARGV[1])
-return alive
+local t = guard('TIME')
+guard('ZADD', KEYS[3], t[1] * 1000 + math.floor(t[2] / 1000) + tonumber(ARGV[2]), ARGV[1])
+return {alive, guard('EXISTS', KEYS[4])}
+"#,
+    )
+});
+
+/// Finds consumers whose heartbeat expired: run by one instance at a time
+/// (the holder of the chores claim), so a pass costs the fleet
+/// O(log n + dead), never O(pods).
+///
+/// KEYS: heartbeat index, consumer set. ARGV: at most this many, `1` to also
+/// return registered consumers missing from the index (consumers of an
+/// earlier version, which write only their heartbeat key: the caller's
+/// [`RETURN_INFLIGHT`] checks that key, so a live one keeps its messages).
+/// Returns the candidates' ids. Read-only.
+pub static REAP_SCAN: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        "reap_scan",
+        r#"
+local t = guard('TIME')
+local now = t[1] * 1000 + math.floor(t[2] / 1000)
+local dead = guard('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, ARGV[1])
+if ARGV[2] == '1' then
+  for _, id in ipairs(guard('SMEMBERS', KEYS[2])) do
+    if #dead >= tonumber(ARGV[1]) then break end
+    if not guard('ZSCORE', KEYS[1], id) then dead[#dead + 1] = id end
+  end
+end
+return dead
 "#,
     )
 });

@@ -14,12 +14,15 @@ use tokio_util::task::TaskTracker;
 use crate::config::Config;
 use crate::redis::Keys;
 use crate::redis::{Redis, RedisError};
+use crate::service::chores::Chores;
 use crate::service::health::Health;
 use crate::service::http::{self, AppState};
 use crate::service::metrics::Metrics;
+use crate::service::reaper::Reaper;
 use crate::service::role::{self, RoleContext};
 use crate::service::sampler::Sampler;
 use crate::service::state::{InstanceState, new_instance_id};
+use crate::service::watcher::Watcher;
 
 /// Failures that stop the service from starting.
 #[derive(Debug, thiserror::Error)]
@@ -136,6 +139,7 @@ impl Application {
         tokio::spawn(self.health.clone().follow_link(stop.clone()));
         self.redis.connect();
         let tracker = TaskTracker::new();
+        let chores = Chores::new();
         let role_loop = tracker.spawn(role::run(
             RoleContext {
                 redis: self.redis.clone(),
@@ -144,24 +148,38 @@ impl Application {
                 metrics: self.metrics.clone(),
                 state: self.state.clone(),
                 health: self.health.clone(),
+                chores: chores.clone(),
             },
             stop.clone(),
         ));
-        tracker.spawn(crate::service::reaper::run(
-            self.redis.clone(),
-            self.keys.clone(),
-            self.state.id.clone(),
-            Duration::from_millis(self.config.consumer.reaper_interval_ms),
-            self.metrics.clone(),
-            self.health.clone(),
-            stop.clone(),
-        ));
+        tracker.spawn(
+            Reaper {
+                redis: self.redis.clone(),
+                keys: self.keys.clone(),
+                own_id: self.state.id.clone(),
+                interval: Duration::from_millis(self.config.consumer.reaper_interval_ms),
+                metrics: self.metrics.clone(),
+                health: self.health.clone(),
+                chores: chores.clone(),
+            }
+            .run(stop.clone()),
+        );
+        tracker.spawn(
+            Watcher::new(
+                self.redis.clone(),
+                self.keys.clone(),
+                self.health.clone(),
+                chores.clone(),
+            )
+            .run(stop.clone()),
+        );
         let sampler = Sampler::new(
             self.redis.clone(),
             self.keys.clone(),
             self.metrics.clone(),
             self.health.clone(),
             self.state.clone(),
+            chores.clone(),
         );
         tracker.spawn(sampler.run(stop.clone()));
         tracker.close();

@@ -60,7 +60,7 @@ impl FencedWriter {
             .redis
             .run(
                 &FENCED_PUSH,
-                vec![self.keys.lease(), self.keys.queue.clone()],
+                vec![self.keys.lease(), self.keys.queue.clone(), self.keys.bell()],
                 args,
             )
             .await?;

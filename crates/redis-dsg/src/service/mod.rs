@@ -10,6 +10,7 @@
 
 mod app;
 mod backoff;
+mod chores;
 mod consumer;
 pub mod error_entry;
 mod generator;
@@ -27,6 +28,7 @@ mod sampler;
 pub mod shutdown;
 mod state;
 mod status;
+mod watcher;
 
 pub use app::{AppError, Application};
 pub use lease::LeaseToken;

@@ -1,21 +1,33 @@
-//! Recovery of dead consumers' messages. Every instance runs a reaper: it
-//! looks for registered consumers whose heartbeat expired and returns what
-//! they held to the consuming end of the queue, one atomic script per dead
-//! consumer ([`crate::redis::scripts::RETURN_INFLIGHT`], which re-checks the heartbeat
-//! so a live consumer never loses its messages). Running it everywhere is
-//! safe: the second reaper of the same consumer finds nothing.
+//! Recovery of dead consumers' messages, done by one instance at a time:
+//! the holder of the chores claim ([`crate::service::chores`]). Each
+//! consumer's heartbeat expiry is a score in `{q}:heartbeats`, on Redis'
+//! clock, so a pass is one script that finds the expired
+//! ([`crate::redis::scripts::REAP_SCAN`], O(log n + dead)) plus one script
+//! per dead consumer that returns what it held to the consuming end of the
+//! queue ([`crate::redis::scripts::RETURN_INFLIGHT`], which re-checks the
+//! heartbeat key, so a live consumer never loses its messages). A pass
+//! therefore costs the fleet 1 + dead commands, whatever the number of
+//! pods; a second reaper during a hand-over of the claim finds nothing.
 
 use std::time::Duration;
 
-use fred::prelude::*;
 use tokio_util::sync::CancellationToken;
 
-use crate::redis::Keys;
 use crate::redis::Operation;
-use crate::redis::scripts::RETURN_INFLIGHT;
-use crate::redis::{Redis, RedisError};
+use crate::redis::scripts::{REAP_SCAN, RETURN_INFLIGHT};
+use crate::redis::{Keys, Redis, RedisError, int};
+use crate::service::chores::{Chores, until_holding};
 use crate::service::health::Health;
 use crate::service::metrics::Metrics;
+
+/// Dead consumers handled per pass, at most (the rest next pass).
+const PER_PASS: u64 = 100;
+
+/// Every this many passes, registered consumers missing from the index
+/// are checked too: consumers of an earlier version, which write only
+/// their heartbeat key (one command for the fleet, O(consumers) inside
+/// Redis).
+const LEGACY_EVERY: u64 = 20;
 
 /// Looks for dead consumers once; returns how many messages went back.
 pub(super) async fn reap_once(
@@ -23,29 +35,17 @@ pub(super) async fn reap_once(
     keys: &Keys,
     own_id: &str,
     metrics: &Metrics,
+    legacy: bool,
 ) -> Result<u64, RedisError> {
-    let members = redis
-        .client()
-        .smembers::<Vec<String>, _>(keys.consumers())
-        .await;
-    redis.observe(&members);
-    let members = members?;
-    let others: Vec<&String> = members.iter().filter(|m| m.as_str() != own_id).collect();
-    if others.is_empty() {
-        return Ok(0);
-    }
-    let pipeline = redis.client().pipeline();
-    for m in &others {
-        let _: () = pipeline.exists(keys.heartbeat(m)).await?;
-    }
-    let alive = pipeline.all::<Vec<i64>>().await;
-    redis.observe(&alive);
-    let alive = alive?;
+    let dead: Vec<String> = redis
+        .run(
+            &REAP_SCAN,
+            vec![keys.heartbeats(), keys.consumers()],
+            vec![int(PER_PASS), if legacy { "1" } else { "0" }.into()],
+        )
+        .await?;
     let mut recovered = 0;
-    for (member, alive) in others.iter().zip(alive) {
-        if alive == 1 {
-            continue;
-        }
+    for member in dead.iter().filter(|m| m.as_str() != own_id) {
         let returned: i64 = redis
             .run(
                 &RETURN_INFLIGHT,
@@ -54,6 +54,7 @@ pub(super) async fn reap_once(
                     keys.inflight(member),
                     keys.queue.clone(),
                     keys.consumers(),
+                    keys.heartbeats(),
                 ],
                 vec![member.as_str().into(), "0".into()],
             )
@@ -69,26 +70,42 @@ pub(super) async fn reap_once(
     Ok(recovered)
 }
 
-/// Runs [`reap_once`] every `interval` (with jitter, so a fleet does not
-/// reap in lockstep) until `stop` fires.
-pub(super) async fn run(
-    redis: Redis,
-    keys: Keys,
-    own_id: String,
-    interval: Duration,
-    metrics: Metrics,
-    health: Health,
-    stop: CancellationToken,
-) {
-    loop {
-        let jitter = rand::random_range(0.8..1.2);
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = tokio::time::sleep(interval.mul_f64(jitter)) => {}
-        }
-        match reap_once(&redis, &keys, &own_id, &metrics).await {
-            Ok(_) => health.succeeded(Operation::Reap),
-            Err(e) => health.failed(Operation::Reap, &e),
+/// The reaper of one instance.
+#[derive(Debug)]
+pub(super) struct Reaper {
+    pub(super) redis: Redis,
+    pub(super) keys: Keys,
+    pub(super) own_id: String,
+    pub(super) interval: Duration,
+    pub(super) metrics: Metrics,
+    pub(super) health: Health,
+    pub(super) chores: Chores,
+}
+
+impl Reaper {
+    /// While this instance holds the chores claim, runs [`reap_once`]
+    /// every interval, until `stop` fires.
+    pub(super) async fn run(self, stop: CancellationToken) {
+        let mut holding = self.chores.holding();
+        let mut passes = 0u64;
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                held = until_holding(&mut holding) => if !held { return },
+            }
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep(self.interval) => {}
+            }
+            if !*holding.borrow() {
+                continue;
+            }
+            let legacy = passes % LEGACY_EVERY == 0;
+            passes += 1;
+            match reap_once(&self.redis, &self.keys, &self.own_id, &self.metrics, legacy).await {
+                Ok(_) => self.health.succeeded(Operation::Reap),
+                Err(e) => self.health.failed(Operation::Reap, &e),
+            }
         }
     }
 }

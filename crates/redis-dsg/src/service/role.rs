@@ -20,6 +20,7 @@ use crate::config::Config;
 use crate::redis::Keys;
 use crate::redis::Operation;
 use crate::redis::Redis;
+use crate::service::chores::Chores;
 use crate::service::consumer::Consumer;
 use crate::service::generator::{FencedWriter, Generator, GeneratorEnd};
 use crate::service::health::Health;
@@ -44,6 +45,8 @@ pub(super) struct RoleContext {
     pub state: Arc<InstanceState>,
     /// Where Redis failures are reported.
     pub health: Health,
+    /// The chores claim, which a consumer's heartbeat may find free.
+    pub chores: Chores,
 }
 
 /// Runs the roles until `stop` fires, then releases the lease, drains the
@@ -73,6 +76,7 @@ pub(super) async fn run(ctx: RoleContext, stop: CancellationToken) {
             ctx.config.consumer.clone(),
             ctx.metrics.clone(),
             ctx.health.clone(),
+            ctx.chores.clone(),
             SimulatedProcessor::new(ctx.config.processor.clone()),
         ));
         let (drain, give_back) = budgets(&ctx.config);

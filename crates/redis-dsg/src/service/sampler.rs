@@ -8,10 +8,10 @@
 //! [`SAMPLE_INTERVAL`] ([`crate::redis::scripts::SAMPLE`], which also
 //! renews the claim) plus one `LLEN` of the error list (it may live in
 //! another Redis Cluster slot). The others try to take the claim every
-//! [`STANDBY_RETRY`] (±20 %), one command; a stopping holder releases it
-//! so another takes over at its next try. The claim is a plain key with a
-//! holder id, so the reaper (one replica at a time too) can later share it
-//! instead of keeping its own.
+//! [`STANDBY_RETRY`] (±20 %), one command, and at once when a consumer's
+//! heartbeat finds the claim free; a stopping holder releases it so another
+//! takes over at its next try. The holder also does the fleet's other
+//! chores ([`crate::service::chores`]): reaping and watching the queue.
 //!
 //! The gauges of a sample are exported for `metrics::SAMPLE_MAX_AGE`: a
 //! holder that cannot read Redis stops exporting them within seconds, so a
@@ -28,6 +28,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Mode;
 use crate::redis::scripts::{RELEASE_CLAIM, SAMPLE};
 use crate::redis::{Keys, Operation, Redis, RedisError, int, value_bytes};
+use crate::service::chores::Chores;
 use crate::service::health::Health;
 use crate::service::lease::LeaseToken;
 use crate::service::message;
@@ -64,6 +65,7 @@ pub(super) struct Sampler {
     metrics: Metrics,
     health: Health,
     state: Arc<InstanceState>,
+    chores: Chores,
     oldest: OldestAge,
     holding: bool,
 }
@@ -76,6 +78,7 @@ impl Sampler {
         metrics: Metrics,
         health: Health,
         state: Arc<InstanceState>,
+        chores: Chores,
     ) -> Sampler {
         Sampler {
             redis,
@@ -83,6 +86,7 @@ impl Sampler {
             metrics,
             health,
             state,
+            chores,
             oldest: OldestAge::default(),
             holding: false,
         }
@@ -95,6 +99,7 @@ impl Sampler {
                 Ok(Sampled::Read { sample, lease }) => {
                     self.health.succeeded(Operation::Sample);
                     self.holding = true;
+                    self.chores.set_holding(true);
                     self.publish(sample, lease.as_deref());
                     SAMPLE_INTERVAL
                 }
@@ -119,8 +124,10 @@ impl Sampler {
             tokio::select! {
                 _ = stop.cancelled() => break,
                 _ = tokio::time::sleep(wait) => {}
+                _ = self.chores.claim_freed(), if !self.holding => {}
             }
         }
+        self.chores.set_holding(false);
         if self.holding {
             self.metrics.forget_fleet_sample();
             let release = self.redis.run::<i64>(
@@ -135,6 +142,7 @@ impl Sampler {
     /// Another instance samples now: stop exporting at once.
     fn step_aside(&mut self) {
         self.holding = false;
+        self.chores.set_holding(false);
         self.oldest = OldestAge::default();
         self.metrics.forget_fleet_sample();
         // A consumer-only instance shows an epoch only while it reads it.

@@ -119,7 +119,7 @@ mod tests {
         }
         assert_eq!(
             FETCH.commands(),
-            ["LRANGE", "LTRIM", "SET", "SADD", "HSET"],
+            ["LRANGE", "LTRIM", "SET", "SADD", "TIME", "ZADD", "HSET"],
             "guarded commands in order of first use"
         );
     }

@@ -2,15 +2,22 @@
 //! consumer's in-flight hash ([`crate::redis::scripts::FETCH`]) and hand
 //! each batch to a task that processes its messages; a fetch whose reply was
 //! lost is re-read from the hash ([`crate::redis::scripts::ADOPT`]).
+//!
+//! Contract 9: an idle consumer does not poll. The lead loop, when a fetch
+//! comes back thin or empty, blocks on the doorbell (`BZPOPMIN {q}:bell`)
+//! on a connection of its own, which a push rings; after
+//! `idle_poll_max_ms` without a ring it polls once anyway (a push the bell
+//! missed). The extra loop fetches only while batches come back full.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use fred::prelude::*;
 use fred::types::Value;
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::{Notify, Semaphore, watch};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -19,9 +26,6 @@ use super::{Body, Consumer, Delivery};
 use crate::redis::scripts::{ADOPT, FETCH, INFLIGHT_MARKER_FIELD, INFLIGHT_MARKER_VALUE};
 use crate::redis::{Operation, RedisError, int, value_bytes};
 use crate::service::backoff::Backoff;
-
-/// Fetch loops per consumer.
-pub(super) const FETCHERS: usize = 2;
 
 /// What the fetch loops of one consumer share.
 #[derive(Debug)]
@@ -33,6 +37,9 @@ pub(super) struct FetchShared {
     /// leaving messages in our hash that no task processes. They are
     /// re-read and processed (even while paused).
     pub(super) unknown: Mutex<Vec<u64>>,
+    /// Notified when the lead loop fetched a full batch: the extra loop
+    /// fetches too while the backlog lasts.
+    pub(super) full: Notify,
 }
 
 impl FetchShared {
@@ -60,123 +67,203 @@ impl FetchShared {
     }
 }
 
-/// How long after the last message the consumer keeps polling fast.
-const HOT_WINDOW: Duration = Duration::from_millis(100);
-/// The longest pause between polls within the hot window.
-const HOT_POLL_MAX: Duration = Duration::from_millis(2);
+/// Which fetch loop of a consumer this is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Lane {
+    /// Fetches whenever there may be work, and waits on the doorbell when
+    /// the queue is thin: one fetch in flight per consumer while idle or
+    /// under a trickle.
+    Lead,
+    /// Fetches only while batches come back full (a backlog), so a second
+    /// fetch is in flight while the reply of the first is handed out.
+    Extra,
+}
 
-impl Consumer {
-    pub(super) async fn fetch_loop(
-        self: &Arc<Self>,
-        gate: &mut watch::Receiver<bool>,
-        stop: &CancellationToken,
-        permits: &Arc<Semaphore>,
-        tasks: &mut JoinSet<()>,
-        ack_tx: &AckSender,
-        shared: &FetchShared,
-    ) {
+/// How a fetch went.
+#[derive(Debug, PartialEq, Eq)]
+enum Fetched {
+    /// As many messages as asked for: more are likely waiting.
+    Full,
+    /// Fewer, or none: the queue is thin.
+    Thin,
+    /// Messages of a lost reply were re-read (no fresh fetch ran).
+    Adopted,
+    /// Stopped while waiting for permits.
+    Stopped,
+}
+
+/// One fetch loop: everything it uses, so the loop reads as steps.
+#[derive(Debug)]
+pub(super) struct FetchLoop {
+    pub(super) consumer: Arc<Consumer>,
+    pub(super) lane: Lane,
+    pub(super) gate: watch::Receiver<bool>,
+    pub(super) stop: CancellationToken,
+    pub(super) permits: Arc<Semaphore>,
+    pub(super) ack_tx: AckSender,
+    pub(super) shared: Arc<FetchShared>,
+    /// The tasks processing fetched batches, handed back at the end.
+    pub(super) tasks: JoinSet<()>,
+}
+
+impl FetchLoop {
+    /// Fetches until `stop` fires; returns the tasks still processing.
+    pub(super) async fn run(mut self) -> JoinSet<()> {
         let mut backoff = Backoff::for_redis();
-        let mut idle_wait = Duration::ZERO;
-        let mut last_message = Instant::now();
-        let idle_max = Duration::from_millis(self.cfg.idle_poll_max_ms);
+        let mut bell_backoff = Backoff::for_redis();
         loop {
-            while tasks.try_join_next().is_some() {}
-            if stop.is_cancelled() {
-                return;
+            while self.tasks.try_join_next().is_some() {}
+            if self.stop.is_cancelled() {
+                break;
             }
-            if !*gate.borrow() && shared.no_unknown() {
+            if !*self.gate.borrow() && self.shared.no_unknown() {
                 tokio::select! {
-                    _ = stop.cancelled() => return,
-                    changed = gate.changed() => {
-                        if changed.is_err() { return; }
-                        continue;
-                    }
+                    _ = self.stop.cancelled() => break,
+                    changed = self.gate.changed() => if changed.is_err() { break },
                 }
+                continue;
             }
-            let want = self.cfg.fetch_batch.min(permits.available_permits()).max(1);
-            let mut permit = tokio::select! {
-                _ = stop.cancelled() => return,
-                p = permits.clone().acquire_many_owned(want as u32) => match p {
-                    Ok(p) => p,
-                    Err(_) => return,
-                },
-            };
-            let adopting = shared.take_unknown(want);
-            // Only a fetch proper says fetching works: re-reading a lost
-            // reply succeeds even while every fetch fails (a queue of the
-            // wrong type), and must not reset the back-off.
-            let fresh = adopting.is_empty();
-            let result = if fresh {
-                let first = shared.next_id.fetch_add(want as u64, Ordering::Relaxed);
-                let r = self.fetch(want, first).await;
-                if r.is_err() {
-                    shared.add_unknown(first..first + want as u64);
-                }
-                r
-            } else {
-                let r = self.adopt(&adopting).await;
-                if r.is_err() {
-                    shared.add_unknown(adopting);
-                }
-                r
-            };
-            match result {
-                Ok(deliveries) => {
-                    if fresh {
-                        backoff.reset();
-                        self.health.succeeded(Operation::Fetch);
+            match self.fetch_once().await {
+                Ok(Fetched::Full) => {
+                    backoff.reset();
+                    if self.lane == Lane::Lead {
+                        self.shared.full.notify_one();
                     }
-                    if deliveries.is_empty() {
-                        drop(permit);
-                        if !*gate.borrow() {
-                            continue;
-                        }
-                        // Fast polls right after traffic, slower when idle.
-                        let cap = if last_message.elapsed() < HOT_WINDOW {
-                            HOT_POLL_MAX
-                        } else {
-                            idle_max
-                        };
-                        idle_wait = (idle_wait * 2)
-                            .clamp(Duration::from_millis(1), cap.max(Duration::from_millis(1)));
-                        tokio::select! {
-                            _ = stop.cancelled() => return,
-                            _ = gate.changed() => {}
-                            _ = tokio::time::sleep(idle_wait) => {}
-                        }
-                        continue;
-                    }
-                    idle_wait = Duration::ZERO;
-                    last_message = Instant::now();
-                    self.metrics.add_in_flight(deliveries.len() as i64);
-                    // One task per fetched batch, processing its messages
-                    // concurrently: a task per message cost more than the
-                    // processing of a small one.
-                    let tx = ack_tx.clone();
-                    let this = self.clone();
-                    tasks.spawn(async move {
-                        let mut batch = FuturesUnordered::new();
-                        for d in deliveries {
-                            // `permit` holds `want` ≥ number of deliveries.
-                            let Some(one) = permit.split(1) else { break };
-                            batch.push(this.handle(d, one));
-                        }
-                        while let Some(ack) = batch.next().await {
-                            tx.send(ack);
-                        }
-                    });
                 }
+                Ok(Fetched::Adopted) => {}
+                Ok(Fetched::Thin) => {
+                    backoff.reset();
+                    if !self.wait_for_work(&mut bell_backoff).await {
+                        break;
+                    }
+                }
+                Ok(Fetched::Stopped) => break,
                 Err(e) => {
-                    drop(permit);
                     // Health logs it (throttled) and, if it goes on,
                     // reports the instance unready.
-                    self.health.failed(Operation::Fetch, &e);
-                    if backoff.fail_and_wait(&e, stop).await {
-                        return;
+                    self.consumer.health.failed(Operation::Fetch, &e);
+                    if backoff.fail_and_wait(&e, &self.stop).await {
+                        break;
                     }
                 }
             }
         }
+        self.tasks
+    }
+
+    /// Waits until there may be work: the lead on the doorbell (at most
+    /// `idle_poll_max_ms`, then a fallback poll), the extra loop until the
+    /// lead fetches a full batch. False when stopped.
+    async fn wait_for_work(&mut self, bell_backoff: &mut Backoff) -> bool {
+        if !*self.gate.borrow() {
+            return !self.stop.is_cancelled();
+        }
+        match self.lane {
+            Lane::Extra => tokio::select! {
+                _ = self.stop.cancelled() => false,
+                _ = self.gate.changed() => true,
+                _ = self.shared.full.notified() => true,
+            },
+            Lane::Lead => {
+                let rung = tokio::select! {
+                    _ = self.stop.cancelled() => return false,
+                    _ = self.gate.changed() => return true,
+                    r = self.consumer.wait_for_bell() => r,
+                };
+                match rung {
+                    Ok(()) => {
+                        bell_backoff.reset();
+                        true
+                    }
+                    // A bell that cannot be waited on (no `+bzpopmin`, a
+                    // key of the wrong type, a dropped connection): poll,
+                    // more slowly while it goes on.
+                    Err(e) => {
+                        self.consumer.health.failed(Operation::Fetch, &e);
+                        !bell_backoff.fail_and_wait(&e, &self.stop).await
+                    }
+                }
+            }
+        }
+    }
+
+    /// Takes permits and fetches once (or re-reads a lost reply), handing
+    /// what came to a processing task.
+    async fn fetch_once(&mut self) -> Result<Fetched, RedisError> {
+        let cfg = &self.consumer.cfg;
+        let want = cfg.fetch_batch.min(self.permits.available_permits()).max(1);
+        let mut permit = tokio::select! {
+            _ = self.stop.cancelled() => return Ok(Fetched::Stopped),
+            p = self.permits.clone().acquire_many_owned(want as u32) => match p {
+                Ok(p) => p,
+                Err(_) => return Ok(Fetched::Stopped),
+            },
+        };
+        let adopting = self.shared.take_unknown(want);
+        let (deliveries, fetched) = if adopting.is_empty() {
+            let first = self
+                .shared
+                .next_id
+                .fetch_add(want as u64, Ordering::Relaxed);
+            let deliveries = self.consumer.fetch(want, first).await.inspect_err(|_| {
+                self.shared.add_unknown(first..first + want as u64);
+            })?;
+            // Only a fetch proper says fetching works: re-reading a lost
+            // reply succeeds even while every fetch fails (a queue of the
+            // wrong type).
+            self.consumer.health.succeeded(Operation::Fetch);
+            let full = deliveries.len() == want;
+            (deliveries, if full { Fetched::Full } else { Fetched::Thin })
+        } else {
+            let deliveries = self.consumer.adopt(&adopting).await.inspect_err(|_| {
+                self.shared.add_unknown(adopting.iter().copied());
+            })?;
+            (deliveries, Fetched::Adopted)
+        };
+        if deliveries.is_empty() {
+            return Ok(fetched);
+        }
+        self.consumer.metrics.add_in_flight(deliveries.len() as i64);
+        // One task per fetched batch, processing its messages
+        // concurrently: a task per message cost more than the processing
+        // of a small one.
+        let tx = self.ack_tx.clone();
+        let this = self.consumer.clone();
+        self.tasks.spawn(async move {
+            let mut batch = FuturesUnordered::new();
+            for d in deliveries {
+                // `permit` holds `want` ≥ number of deliveries.
+                let Some(one) = permit.split(1) else { break };
+                batch.push(this.handle(d, one));
+            }
+            while let Some(ack) = batch.next().await {
+                tx.send(ack);
+            }
+        });
+        Ok(fetched)
+    }
+}
+
+impl Consumer {
+    /// Waits on the doorbell until a push rings it or `idle_poll_max_ms`
+    /// passed (both mean: fetch now). The wait runs on this consumer's own
+    /// connection: it blocks it.
+    async fn wait_for_bell(&self) -> Result<(), RedisError> {
+        let wait = Duration::from_millis(self.cfg.idle_poll_max_ms);
+        let Some(waiter) = &self.waiter else {
+            tokio::time::sleep(wait).await;
+            return Ok(());
+        };
+        let opts = Options {
+            max_attempts: Some(1),
+            timeout: Some(wait + self.redis.command_timeout()),
+            ..Default::default()
+        };
+        let _: Value = waiter
+            .with_options(&opts)
+            .bzpopmin(self.keys.bell(), wait.as_secs_f64())
+            .await?;
+        Ok(())
     }
 
     /// Moves up to `n` messages into the in-flight hash.
@@ -190,8 +277,10 @@ impl Consumer {
                     self.keys.inflight(&self.id),
                     self.keys.heartbeat(&self.id),
                     self.keys.consumers(),
+                    self.keys.heartbeats(),
+                    self.keys.bell(),
                 ],
-                [
+                vec![
                     int(n as u64),
                     int(self.cfg.heartbeat_ttl_ms),
                     int(self.cfg.max_message_bytes as u64),
@@ -199,10 +288,8 @@ impl Consumer {
                     self.heartbeat_value.as_str().into(),
                     INFLIGHT_MARKER_FIELD.into(),
                     INFLIGHT_MARKER_VALUE.into(),
-                ]
-                .into_iter()
-                .chain((first_id..first_id + n as u64).map(int))
-                .collect(),
+                    int(first_id),
+                ],
             )
             .await?;
         reply

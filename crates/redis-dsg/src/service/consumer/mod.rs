@@ -15,10 +15,12 @@
 //! acknowledgement reached Redis, so the consumer never holds more than the
 //! limit, whatever the backlog.
 //!
-//! An empty queue is polled, with a pause that starts at 1 ms and grows to
-//! `idle_poll_max_ms`, instead of waited on with a blocking pop: a blocking
-//! pop returns the whole message to the client, and an oversized message
-//! must never be read into memory. An empty poll writes nothing in Redis.
+//! An empty queue is waited on, not polled (contract 9): the consumer
+//! blocks on a doorbell that pushes ring ([`fetch`]), then fetches with the
+//! script. It never blocks on the queue itself: a blocking pop returns the
+//! whole message to the client, and an oversized message must never be
+//! read into memory. Its heartbeat is a score in `{q}:heartbeats`, so one
+//! reaper for the fleet finds the dead without reading every consumer.
 
 mod ack;
 mod fetch;
@@ -28,21 +30,23 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use fred::bytes::Bytes;
+use fred::interfaces::ClientLike;
 use time::OffsetDateTime;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::ConsumerConfig;
 use crate::redis::scripts::{HEARTBEAT, RETURN_INFLIGHT};
 use crate::redis::{Keys, Operation, Redis, RedisError, int};
+use crate::service::chores::Chores;
 use crate::service::error_entry::{self, Reason};
 use crate::service::health::Health;
 use crate::service::message;
 use crate::service::metrics::{Metrics, Outcome};
 use crate::service::processor::{SimulatedProcessor, Verdict};
 use ack::AckSender;
-use fetch::{FETCHERS, FetchShared};
+use fetch::{FetchLoop, FetchShared, Lane};
 
 /// A message taken from the queue.
 #[derive(Debug)]
@@ -89,7 +93,13 @@ pub(super) struct Consumer {
     /// Where fetch, heartbeat and acknowledgement outcomes are reported:
     /// fetches that keep failing make the instance unready.
     health: Health,
+    /// The chores claim: a heartbeat that finds it free says so.
+    chores: Chores,
     processor: SimulatedProcessor,
+    /// The connection the doorbell is waited on (a blocking command holds
+    /// its connection); `None` if it could not be built, then idle
+    /// consumers poll every `idle_poll_max_ms`.
+    waiter: Option<fred::clients::Client>,
     heartbeat_value: String,
     /// On Redis Cluster, lists outside the queue's hash slot cannot be
     /// written by the same script as the in-flight hash: moves to them take
@@ -107,6 +117,7 @@ impl Consumer {
         cfg: ConsumerConfig,
         metrics: Metrics,
         health: Health,
+        chores: Chores,
         processor: SimulatedProcessor,
     ) -> Consumer {
         let heartbeat_value = serde_json::json!({
@@ -130,6 +141,10 @@ impl Consumer {
                 keys.queue
             );
         }
+        let waiter = redis
+            .dedicated(false, Duration::from_millis(cfg.idle_poll_max_ms))
+            .inspect_err(|e| tracing::warn!(error = %e, "no connection for the doorbell; idle polling instead"))
+            .ok();
         Consumer {
             redis,
             keys,
@@ -137,7 +152,9 @@ impl Consumer {
             cfg,
             metrics,
             health,
+            chores,
             processor,
+            waiter,
             heartbeat_value,
             split_errors,
             split_output,
@@ -183,28 +200,34 @@ impl Consumer {
         let shared = Arc::new(FetchShared {
             next_id: AtomicU64::new(1),
             unknown: Mutex::new(Vec::new()),
+            full: Notify::new(),
         });
-        // Two fetch loops keep a fetch in flight while the reply of the
-        // other is being handed out (one alone left Redis idle half the
-        // time while draining a backlog).
-        let loops = (0..FETCHERS).map(|_| {
-            let (this, mut gate, stop, permits, ack_tx, shared) = (
-                self.clone(),
-                gate.clone(),
-                stop.clone(),
-                permits.clone(),
-                ack_tx.clone(),
-                shared.clone(),
-            );
-            async move {
-                let mut tasks = JoinSet::new();
-                this.fetch_loop(&mut gate, &stop, &permits, &mut tasks, &ack_tx, &shared)
-                    .await;
-                tasks
+        if let Some(waiter) = &self.waiter {
+            drop(waiter.connect());
+        }
+        // While batches come back full, two fetch loops keep a fetch in
+        // flight while the reply of the other is being handed out (one
+        // alone left Redis idle half the time while draining a backlog);
+        // otherwise only the lead fetches.
+        let loops = [Lane::Lead, Lane::Extra].map(|lane| {
+            FetchLoop {
+                consumer: self.clone(),
+                lane,
+                gate: gate.clone(),
+                stop: stop.clone(),
+                permits: permits.clone(),
+                ack_tx: ack_tx.clone(),
+                shared: shared.clone(),
+                tasks: JoinSet::new(),
             }
+            .run()
         });
         let mut sets = futures_util::future::join_all(loops).await;
         drop(gate);
+        if let Some(waiter) = &self.waiter {
+            // A wait still blocked in Redis ends with its connection.
+            let _ = tokio::time::timeout(Duration::from_secs(1), waiter.quit()).await;
+        }
 
         let start = stopped_at.get().copied().unwrap_or_else(Instant::now);
         let deadline = start + drain_budget;
@@ -335,6 +358,7 @@ impl Consumer {
                     self.keys.inflight(&self.id),
                     self.keys.queue.clone(),
                     self.keys.consumers(),
+                    self.keys.heartbeats(),
                 ],
                 vec![self.id.as_str().into(), "1".into()],
             )
@@ -344,11 +368,16 @@ impl Consumer {
     async fn heartbeat_loop(self: Arc<Self>, stop: CancellationToken) {
         let interval = Duration::from_millis(self.cfg.heartbeat_interval_ms);
         loop {
-            let alive: Result<i64, _> = self
+            let alive: Result<(i64, i64), _> = self
                 .redis
                 .run(
                     &HEARTBEAT,
-                    vec![self.keys.heartbeat(&self.id), self.keys.consumers()],
+                    vec![
+                        self.keys.heartbeat(&self.id),
+                        self.keys.consumers(),
+                        self.keys.heartbeats(),
+                        self.keys.sampler(),
+                    ],
                     vec![
                         self.id.as_str().into(),
                         int(self.cfg.heartbeat_ttl_ms),
@@ -357,10 +386,13 @@ impl Consumer {
                 )
                 .await;
             match alive {
-                Ok(alive) => {
+                Ok((alive, claimed)) => {
                     self.health.succeeded(Operation::Heartbeat);
                     if alive != 1 {
                         tracing::debug!("heartbeat (re)registered");
+                    }
+                    if claimed == 0 {
+                        self.chores.claim_seen_free();
                     }
                 }
                 Err(e) => self.health.failed(Operation::Heartbeat, &e),

@@ -1,0 +1,128 @@
+//! Noticing pushes by any client. The generator's fenced push rings the
+//! doorbell itself ([`crate::redis::scripts::FENCED_PUSH`]), but a message
+//! pushed by another producer (the original go-redis-dsg, `redis-cli`, an
+//! operator's `errors requeue`) rings nothing. One instance, the holder of
+//! the chores claim ([`crate::service::chores`]), reads the queue's length
+//! on a RESP3 connection with `CLIENT TRACKING` on: Redis then sends it an
+//! invalidation when anyone writes the queue, and it reads again and rings
+//! the bell when the queue holds messages. One connection for the fleet,
+//! at most two commands per change of the queue, nothing while it is
+//! unchanged. Without it (no claim holder for a moment, a server that
+//! refuses tracking) idle consumers still find messages at their fallback
+//! poll.
+
+use std::time::Duration;
+
+use fred::prelude::*;
+use tokio_util::sync::CancellationToken;
+
+use crate::redis::{Keys, Operation, Redis, RedisError};
+use crate::service::backoff::Backoff;
+use crate::service::chores::{Chores, until_holding};
+use crate::service::health::Health;
+
+/// A read now and then even without an invalidation: a reconnect the
+/// watcher missed leaves tracking off on the new connection.
+const SAFETY_READ: Duration = Duration::from_secs(30);
+
+/// The queue watcher of one instance.
+#[derive(Debug)]
+pub(super) struct Watcher {
+    redis: Redis,
+    keys: Keys,
+    health: Health,
+    chores: Chores,
+}
+
+impl Watcher {
+    pub(super) fn new(redis: Redis, keys: Keys, health: Health, chores: Chores) -> Watcher {
+        Watcher {
+            redis,
+            keys,
+            health,
+            chores,
+        }
+    }
+
+    /// Watches while this instance holds the chores claim, until `stop`.
+    pub(super) async fn run(self, stop: CancellationToken) {
+        let mut holding = self.chores.holding();
+        let mut backoff = Backoff::for_redis();
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                held = until_holding(&mut holding) => if !held { return },
+            }
+            let client = match self.redis.dedicated(true, Duration::ZERO) {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot build the queue watcher's connection; idle consumers rely on their fallback poll");
+                    return;
+                }
+            };
+            let outcome = self.watch(&client, &mut holding, &stop).await;
+            let _ = tokio::time::timeout(Duration::from_secs(1), client.quit()).await;
+            match outcome {
+                Ok(()) => backoff.reset(),
+                Err(e) => {
+                    self.health.failed(Operation::Watch, &e);
+                    if backoff.fail_and_wait(&e, &stop).await {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    /// One tracking session: returns when the claim is lost or `stop`
+    /// fires, or with the first error.
+    async fn watch(
+        &self,
+        client: &Client,
+        holding: &mut tokio::sync::watch::Receiver<bool>,
+        stop: &CancellationToken,
+    ) -> Result<(), RedisError> {
+        let connecting = client.connect();
+        let connected =
+            tokio::time::timeout(self.redis.command_timeout(), client.wait_for_connect()).await;
+        if !matches!(connected, Ok(Ok(()))) {
+            connecting.abort();
+            return Err(RedisError::Setup(
+                "the queue watcher could not connect within the command timeout".into(),
+            ));
+        }
+        let mut invalidations = client.invalidation_rx();
+        let mut reconnects = client.reconnect_rx();
+        client
+            .start_tracking(Vec::<String>::new(), false, false, false, false)
+            .await?;
+        tracing::debug!("watching the queue for pushes by any client");
+        loop {
+            // Reading the length is what (re)arms tracking of the key.
+            let length: u64 = client.llen(self.keys.queue.as_str()).await?;
+            if length > 0 {
+                let rung: Result<i64, _> = self
+                    .redis
+                    .client()
+                    .zadd(self.keys.bell(), None, None, false, false, (0.0, "r"))
+                    .await;
+                self.redis.observe(&rung);
+                rung?;
+            }
+            self.health.succeeded(Operation::Watch);
+            tokio::select! {
+                _ = stop.cancelled() => return Ok(()),
+                changed = holding.changed() => {
+                    if changed.is_err() || !*holding.borrow() { return Ok(()); }
+                }
+                _ = invalidations.recv() => {}
+                _ = reconnects.recv() => {
+                    client
+                        .start_tracking(Vec::<String>::new(), false, false, false, false)
+                        .await?;
+                }
+                _ = tokio::time::sleep(SAFETY_READ) => {}
+            }
+        }
+    }
+}
