@@ -121,12 +121,7 @@ async fn return_one(redis: &Redis, keys: &Keys, owner: &mut InflightOwner, force
     let result: Result<i64, RedisError> = redis
         .run(
             &RETURN_INFLIGHT,
-            vec![
-                keys.heartbeat(&owner.id),
-                keys.inflight(&owner.id),
-                keys.queue.clone(),
-                keys.consumers(),
-            ],
+            keys.return_inflight(&owner.id),
             vec![
                 owner.id.as_str().into(),
                 if force { "1" } else { "0" }.into(),

@@ -98,6 +98,18 @@ impl Keys {
         self.derived(&format!("inflight:{consumer}"))
     }
 
+    /// The KEYS of [`super::scripts::RETURN_INFLIGHT`] for `consumer` (a
+    /// stopping consumer, the reaper and `return-inflight` all run it).
+    pub fn return_inflight(&self, consumer: &str) -> Vec<String> {
+        vec![
+            self.heartbeat(consumer),
+            self.inflight(consumer),
+            self.queue.clone(),
+            self.consumers(),
+            self.heartbeats(),
+        ]
+    }
+
     /// The claim of the instance that reads the fleet's gauges (one at a
     /// time, `service::sampler`).
     pub fn sampler(&self) -> String {

@@ -49,13 +49,7 @@ pub(super) async fn reap_once(
         let returned: i64 = redis
             .run(
                 &RETURN_INFLIGHT,
-                vec![
-                    keys.heartbeat(member),
-                    keys.inflight(member),
-                    keys.queue.clone(),
-                    keys.consumers(),
-                    keys.heartbeats(),
-                ],
+                keys.return_inflight(member),
                 vec![member.as_str().into(), "0".into()],
             )
             .await?;

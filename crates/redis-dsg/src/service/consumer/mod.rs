@@ -353,13 +353,7 @@ impl Consumer {
         self.redis
             .run(
                 &RETURN_INFLIGHT,
-                vec![
-                    self.keys.heartbeat(&self.id),
-                    self.keys.inflight(&self.id),
-                    self.keys.queue.clone(),
-                    self.keys.consumers(),
-                    self.keys.heartbeats(),
-                ],
+                self.keys.return_inflight(&self.id),
                 vec![self.id.as_str().into(), "1".into()],
             )
             .await
