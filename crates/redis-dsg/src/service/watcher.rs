@@ -100,6 +100,7 @@ impl Watcher {
         loop {
             // Reading the length is what (re)arms tracking of the key.
             let length: u64 = client.llen(self.keys.queue.as_str()).await?;
+            tracing::trace!(length, "queue read by the watcher");
             if length > 0 {
                 let rung: Result<i64, _> = self
                     .redis
@@ -115,7 +116,7 @@ impl Watcher {
                 changed = holding.changed() => {
                     if changed.is_err() || !*holding.borrow() { return Ok(()); }
                 }
-                _ = invalidations.recv() => {}
+                i = invalidations.recv() => tracing::trace!(?i, "invalidation"),
                 _ = reconnects.recv() => {
                     client
                         .start_tracking(Vec::<String>::new(), false, false, false, false)

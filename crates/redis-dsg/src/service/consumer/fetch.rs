@@ -165,9 +165,12 @@ impl FetchLoop {
                 _ = self.shared.full.notified() => true,
             },
             Lane::Lead => {
+                // Not cut short by the gate: a wait given up here would go
+                // on in Redis and could take the next ring for nobody
+                // (the reply of a dropped call is thrown away), while the
+                // next wait queues behind it on the connection.
                 let rung = tokio::select! {
                     _ = self.stop.cancelled() => return false,
-                    _ = self.gate.changed() => return true,
                     r = self.consumer.wait_for_bell() => r,
                 };
                 match rung {
@@ -259,10 +262,11 @@ impl Consumer {
             timeout: Some(wait + self.redis.command_timeout()),
             ..Default::default()
         };
-        let _: Value = waiter
+        let rung: Value = waiter
             .with_options(&opts)
             .bzpopmin(self.keys.bell(), wait.as_secs_f64())
             .await?;
+        tracing::trace!(?rung, "doorbell");
         Ok(())
     }
 
