@@ -46,9 +46,9 @@ async fn start_fleet(env: &TestEnv, config: &Config, n: usize) -> Vec<Replica> {
     pods
 }
 
-/// Every in-flight hash of the queue (SCAN, so also those of consumers
-/// that died) and the messages each holds.
-async fn inflight_hashes(env: &TestEnv) -> Vec<(String, u64)> {
+/// The in-flight hashes of the queue that hold messages (found with SCAN,
+/// so also those of consumers that died), and how many each holds.
+async fn messages_in_flight(env: &TestEnv) -> Vec<(String, u64)> {
     let pattern = format!("{{{}}}:inflight:*", env.queue);
     let mut keys: Vec<String> = Vec::new();
     let mut cursor = "0".to_string();
@@ -68,7 +68,9 @@ async fn inflight_hashes(env: &TestEnv) -> Vec<(String, u64)> {
     let mut out = Vec::with_capacity(keys.len());
     for key in keys {
         let held = env.held(&key).await;
-        out.push((key, held));
+        if held > 0 {
+            out.push((key, held));
+        }
     }
     out
 }
@@ -172,7 +174,15 @@ async fn contract9_killed_consumer_in_a_20_pod_fleet_returns_every_message_once(
     pods[victim]
         .wait_timeout(Duration::from_secs(5))
         .expect("the victim exits on SIGKILL");
-    eprintln!("killed pod {} while it held {held} messages", victim + 1);
+    let held_at_death = env.held(&inflight_key(&ids[victim])).await;
+    assert!(
+        held_at_death > 0,
+        "the victim still held messages when it died (it held {held} just before)"
+    );
+    eprintln!(
+        "killed pod {} while it held {held_at_death} messages",
+        victim + 1
+    );
 
     let done = poll(Duration::from_secs(30), POLL_EVERY, async || {
         (env.llen(output).await >= MESSAGES).then_some(())
@@ -185,7 +195,7 @@ async fn contract9_killed_consumer_in_a_20_pod_fleet_returns_every_message_once(
          queue {}, in flight {:?}",
         out.len(),
         env.llen(&env.queue).await,
-        inflight_hashes(&env).await
+        messages_in_flight(&env).await
     );
     eprintln!(
         "all {MESSAGES} messages in the output list {:?} after the kill",
@@ -210,11 +220,7 @@ async fn contract9_killed_consumer_in_a_20_pod_fleet_returns_every_message_once(
         "every message reached the output list exactly once"
     );
     assert_eq!(env.llen(&env.queue).await, 0, "nothing left in the queue");
-    let left: Vec<(String, u64)> = inflight_hashes(&env)
-        .await
-        .into_iter()
-        .filter(|(_, held)| *held > 0)
-        .collect();
+    let left = messages_in_flight(&env).await;
     assert!(left.is_empty(), "messages left in flight: {left:?}");
     assert_eq!(
         env.llen(&env.errors).await,
