@@ -1,13 +1,21 @@
 //! What a fleet costs Redis, read from Redis' own counters
 //! (`INFO commandstats`): calls per command, typed, so a test can take the
-//! difference over a window, assert on it and print it.
+//! difference over a window, assert on it and print it; and, from
+//! `MONITOR`, which of those commands clients sent (round trips, each with
+//! its system calls) and which scripts ran ([`Sent`]).
 
 use std::collections::BTreeMap;
 use std::fmt;
 
+use std::time::Duration;
+
 use fred::prelude::ClientLike;
 use fred::types::InfoKind;
 use redis_dsg::redis::Redis;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+
+use crate::fencing_audit::parse_line;
 
 /// One command's counters.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -115,6 +123,98 @@ impl fmt::Display for CommandStats {
             "total",
             self.total_calls(),
             self.total_usec()
+        )
+    }
+}
+
+/// Commands seen by `MONITOR` over a window: those clients sent, by
+/// command and by client address, and how many scripts ran inside.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Sent {
+    /// Commands clients sent, by name (lower case).
+    pub by_command: BTreeMap<String, u64>,
+    /// Commands clients sent, by client address.
+    pub by_client: BTreeMap<String, u64>,
+    /// Commands run inside scripts.
+    pub by_scripts: u64,
+}
+
+impl Sent {
+    /// Follows `MONITOR` on the Redis at `127.0.0.1:port` for `window`,
+    /// leaving out the commands of connections that sent one of
+    /// `observers` (e.g. `info`, the test's own reads). `MONITOR` does not
+    /// show administrative commands (`CONFIG`, …).
+    pub async fn follow(port: u16, window: Duration, observers: &[&str]) -> Result<Sent, String> {
+        let mut stream = TcpStream::connect(("127.0.0.1", port))
+            .await
+            .map_err(|e| format!("MONITOR connection: {e}"))?;
+        stream
+            .write_all(b"MONITOR\r\n")
+            .await
+            .map_err(|e| format!("MONITOR: {e}"))?;
+        let mut lines = BufReader::new(stream).lines();
+        let mut seen: Vec<(String, String)> = Vec::new();
+        let deadline = tokio::time::Instant::now() + window;
+        loop {
+            let line = tokio::select! {
+                _ = tokio::time::sleep_until(deadline) => break,
+                l = lines.next_line() => l.map_err(|e| format!("MONITOR: {e}"))?,
+            };
+            let Some(line) = line else {
+                return Err("MONITOR: Redis closed the connection".into());
+            };
+            if let Some((_, source, args)) = parse_line(&line)
+                && let Some(name) = args.first()
+            {
+                seen.push((source, String::from_utf8_lossy(name).to_lowercase()));
+            }
+        }
+        let observer_clients: Vec<String> = seen
+            .iter()
+            .filter(|(_, name)| observers.contains(&name.as_str()))
+            .map(|(source, _)| source.clone())
+            .collect();
+        let mut sent = Sent::default();
+        for (source, name) in seen {
+            if source == "lua" {
+                sent.by_scripts += 1;
+            } else if !observer_clients.contains(&source) {
+                *sent.by_command.entry(name).or_default() += 1;
+                *sent.by_client.entry(source).or_default() += 1;
+            }
+        }
+        Ok(sent)
+    }
+
+    /// Commands clients sent, in all.
+    pub fn total(&self) -> u64 {
+        self.by_command.values().sum()
+    }
+}
+
+/// Client-sent commands by name, most first, then the busiest clients.
+impl fmt::Display for Sent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut rows: Vec<(&String, &u64)> = self.by_command.iter().collect();
+        rows.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+        writeln!(f, "{:<24} {:>10}", "sent by clients", "calls")?;
+        for (name, calls) in rows {
+            writeln!(f, "{name:<24} {calls:>10}")?;
+        }
+        writeln!(f, "{:<24} {:>10}", "total sent", self.total())?;
+        writeln!(f, "{:<24} {:>10}", "run inside scripts", self.by_scripts)?;
+        let mut clients: Vec<(&String, &u64)> = self.by_client.iter().collect();
+        clients.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+        let shown: Vec<String> = clients
+            .iter()
+            .take(3)
+            .map(|(c, n)| format!("{c} {n}"))
+            .collect();
+        write!(
+            f,
+            "{} clients; busiest: {}",
+            clients.len(),
+            shown.join(", ")
         )
     }
 }
