@@ -240,7 +240,8 @@ async fn contract9_killed_consumer_in_a_20_pod_fleet_returns_every_message_once(
 /// client that is not the generator (there is none): each of several
 /// messages, pushed after the fleet has been idle for a while, is processed
 /// long before the fleet's fallback poll could have found it. Every pod
-/// polls at most every `idle_poll_max_ms` (10 s, the highest accepted), so
+/// polls at most every `idle_poll_max_ms` (10 s: the doorbell design's
+/// default, and the most that releases before it accepted), so
 /// 5 pods poll about every 2 s between them; the bound of 500 ms is a
 /// liveness bound far above the few milliseconds a wake-up needs, and a
 /// fleet that only polls meets it for all samples with a probability of
