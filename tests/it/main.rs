@@ -12,6 +12,7 @@ mod drain;
 mod election;
 mod failures;
 mod faults;
+mod fleet_cost;
 mod helpers;
 mod http_limits;
 mod legacy_entries;

@@ -148,7 +148,7 @@ fn is_fenced_push(args: &[Vec<u8>]) -> bool {
 
 /// `1700000000.123456 [0 127.0.0.1:5555] "CMD" "arg"…` → time, source
 /// (`lua` or the client address), arguments (unescaped).
-fn parse_line(line: &str) -> Option<(f64, String, Vec<Vec<u8>>)> {
+pub(crate) fn parse_line(line: &str) -> Option<(f64, String, Vec<Vec<u8>>)> {
     let line = line.strip_prefix('+').unwrap_or(line);
     let (time, rest) = line.split_once(' ')?;
     let time: f64 = time.parse().ok()?;

@@ -4,7 +4,8 @@
 //! Every write goes through [`FencedWriter`], the one write path, which asks
 //! Redis to push only while the lease still holds this holder's token. At
 //! `interval_ms = 0` it writes batches, several in flight at once, optionally
-//! paced to a target rate.
+//! paced to a target rate by time: one push per 100 ms window carries the
+//! window's messages ([`Timetable`]).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -141,8 +142,9 @@ impl Generator {
     }
 
     async fn run_batched(&self, lease: &Lease, stop: &CancellationToken) -> GeneratorEnd {
-        let pacer = Arc::new(Pacer::new(self.cfg.rate));
-        let batch = batch_for_rate(self.cfg.batch_size, self.cfg.rate);
+        let pacer =
+            Timetable::new(self.cfg.rate, self.cfg.batch_size).map(|t| Arc::new(Pacer::new(t)));
+        let unpaced_batch = self.cfg.batch_size;
         let mut tasks = tokio::task::JoinSet::new();
         // The workers share a token that the first to see the lease lost
         // cancels, so every worker stops.
@@ -168,12 +170,21 @@ impl Generator {
                     if halt.is_cancelled() {
                         return GeneratorEnd::Stopped;
                     }
-                    if let Some(at) = pacer.reserve(batch) {
-                        tokio::select! {
-                            _ = halt.cancelled() => return GeneratorEnd::Stopped,
-                            _ = tokio::time::sleep_until(at.into()) => {}
+                    let batch = match &pacer {
+                        Some(pacer) => {
+                            let push = pacer.reserve();
+                            if push.at > Instant::now() {
+                                tokio::select! {
+                                    _ = halt.cancelled() => return GeneratorEnd::Stopped,
+                                    _ = tokio::time::sleep_until(push.at.into()) => {}
+                                }
+                            }
+                            push.messages
                         }
-                    }
+                        None => unpaced_batch,
+                    };
+                    // Messages are made (and stamped) now, when they are
+                    // pushed, not when their slot was reserved.
                     match this.write_batch(&lease, &mut writer, batch).await {
                         Ok(true) => backoff.reset(),
                         Ok(false) => {
@@ -240,44 +251,144 @@ impl Generator {
     }
 }
 
-/// Messages per write: the configured batch, but at a target rate no more
-/// than about one millisecond's worth, so a paced stream arrives smoothly
-/// rather than in bursts.
-fn batch_for_rate(batch_size: usize, rate: f64) -> usize {
-    if rate > 0.0 {
-        ((rate / 1000.0).ceil() as usize).clamp(1, batch_size)
-    } else {
-        batch_size
+/// How often a paced generator pushes, at most: one fenced push per window
+/// carries the window's messages, so Redis pays one call for them and a
+/// consumer fetches them as one batch (at 2,000 msgs/s, 200 per push rather
+/// than 2).
+const PACE_WINDOW: Duration = Duration::from_millis(100);
+
+/// A paced generator's next push: when, and how many messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Push {
+    at: Instant,
+    messages: usize,
+}
+
+/// The timetable of a paced generator: slots of equal length from an anchor
+/// instant, one push per slot. A slot is [`PACE_WINDOW`], or an equal
+/// fraction of it when a window's messages would exceed `batch_size` (then
+/// several pushes per window, each at most `batch_size`).
+///
+/// With `r` messages per slot, the pushes up to and including slot `i` carry
+/// `ceil(r × (i + 1))` messages in all (so the first push carries one even
+/// at a rate below one per slot): fractions carry from slot to slot,
+/// and slots are placed against the anchor, never after the previous push,
+/// so the rate holds exactly over time (a late push does not delay the
+/// ones after it). Slots that would carry no message (rates below one
+/// message per slot) are skipped, not pushed empty.
+#[derive(Debug, Clone)]
+struct Timetable {
+    slot: Duration,
+    /// Messages per slot, `r` (at most `batch_size`).
+    per_slot: f64,
+    /// Where slot 0 starts; set by the first reservation.
+    anchor: Option<Instant>,
+    /// The first slot not yet handed out.
+    next_slot: u64,
+}
+
+impl Timetable {
+    /// The timetable for `rate` messages per second in pushes of at most
+    /// `batch_size`; `None` when `rate` is 0 (unpaced).
+    fn new(rate: f64, batch_size: usize) -> Option<Timetable> {
+        if rate <= 0.0 {
+            return None;
+        }
+        let per_window = rate * PACE_WINDOW.as_secs_f64();
+        // Validation bounds the rate (10,000,000 msgs/s) and the batch (≥ 1),
+        // so at most 1,000,000 slots per window: the cast cannot truncate.
+        let slots_per_window = (per_window / batch_size.max(1) as f64).ceil().max(1.0) as u32;
+        // Rounded down to whole nanoseconds, so a slot carries at most
+        // `batch_size`; `per_slot` is computed from the rounded slot, so the
+        // rate is still exact.
+        let slot = PACE_WINDOW / slots_per_window;
+        Some(Timetable {
+            slot,
+            per_slot: rate * slot.as_secs_f64(),
+            anchor: None,
+            next_slot: 0,
+        })
     }
-}
 
-/// Spreads batches evenly over time to hold a target rate.
-#[derive(Debug)]
-struct Pacer {
-    seconds_per_message: Option<f64>,
-    next: Mutex<Option<Instant>>,
-}
-
-impl Pacer {
-    fn new(rate: f64) -> Pacer {
-        Pacer {
-            seconds_per_message: (rate > 0.0).then(|| 1.0 / rate),
-            next: Mutex::new(None),
+    /// Hands out the next push, given the time `now`.
+    fn next(&mut self, now: Instant) -> Push {
+        let mut anchor = *self.anchor.get_or_insert(now);
+        let mut slot = self.first_busy_slot(self.next_slot);
+        let mut at = self.start_of(anchor, slot, now);
+        // More than a window behind (Redis slow or down, every worker
+        // backing off): start a fresh timetable rather than burst the
+        // backlog; a rate is a ceiling, not a debt.
+        if at + PACE_WINDOW < now {
+            anchor = now;
+            self.anchor = Some(now);
+            self.next_slot = 0;
+            slot = self.first_busy_slot(0);
+            at = self.start_of(anchor, slot, now);
+        }
+        let messages = self.due(slot + 1) - self.due(self.next_slot);
+        self.next_slot = slot + 1;
+        Push {
+            at,
+            // At most `batch_size` (or a little more from rounding) plus
+            // whatever skipped slots carried, which is nothing.
+            messages: messages as usize,
         }
     }
 
-    /// When the caller may write `n` messages (`None`: at once, unpaced).
-    fn reserve(&self, n: usize) -> Option<Instant> {
-        let per = self.seconds_per_message?;
+    /// Messages due in slots `0..slots`: `ceil(r × slots)`.
+    fn due(&self, slots: u64) -> u64 {
+        // Saturating float-to-int cast; exact for every count a run reaches.
+        (self.per_slot * slots as f64).ceil() as u64
+    }
+
+    /// The first slot from `from` on that carries a message.
+    fn first_busy_slot(&self, from: u64) -> u64 {
+        let done = self.due(from);
+        if self.due(from + 1) > done {
+            return from;
+        }
+        // Below one message per slot: jump to where the next one falls due
+        // (`r × (slot + 1) > done`), then correct the float's rounding by
+        // stepping.
+        let guess = (done as f64 / self.per_slot).floor() as u64;
+        let mut slot = guess.saturating_sub(2).max(from);
+        while self.due(slot + 1) <= done && slot < u64::MAX - 1 {
+            slot += 1;
+        }
+        slot
+    }
+
+    /// When slot `slot` starts. A slot too far off to be represented (a
+    /// rate below one message in centuries) is placed a year from `now`.
+    fn start_of(&self, anchor: Instant, slot: u64, now: Instant) -> Instant {
+        let nanos = self.slot.as_nanos().checked_mul(u128::from(slot));
+        nanos
+            .and_then(|n| {
+                let secs = u64::try_from(n / 1_000_000_000).ok()?;
+                // The remainder of a division by 10⁹ fits a u32.
+                let offset = Duration::new(secs, (n % 1_000_000_000) as u32);
+                anchor.checked_add(offset)
+            })
+            .unwrap_or_else(|| now + Duration::from_secs(365 * 24 * 3600))
+    }
+}
+
+/// The timetable shared by the generator's writers, which take turns at it.
+#[derive(Debug)]
+struct Pacer(Mutex<Timetable>);
+
+impl Pacer {
+    fn new(timetable: Timetable) -> Pacer {
+        Pacer(Mutex::new(timetable))
+    }
+
+    /// The next push for the calling writer.
+    fn reserve(&self) -> Push {
         // Held for a few instructions, never across an await; a poisoned
-        // lock still holds a whole instant (the same policy as every lock of
-        // the service).
-        let mut next = self.next.lock().unwrap_or_else(PoisonError::into_inner);
-        let now = Instant::now();
-        // Do not let an idle period bank a burst.
-        let at = next.filter(|&t| t > now).unwrap_or(now);
-        *next = Some(at + Duration::from_secs_f64(per * n as f64));
-        Some(at)
+        // lock still holds a whole timetable (the same policy as every lock
+        // of the service).
+        let mut timetable = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        timetable.next(Instant::now())
     }
 }
 
@@ -285,24 +396,116 @@ impl Pacer {
 mod tests {
     use super::*;
 
-    #[test]
-    fn pacer_spreads_batches_evenly() {
-        let p = Pacer::new(1000.0);
-        let first = p.reserve(100).expect("paced");
-        let second = p.reserve(100).expect("paced");
-        let gap = second - first;
-        assert!(
-            gap >= Duration::from_millis(99) && gap <= Duration::from_millis(101),
-            "{gap:?}"
-        );
-        assert!(Pacer::new(0.0).reserve(100).is_none());
+    /// The pushes of `timetable` for a writer that is always `late` for its
+    /// slot, until `until` after the start: (offset from the start,
+    /// messages).
+    fn pushes(mut timetable: Timetable, late: Duration, until: Duration) -> Vec<(Duration, usize)> {
+        let start = Instant::now();
+        let mut now = start;
+        let mut out = Vec::new();
+        loop {
+            let push = timetable.next(now);
+            let at = push.at - start;
+            if at >= until {
+                return out;
+            }
+            out.push((at, push.messages));
+            now = push.at + late;
+        }
     }
 
     #[test]
-    fn paced_batches_hold_about_a_millisecond_of_messages() {
-        assert_eq!(batch_for_rate(100, 0.0), 100);
-        assert_eq!(batch_for_rate(100, 10_000.0), 10);
-        assert_eq!(batch_for_rate(100, 50.0), 1);
-        assert_eq!(batch_for_rate(100, 5_000_000.0), 100);
+    fn a_moderate_rate_is_one_push_per_window() {
+        let t = Timetable::new(2_000.0, 500).expect("paced");
+        let p = pushes(t, Duration::ZERO, Duration::from_millis(350));
+        let ms: Vec<(u128, usize)> = p.iter().map(|(at, n)| (at.as_millis(), *n)).collect();
+        assert_eq!(ms, vec![(0, 200), (100, 200), (200, 200), (300, 200)]);
+        assert!(Timetable::new(0.0, 500).is_none(), "rate 0 is unpaced");
+    }
+
+    #[test]
+    fn a_window_larger_than_the_batch_is_split_into_equal_slots() {
+        // 1,200 messages per window, batches of at most 500: three pushes of
+        // 400 per window, 33.3 ms apart.
+        let t = Timetable::new(12_000.0, 500).expect("paced");
+        // (The third slot ends a nanosecond short of the window.)
+        let p = pushes(t, Duration::ZERO, Duration::from_millis(99));
+        assert_eq!(p.len(), 3);
+        assert!(p.iter().all(|(_, n)| *n == 400), "{p:?}");
+        assert_eq!(p[1].0, Duration::from_nanos(33_333_333));
+        // The highest accepted rate with the smallest batch still fits.
+        let t = Timetable::new(10_000_000.0, 1).expect("paced");
+        assert!(t.slot >= Duration::from_nanos(100));
+        let p = pushes(t, Duration::ZERO, Duration::from_micros(10));
+        assert!(p.iter().all(|(_, n)| *n == 1), "{p:?}");
+    }
+
+    #[test]
+    fn a_low_rate_pushes_single_messages_at_its_own_pace_from_the_start() {
+        let t = Timetable::new(0.5, 500).expect("paced");
+        let p = pushes(t, Duration::ZERO, Duration::from_secs(7));
+        let secs: Vec<(u64, usize)> = p.iter().map(|(at, n)| (at.as_secs(), *n)).collect();
+        assert_eq!(secs, vec![(0, 1), (2, 1), (4, 1), (6, 1)]);
+    }
+
+    /// Over many windows, for writers on time and writers late by a good
+    /// part of a window, the messages pushed by any instant are the rate
+    /// times the time elapsed, to within one message: no drift, fractions
+    /// carried.
+    #[test]
+    fn the_rate_holds_over_many_windows() {
+        let cases = [
+            (2_000.0, 500, Duration::from_secs(600)),
+            (12_345.6, 500, Duration::from_secs(60)),
+            (15.5, 500, Duration::from_secs(600)),
+            (0.3, 500, Duration::from_secs(3_600)),
+            (999_999.9, 1_000, Duration::from_secs(5)),
+        ];
+        for (rate, batch, span) in cases {
+            for late in [Duration::ZERO, Duration::from_millis(60)] {
+                let t = Timetable::new(rate, batch).expect("paced");
+                let slot = t.slot;
+                let p = pushes(t, late, span);
+                let mut total = 0u64;
+                for (at, n) in &p {
+                    assert!(*n >= 1 && *n <= batch, "rate {rate}: a push of {n}");
+                    total += *n as u64;
+                    // Everything due up to the end of this push's slot.
+                    let due = rate * (*at + slot).as_secs_f64();
+                    assert!(
+                        (total as f64 - due).abs() <= 1.0,
+                        "rate {rate}, late {late:?}: {total} pushed by {at:?}, {due:.1} due"
+                    );
+                }
+                let held = total as f64 / span.as_secs_f64();
+                assert!(
+                    (held - rate).abs() <= rate * 0.001 + 1.0 / span.as_secs_f64(),
+                    "rate {rate}, late {late:?}: held {held}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn falling_far_behind_starts_a_fresh_timetable_instead_of_a_burst() {
+        let mut t = Timetable::new(2_000.0, 500).expect("paced");
+        let start = Instant::now();
+        assert_eq!(
+            t.next(start),
+            Push {
+                at: start,
+                messages: 200
+            }
+        );
+        // Redis was down for a second: one window's worth now, not ten.
+        let later = start + Duration::from_secs(1);
+        assert_eq!(
+            t.next(later),
+            Push {
+                at: later,
+                messages: 200
+            }
+        );
+        assert_eq!(t.next(later).at, later + PACE_WINDOW);
     }
 }
