@@ -60,7 +60,7 @@ pub(crate) struct FleetArgs {
     pub fleet: bool,
     /// Run the benchmark with this redis-dsg binary instead (e.g. a
     /// baseline build), with the same scenarios.
-    #[arg(long, value_name = "PATH")]
+    #[arg(long, value_name = "PATH", requires = "fleet")]
     pub against: Option<PathBuf>,
     /// The scenarios to run (with --fleet).
     #[arg(long, value_delimiter = ',', value_enum, default_values_t = [
