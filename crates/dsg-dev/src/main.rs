@@ -5,6 +5,7 @@
 //! ```sh
 //! cargo demo --replicas 5         # = cargo run --release -p dsg-dev -- demo --replicas 5
 //! cargo dsg bench                 # throughput, latency, memory
+//! cargo dsg bench --fleet         # what fleets of pods cost Redis
 //! cargo dsg chaos --duration 900  # the long soak
 //! ```
 
@@ -42,7 +43,7 @@ enum Tool {
     Demo(demo::DemoArgs),
     /// Measure throughput, latency and memory against a private redis-server.
     #[command(
-        after_help = "Examples:\n  cargo dsg bench\n  cargo dsg bench --json\n  cargo dsg bench --messages 200000"
+        after_help = "Examples:\n  cargo dsg bench\n  cargo dsg bench --json\n  cargo dsg bench --messages 200000\n  cargo dsg bench --fleet --with-bulk\n  cargo dsg bench --fleet --against /path/to/older/redis-dsg --scenarios empty,idle --idle-pods 10"
     )]
     Bench(bench::BenchArgs),
     /// Run a soak under faults (kills, pauses, Redis restarts, cut

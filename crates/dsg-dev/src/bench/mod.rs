@@ -9,10 +9,16 @@
 //! age at a fixed rate; consumer memory with 10,000 messages in flight.
 //! The figures and their table are in `report.rs`; `--failover` measures
 //! handover and takeover instead (`failover.rs`), and `--failover
-//! --sentinel` a Sentinel failover of Redis itself (`sentinel.rs`).
+//! --sentinel` a Sentinel failover of Redis itself (`sentinel.rs`), and
+//! `--fleet` what fleets of consumer processes cost Redis, idle and at a
+//! rate, with wake-up latency and reaping (`fleet.rs`).
 
 mod failover;
+mod fleet;
+mod fleet_report;
 mod phases;
+mod pods;
+mod redis_load;
 mod report;
 mod sentinel;
 
@@ -23,7 +29,6 @@ use clap::Args;
 use fred::prelude::*;
 use serde::Serialize;
 
-use dsg_testkit::fleet;
 use dsg_testkit::local_redis::{LocalRedis, connect};
 use redis_dsg::config::{Config, RedisUrl};
 use redis_dsg::redis::{Keys, Redis};
@@ -72,6 +77,9 @@ pub(crate) struct BenchArgs {
     /// --sentinel).
     #[arg(long, value_delimiter = ',', default_values_t = [1_000u64, 250], requires = "sentinel")]
     pub reconnect_max_delay_ms: Vec<u64>,
+    /// The fleet benchmark's flags (`--fleet`).
+    #[command(flatten)]
+    pub fleet: fleet::FleetArgs,
 }
 
 /// Runs the benchmark with the redis-dsg binary `exe`; returns the exit
@@ -80,6 +88,19 @@ pub(crate) async fn run(exe: &Path, redis_url: Option<&str>, args: &BenchArgs) -
     if args.sentinel {
         let series = sentinel_failover(exe, args).await;
         return report(series, args.json, |s| sentinel::render(s));
+    }
+    if args.fleet.fleet {
+        if redis_url.is_some() {
+            eprintln!(
+                "bench: --fleet starts its own redis-server per scenario; --redis-url is not used"
+            );
+            return 2;
+        }
+        return report(
+            fleet::measure(exe, args).await,
+            args.json,
+            fleet_report::render,
+        );
     }
     if args.failover {
         let series = failover(exe, redis_url, args).await;
@@ -191,8 +212,8 @@ fn replica_env(
     let mut config = Config::default();
     config.redis.url = RedisUrl::new(url);
     tune(&mut config);
-    Ok(fleet::with_extra(
-        fleet::env_for(&config, logs, name)?,
+    Ok(dsg_testkit::fleet::with_extra(
+        dsg_testkit::fleet::env_for(&config, logs, name)?,
         &[("RUST_LOG", "warn")],
     ))
 }

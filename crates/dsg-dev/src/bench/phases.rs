@@ -92,7 +92,8 @@ pub(super) async fn measure(
     Ok(report)
 }
 
-fn redis_version() -> String {
+/// `redis-server --version`'s version.
+pub(super) fn redis_version() -> String {
     Command::new("redis-server")
         .arg("--version")
         .output()
