@@ -45,7 +45,10 @@ struct Case {
 }
 
 fn words(s: &str) -> Vec<String> {
-    s.split(' ').map(String::from).collect()
+    s.split(' ')
+        .filter(|w| !w.is_empty())
+        .map(String::from)
+        .collect()
 }
 
 fn sha1_hex(bytes: &[u8]) -> String {
@@ -239,6 +242,17 @@ fn cases() -> Vec<Case> {
             ),
             &sampler,
             "EXISTS reads a claim of any type as held: the sampler's own script then reports the type",
+        ),
+        tolerate(
+            case(
+                &scripts::RING_IF_QUEUED,
+                "queued",
+                vec![(&queue, List), (&bell, ZSet)],
+                "",
+                &[format!("LPUSH {queue} m-0001")],
+            ),
+            &bell,
+            best_effort,
         ),
         case(
             &scripts::REAP_SCAN,

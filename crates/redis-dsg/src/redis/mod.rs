@@ -186,11 +186,22 @@ impl Redis {
         keys: Vec<String>,
         args: Vec<Value>,
     ) -> Result<R, RedisError> {
+        self.run_on(self.client(), script, keys, args).await
+    }
+
+    /// [`Redis::run`] on a client of its own ([`Redis::dedicated`]).
+    pub async fn run_on<R: FromValue>(
+        &self,
+        client: &Client,
+        script: &Script,
+        keys: Vec<String>,
+        args: Vec<Value>,
+    ) -> Result<R, RedisError> {
         let opts = Options {
             max_attempts: Some(1),
             ..Default::default()
         };
-        let client = self.client().with_options(&opts);
+        let client = client.with_options(&opts);
         let outcome = match client
             .evalsha::<R, _, _, _>(script.sha1.as_str(), keys.clone(), args.clone())
             .await

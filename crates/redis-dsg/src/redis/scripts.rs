@@ -55,6 +55,7 @@ pub fn all() -> Vec<&'static Script> {
         &RETURN_INFLIGHT,
         &HEARTBEAT,
         &REAP_SCAN,
+        &RING_IF_QUEUED,
         &SAMPLE,
         &RELEASE_CLAIM,
         &CONFIRM_DRAINED,
@@ -412,6 +413,25 @@ guard('SADD', KEYS[2], ARGV[1])
 local t = guard('TIME')
 guard('ZADD', KEYS[3], t[1] * 1000 + math.floor(t[2] / 1000) + tonumber(ARGV[2]), ARGV[1])
 return {alive, guard('EXISTS', KEYS[4])}
+"#,
+    )
+});
+
+/// Rings the doorbell when the queue holds messages: the chores holder's
+/// answer to a change of the queue by any client (it runs this on its
+/// `CLIENT TRACKING` connection, and the read of the queue's length here
+/// arms tracking of the key again: Redis tracks keys read by scripts for
+/// the calling client).
+///
+/// KEYS: queue, doorbell. Returns the queue's length. Its only write is the
+/// ring, best effort as in [`FENCED_PUSH`].
+pub static RING_IF_QUEUED: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        "ring_if_queued",
+        r#"
+local n = guard('LLEN', KEYS[1])
+if n > 0 then redis.pcall('ZADD', KEYS[2], 0, 'r') end
+return n
 "#,
     )
 });

@@ -5,8 +5,9 @@
 //! the chores claim ([`crate::service::chores`]), reads the queue's length
 //! on a RESP3 connection with `CLIENT TRACKING` on: Redis then sends it an
 //! invalidation when anyone writes the queue, and it reads again and rings
-//! the bell when the queue holds messages. One connection for the fleet,
-//! at most two commands per change of the queue, nothing while it is
+//! the bell when the queue holds messages, in one script
+//! ([`crate::redis::scripts::RING_IF_QUEUED`]). One connection for the
+//! fleet, one round trip per change of the queue, nothing while it is
 //! unchanged. Without it (no claim holder for a moment, a server that
 //! refuses tracking) idle consumers still find messages at their fallback
 //! poll.
@@ -16,6 +17,7 @@ use std::time::Duration;
 use fred::prelude::*;
 use tokio_util::sync::CancellationToken;
 
+use crate::redis::scripts::RING_IF_QUEUED;
 use crate::redis::{Keys, Operation, Redis, RedisError};
 use crate::service::backoff::Backoff;
 use crate::service::chores::{Chores, until_holding};
@@ -98,18 +100,18 @@ impl Watcher {
             .await?;
         tracing::debug!("watching the queue for pushes by any client");
         loop {
-            // Reading the length is what (re)arms tracking of the key.
-            let length: u64 = client.llen(self.keys.queue.as_str()).await?;
+            // Reading the length (in the script) is what arms tracking of
+            // the key again.
+            let length: i64 = self
+                .redis
+                .run_on(
+                    client,
+                    &RING_IF_QUEUED,
+                    vec![self.keys.queue.clone(), self.keys.bell()],
+                    vec![],
+                )
+                .await?;
             tracing::trace!(length, "queue read by the watcher");
-            if length > 0 {
-                let rung: Result<i64, _> = self
-                    .redis
-                    .client()
-                    .zadd(self.keys.bell(), None, None, false, false, (0.0, "r"))
-                    .await;
-                self.redis.observe(&rung);
-                rung?;
-            }
             self.health.succeeded(Operation::Watch);
             tokio::select! {
                 _ = stop.cancelled() => return Ok(()),
