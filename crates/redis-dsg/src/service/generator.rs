@@ -4,7 +4,7 @@
 //! Every write goes through [`FencedWriter`], the one write path, which asks
 //! Redis to push only while the lease still holds this holder's token. At
 //! `interval_ms = 0` it writes batches, several in flight at once, optionally
-//! paced to a target rate by time: one push per 100 ms window carries the
+//! paced to a target rate by time: one push per window of 100–250 ms carries the
 //! window's messages ([`Timetable`]).
 
 use std::sync::Arc;
@@ -257,6 +257,21 @@ impl Generator {
 /// than 2).
 const PACE_WINDOW: Duration = Duration::from_millis(100);
 
+/// At low rates a window is longer, up to this, so that it carries about
+/// [`WINDOW_MESSAGES`]: below ~500 msgs/s the per-push costs (the push, the
+/// wake-up, the fetch, the watcher's look) outweighed the messages.
+/// Messages are stamped when pushed, so their age does not grow with it.
+const MAX_PACE_WINDOW: Duration = Duration::from_millis(250);
+
+/// Messages a window aims to carry at low rates.
+const WINDOW_MESSAGES: f64 = 50.0;
+
+/// The window of a paced generator at `rate` (> 0) messages per second.
+fn pace_window(rate: f64) -> Duration {
+    Duration::from_secs_f64((WINDOW_MESSAGES / rate).min(MAX_PACE_WINDOW.as_secs_f64()))
+        .max(PACE_WINDOW)
+}
+
 /// A paced generator's next push: when, and how many messages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Push {
@@ -265,7 +280,7 @@ struct Push {
 }
 
 /// The timetable of a paced generator: slots of equal length from an anchor
-/// instant, one push per slot. A slot is [`PACE_WINDOW`], or an equal
+/// instant, one push per slot. A slot is the window ([`pace_window`]), or an equal
 /// fraction of it when a window's messages would exceed `batch_size` (then
 /// several pushes per window, each at most `batch_size`).
 ///
@@ -278,6 +293,8 @@ struct Push {
 /// message per slot) are skipped, not pushed empty.
 #[derive(Debug, Clone)]
 struct Timetable {
+    /// [`pace_window`] of the rate.
+    window: Duration,
     slot: Duration,
     /// Messages per slot, `r` (at most `batch_size`).
     per_slot: f64,
@@ -294,15 +311,17 @@ impl Timetable {
         if rate <= 0.0 {
             return None;
         }
-        let per_window = rate * PACE_WINDOW.as_secs_f64();
+        let window = pace_window(rate);
+        let per_window = rate * window.as_secs_f64();
         // Validation bounds the rate (10,000,000 msgs/s) and the batch (≥ 1),
         // so at most 1,000,000 slots per window: the cast cannot truncate.
         let slots_per_window = (per_window / batch_size.max(1) as f64).ceil().max(1.0) as u32;
         // Rounded down to whole nanoseconds, so a slot carries at most
         // `batch_size`; `per_slot` is computed from the rounded slot, so the
         // rate is still exact.
-        let slot = PACE_WINDOW / slots_per_window;
+        let slot = window / slots_per_window;
         Some(Timetable {
+            window,
             slot,
             per_slot: rate * slot.as_secs_f64(),
             anchor: None,
@@ -318,7 +337,7 @@ impl Timetable {
         // More than a window behind (Redis slow or down, every worker
         // backing off): start a fresh timetable rather than burst the
         // backlog; a rate is a ceiling, not a debt.
-        if at + PACE_WINDOW < now {
+        if at + self.window < now {
             anchor = now;
             self.anchor = Some(now);
             self.next_slot = 0;
@@ -412,6 +431,15 @@ mod tests {
             out.push((at, push.messages));
             now = push.at + late;
         }
+    }
+
+    #[test]
+    fn contract9_a_window_carries_about_50_messages_within_100_to_250_ms() {
+        assert_eq!(pace_window(2_000.0), PACE_WINDOW);
+        assert_eq!(pace_window(500.0), PACE_WINDOW);
+        assert_eq!(pace_window(200.0), MAX_PACE_WINDOW);
+        assert_eq!(pace_window(0.5), MAX_PACE_WINDOW);
+        assert_eq!(pace_window(300.0).as_millis(), 166);
     }
 
     #[test]
