@@ -27,7 +27,6 @@ use crate::service::health::Health;
 use crate::service::lease::original_lock::{self, OriginalLockKind};
 use crate::service::lease::{HoldEnd, LOCK_GEN_TAKEN, Lease, LeaseClient, Notices};
 use crate::service::metrics::{Metrics, Transition};
-use crate::service::processor::SimulatedProcessor;
 use crate::service::state::{InstanceState, Role};
 
 /// Everything the role loop works with.
@@ -69,16 +68,7 @@ pub(super) async fn run(ctx: RoleContext, stop: CancellationToken) {
 
     let (gate_tx, gate_rx) = watch::channel(false);
     let consumer = mode.may_consume().then(|| {
-        let consumer = Arc::new(Consumer::new(
-            ctx.redis.clone(),
-            ctx.keys.clone(),
-            id.clone(),
-            ctx.config.consumer.clone(),
-            ctx.metrics.clone(),
-            ctx.health.clone(),
-            ctx.chores.clone(),
-            SimulatedProcessor::new(ctx.config.processor.clone()),
-        ));
+        let consumer = Arc::new(Consumer::new(&ctx));
         let (drain, give_back) = budgets(&ctx.config);
         // The consumer stops with everything else, at the signal: it must
         // not take new messages while the lease is being released.

@@ -45,6 +45,7 @@ use crate::service::health::Health;
 use crate::service::message;
 use crate::service::metrics::{Metrics, Outcome};
 use crate::service::processor::{SimulatedProcessor, Verdict};
+use crate::service::role::RoleContext;
 use ack::AckSender;
 use fetch::{FetchLoop, FetchShared, Lane};
 
@@ -109,17 +110,14 @@ pub(super) struct Consumer {
 }
 
 impl Consumer {
-    /// A consumer with id `id` (unique per process start).
-    pub(super) fn new(
-        redis: Redis,
-        keys: Keys,
-        id: String,
-        cfg: ConsumerConfig,
-        metrics: Metrics,
-        health: Health,
-        chores: Chores,
-        processor: SimulatedProcessor,
-    ) -> Consumer {
+    /// The consumer of this instance (its id is the instance's, unique per
+    /// process start).
+    pub(super) fn new(ctx: &RoleContext) -> Consumer {
+        let (redis, keys, id) = (ctx.redis.clone(), ctx.keys.clone(), ctx.state.id.clone());
+        let cfg = ctx.config.consumer.clone();
+        let (metrics, health, chores) =
+            (ctx.metrics.clone(), ctx.health.clone(), ctx.chores.clone());
+        let processor = SimulatedProcessor::new(ctx.config.processor.clone());
         let heartbeat_value = serde_json::json!({
             "id": id,
             "pid": std::process::id(),
