@@ -675,10 +675,20 @@ async fn sentinel_failover_keeps_one_generator_and_loses_nothing_processed() {
     let killed = std::time::Instant::now();
     topology.node_mut(primary_port).expect("primary").kill();
 
-    // Sentinel cuts the clients of the replica it promotes: connect anew.
-    let fresh = || async { connect(&format!("127.0.0.1:{replica_port}")).await };
+    // Sentinel cuts the clients of the replica it promotes: connect anew,
+    // and try again when the cut lands on the connection being made.
+    let fresh = || async {
+        dsg_testkit::local_redis::connect(
+            &format!("127.0.0.1:{replica_port}"),
+            Duration::from_secs(5),
+        )
+        .await
+        .ok()
+    };
     let recovered = eventually(Duration::from_secs(30), || async {
-        let new_primary = fresh().await;
+        let Some(new_primary) = fresh().await else {
+            return false;
+        };
         let role: Vec<fred::types::Value> = new_primary
             .client()
             .custom(
@@ -700,7 +710,7 @@ async fn sentinel_failover_keeps_one_generator_and_loses_nothing_processed() {
                 > processed.len() as u64 + 50
     })
     .await;
-    let new_primary = fresh().await;
+    let new_primary = connect(&format!("127.0.0.1:{replica_port}")).await;
     if !recovered {
         let role: Vec<fred::types::Value> = new_primary
             .client()

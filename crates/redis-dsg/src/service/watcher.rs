@@ -12,7 +12,7 @@
 //! refuses tracking) idle consumers still find messages at their fallback
 //! poll.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use fred::prelude::*;
 use tokio_util::sync::CancellationToken;
@@ -26,6 +26,13 @@ use crate::service::health::Health;
 /// A read now and then even without an invalidation: a reconnect the
 /// watcher missed leaves tracking off on the new connection.
 const SAFETY_READ: Duration = Duration::from_secs(30);
+
+/// Looks at the queue at most this often. A push into an idle fleet is
+/// looked at at once (the previous look was long ago); under load, when
+/// every push and fetch invalidates the key, the looks stay at 100 a
+/// second, however fast the queue changes (consumers that are busy need no
+/// bell, and a full fetch rings it itself).
+const MIN_SPACING: Duration = Duration::from_millis(10);
 
 /// The queue watcher of one instance.
 #[derive(Debug)]
@@ -99,7 +106,12 @@ impl Watcher {
             .start_tracking(Vec::<String>::new(), false, false, false, false)
             .await?;
         tracing::debug!("watching the queue for pushes by any client");
+        let mut last_look = Instant::now()
+            .checked_sub(MIN_SPACING)
+            .unwrap_or_else(Instant::now);
         loop {
+            tokio::time::sleep_until((last_look + MIN_SPACING).into()).await;
+            last_look = Instant::now();
             // Reading the length (in the script) is what arms tracking of
             // the key again.
             let length: i64 = self
