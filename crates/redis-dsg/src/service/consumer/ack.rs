@@ -45,7 +45,8 @@ const ACK_BATCH: usize = 1024;
 /// often (unless a batch is full): a round trip costs Redis tens of µs of
 /// CPU in system calls whatever it carries, so one call per message made
 /// the round trips, not the work, the cost of a message at a moderate rate
-/// (contract 9). A lone acknowledgement after a quiet spell goes at once.
+/// (contract 9). A lone acknowledgement after a quiet spell goes at once,
+/// and so do [`WORTH_A_CALL`] of them.
 /// The price: a finished message stays in flight up to this much longer
 /// (a crash then repeats it; it is never lost).
 const OK_SPACING: Duration = Duration::from_millis(250);
@@ -54,9 +55,14 @@ const OK_SPACING: Duration = Duration::from_millis(250);
 /// are a few per cent of the traffic, so they gather longer.
 const ERROR_SPACING: Duration = Duration::from_secs(1);
 
-/// Adds acknowledgements to `batch` until `until` or until it is full.
+/// Enough acknowledgements for a call to carry its cost: gathering stops
+/// here, so a backlog (or its last batch) is acknowledged without waiting.
+const WORTH_A_CALL: usize = 32;
+
+/// Adds acknowledgements to `batch` until `until` or until it holds
+/// [`WORTH_A_CALL`].
 async fn gather(rx: &mut mpsc::UnboundedReceiver<Ack>, batch: &mut Vec<Ack>, until: Instant) {
-    while batch.len() < ACK_BATCH {
+    while batch.len() < WORTH_A_CALL {
         tokio::select! {
             _ = tokio::time::sleep_until(until.into()) => return,
             n = rx.recv_many(batch, ACK_BATCH - batch.len()) => if n == 0 { return },
