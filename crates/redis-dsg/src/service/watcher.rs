@@ -91,14 +91,24 @@ impl Watcher {
         holding: &mut tokio::sync::watch::Receiver<bool>,
         stop: &CancellationToken,
     ) -> Result<(), RedisError> {
+        // fred retries a refused connection (an ACL user without `+hello`,
+        // which RESP3 needs) on its own; its last error says why.
+        let mut errors = client.error_rx();
         let connecting = client.connect();
         let connected =
             tokio::time::timeout(self.redis.command_timeout(), client.wait_for_connect()).await;
         if !matches!(connected, Ok(Ok(()))) {
             connecting.abort();
-            return Err(RedisError::Setup(
-                "the queue watcher could not connect within the command timeout".into(),
-            ));
+            let mut last = None;
+            while let Ok((e, _)) = errors.try_recv() {
+                last = Some(e);
+            }
+            return Err(match last {
+                Some(e) => RedisError::Unavailable(e),
+                None => RedisError::Setup(
+                    "the queue watcher could not connect within the command timeout".into(),
+                ),
+            });
         }
         let mut invalidations = client.invalidation_rx();
         let mut reconnects = client.reconnect_rx();
