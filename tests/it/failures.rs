@@ -234,7 +234,7 @@ async fn issue11_a_lease_attempt_failing_for_another_reason_is_loud() {
         log(&g)
     );
     // Unready once failures span 15 s; with the lease's growing pause
-    // (2, 4, 8, 10 s) that is the fifth attempt, about 24 s in: the bound
+    // (from the 2 s retry period up to 10 s) that is 15–25 s in: the bound
     // leaves room for a loaded machine.
     assert!(
         eventually(Duration::from_secs(60), || async {
