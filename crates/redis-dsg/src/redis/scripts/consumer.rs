@@ -1,0 +1,275 @@
+//! The consumer's scripts: taking messages into its in-flight hash,
+//! acknowledging them (to the output or error list, in one step or, across
+//! Cluster slots, two), its heartbeat, and returning what it holds.
+
+use std::sync::LazyLock;
+
+use super::Script;
+
+/// The field every in-flight hash carries besides its messages, and its
+/// value. The value is longer than Redis' `hash-max-listpack-value` (64
+/// bytes by default), which makes Redis keep the hash in its hashtable
+/// encoding from the first write: a small (listpack) hash is scanned
+/// linearly by every HSET and HDEL, which made fetching 100 messages of 64
+/// bytes cost 2 µs of Redis time per message. Field names of messages are
+/// numbers, so they never collide with it.
+pub const INFLIGHT_MARKER_FIELD: &str = "~";
+
+/// See [`INFLIGHT_MARKER_FIELD`].
+pub const INFLIGHT_MARKER_VALUE: &str =
+    "redis-dsg in-flight hash; this field keeps it in the hashtable encoding (O(1) HSET/HDEL)";
+
+/// Moves up to N messages from the consuming end of the queue into the
+/// consumer's in-flight hash, each under its own delivery id, registering
+/// the consumer first.
+///
+/// KEYS: queue, in-flight hash, heartbeat, consumer set, heartbeat index,
+/// doorbell.
+/// ARGV: N, heartbeat TTL (ms), max message bytes, consumer id, heartbeat
+/// value, marker field, marker value, first delivery id.
+/// Returns the messages in the order taken (oldest first), the i-th under
+/// delivery id `first + i - 1` (ids are made here from one base, so an
+/// empty or small fetch carries eight arguments, not one per message it
+/// might take). A message larger than the limit is returned as its size
+/// (an integer) instead of its bytes, so it never crosses the network. On
+/// an empty queue it writes nothing (a fallback poll costs Redis no
+/// writes, no replication). Atomic: every message is in the queue or in
+/// the hash at all times, and the consumer is registered (heartbeat key,
+/// set, and its expiry on Redis' clock in the index, so a reaper can
+/// recover it) before it holds anything. The batch is read with `LRANGE`
+/// and removed with `LTRIM` only after the `HSET` (the queue's trim probed
+/// first), so a failing write removes nothing. A full batch rings the
+/// doorbell (best effort): more is likely waiting, and an idle consumer
+/// wakes to help, one at a time.
+pub static FETCH: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        "fetch",
+        r#"
+local n = tonumber(ARGV[1])
+local msgs = guard('LRANGE', KEYS[1], -n, -1)
+if #msgs == 0 then return {} end
+guard('LTRIM', KEYS[1], 0, -1)
+guard('SET', KEYS[3], ARGV[5], 'PX', ARGV[2])
+guard('SADD', KEYS[4], ARGV[4])
+local t = guard('TIME')
+guard('ZADD', KEYS[5], t[1] * 1000 + math.floor(t[2] / 1000) + tonumber(ARGV[2]), ARGV[4])
+local max = tonumber(ARGV[3])
+local first = tonumber(ARGV[8])
+local k = #msgs
+local fields = {ARGV[6], ARGV[7]}
+local out = {}
+for i = 1, k do
+  local m = msgs[k - i + 1]
+  fields[2 * i + 1] = first + i - 1
+  fields[2 * i + 2] = m
+  if #m > max then out[i] = #m else out[i] = m end
+end
+guard('HSET', KEYS[2], unpack(fields))
+guard('LTRIM', KEYS[1], 0, -k - 1)
+if k == n then redis.pcall('ZADD', KEYS[6], 0, 'r') end
+return out
+"#,
+    )
+});
+
+/// Re-reads messages this consumer holds under the given delivery ids: the
+/// ones a fetch moved into the hash when its reply never arrived.
+///
+/// KEYS: in-flight hash. ARGV: max message bytes, delivery ids…
+/// Returns `{id, message or size, …}` for the ids still in the hash, in the
+/// shape of [`FETCH`]. Read-only.
+pub static ADOPT: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        "adopt",
+        r#"
+local max = tonumber(ARGV[1])
+local out = {}
+for i = 2, #ARGV do
+  local m = guard('HGET', KEYS[1], ARGV[i])
+  if m then
+    out[#out + 1] = tonumber(ARGV[i])
+    if #m > max then out[#out + 1] = #m else out[#out + 1] = m end
+  end
+end
+return out
+"#,
+    )
+});
+
+/// Hands processed messages over to the output list, exactly once.
+///
+/// KEYS: in-flight hash, output list. ARGV: delivery ids.
+/// Each message this consumer still holds is pushed to the output list and
+/// forgotten in the same step; returns how many. A message already
+/// reclaimed by a reaper (this consumer was presumed dead) is not pushed:
+/// its new owner will, so each message instance taken from the queue
+/// reaches the output list once.
+pub static ACK_OUTPUT: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        "ack_output",
+        r#"
+guard('HDEL', KEYS[1], '')
+local moved = 0
+for i = 1, #ARGV do
+  local body = guard('HGET', KEYS[1], ARGV[i])
+  if body then
+    guard('LPUSH', KEYS[2], body)
+    guard('HDEL', KEYS[1], ARGV[i])
+    moved = moved + 1
+  end
+end
+return moved
+"#,
+    )
+});
+
+/// Moves messages this consumer still holds to the error list, each behind
+/// its entry header, and forgets them.
+///
+/// KEYS: in-flight hash, error list. ARGV: pairs of (delivery id, header).
+/// Returns one flag per pair: 1 moved, 0 already reclaimed by a reaper (a
+/// late acknowledgement). The message bytes never leave Redis, and a
+/// message is in the hash or in the error list, never both or neither.
+pub static ACK_ERROR: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        "ack_error",
+        r#"
+guard('HDEL', KEYS[1], '')
+local moved = {}
+for i = 1, #ARGV, 2 do
+  local body = guard('HGET', KEYS[1], ARGV[i])
+  if body then
+    guard('LPUSH', KEYS[2], ARGV[i + 1] .. body)
+    guard('HDEL', KEYS[1], ARGV[i])
+    moved[#moved + 1] = 1
+  else
+    moved[#moved + 1] = 0
+  end
+end
+return moved
+"#,
+    )
+});
+
+/// Returns everything a consumer holds to the consuming end of the queue and
+/// unregisters it.
+///
+/// KEYS: heartbeat, in-flight hash, queue, consumer set, heartbeat index.
+/// ARGV: consumer id, `force` (`1` for a consumer returning its own work;
+/// otherwise only when the heartbeat has expired).
+/// Returns the number of messages returned, or -1 when the consumer is alive.
+/// The oldest delivery ends up rightmost, so it is taken next. Atomic: a
+/// consumer that is alive never loses its messages to a reaper, and a
+/// message is never both returned and held. The hash is emptied with
+/// `HDEL` (probed before the pushes, in chunks: `unpack` takes a few
+/// thousand values), not `DEL`, so a user without `+hdel` fails before
+/// anything moved; the heartbeat's removal is tidying (it expires). The
+/// heartbeat key, not the index, decides whether a consumer is alive:
+/// consumers of an earlier version write only the key.
+pub static RETURN_INFLIGHT: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        "return_inflight",
+        r#"
+if ARGV[2] ~= '1' and guard('EXISTS', KEYS[1]) == 1 then
+  return -1
+end
+local flat = guard('HGETALL', KEYS[2])
+guard('HDEL', KEYS[2], '')
+guard('SREM', KEYS[4], '')
+guard('ZREM', KEYS[5], '')
+local held, fields = {}, {}
+for i = 1, #flat, 2 do
+  fields[#fields + 1] = flat[i]
+  local id = tonumber(flat[i])
+  if id then held[#held + 1] = {id, flat[i + 1]} end
+end
+table.sort(held, function(a, b) return a[1] > b[1] end)
+for _, h in ipairs(held) do
+  guard('RPUSH', KEYS[3], h[2])
+end
+for i = 1, #fields, 1000 do
+  guard('HDEL', KEYS[2], unpack(fields, i, math.min(i + 999, #fields)))
+end
+if ARGV[2] == '1' then redis.pcall('DEL', KEYS[1]) end
+guard('SREM', KEYS[4], ARGV[1])
+guard('ZREM', KEYS[5], ARGV[1])
+return #held
+"#,
+    )
+});
+
+/// Refreshes a consumer's heartbeat and membership.
+///
+/// KEYS: heartbeat, consumer set, heartbeat index, the chores claim
+/// ([`crate::redis::Keys::sampler`]). ARGV: consumer id, TTL (ms), value.
+/// Returns `{alive, claimed}`: alive is 1 when the heartbeat was still
+/// alive, 0 when it had expired (a reaper may have returned this
+/// consumer's messages meanwhile); claimed is 0 when no instance holds the
+/// chores claim, so this one tries to take it at once (the fleet's reaper
+/// and watcher come back within a heartbeat interval, at no extra command).
+/// The expiry in the index is on Redis' clock (`TIME`), never a pod's.
+pub static HEARTBEAT: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        "heartbeat",
+        r#"
+local alive = guard('EXISTS', KEYS[1])
+guard('SET', KEYS[1], ARGV[3], 'PX', ARGV[2])
+guard('SADD', KEYS[2], ARGV[1])
+local t = guard('TIME')
+guard('ZADD', KEYS[3], t[1] * 1000 + math.floor(t[2] / 1000) + tonumber(ARGV[2]), ARGV[1])
+return {alive, guard('EXISTS', KEYS[4])}
+"#,
+    )
+});
+
+/// First step of a move to a list in another hash slot (Redis Cluster):
+/// pushes each entry unless its delivery token was pushed before, so a
+/// retry after an error whose outcome is unknown does not push it twice.
+/// Tokens are kept with their time and dropped after the TTL, so ones left
+/// by a crash between the steps do not pile up under steady traffic. A
+/// token is recorded only after its entry was pushed: a push that fails
+/// leaves no token behind to suppress the retry.
+///
+/// KEYS: target list, its marker sorted set ([`crate::redis::Keys::moved_marker`]).
+/// ARGV: now (ms), TTL (ms), then token and entry pairs. Returns how many
+/// were pushed.
+pub static PUSH_ONCE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        "push_once",
+        r#"
+local now = tonumber(ARGV[1])
+local ttl = tonumber(ARGV[2])
+guard('ZADD', KEYS[2], 'XX', now, '')
+guard('LLEN', KEYS[1])
+local pushed = 0
+for i = 3, #ARGV, 2 do
+  if not guard('ZSCORE', KEYS[2], ARGV[i]) then
+    guard('LPUSH', KEYS[1], ARGV[i + 1])
+    guard('ZADD', KEYS[2], now, ARGV[i])
+    pushed = pushed + 1
+  end
+end
+redis.pcall('PEXPIRE', KEYS[2], ttl)
+redis.pcall('ZREMRANGEBYSCORE', KEYS[2], '-inf', now - ttl)
+return pushed
+"#,
+    )
+});
+
+/// Second step of such a move: forgets the held messages.
+///
+/// KEYS: in-flight hash. ARGV: delivery ids.
+/// Returns per id 1 if this consumer still held it, 0 if a reaper had
+/// taken it back meanwhile (then it is delivered again: a duplicate).
+pub static FORGET: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        "forget",
+        r#"
+local flags = {}
+for i = 1, #ARGV do
+  flags[i] = guard('HDEL', KEYS[1], ARGV[i])
+end
+return flags
+"#,
+    )
+});
