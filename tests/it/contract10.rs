@@ -752,3 +752,50 @@ async fn contract10_every_script_survives_wrong_types_and_denied_commands() {
         failures.join("\n")
     );
 }
+
+/// Contract 1 through contract 10: a user whose key patterns allow the
+/// lease but not the epoch counter cannot take the lease at all. Were the
+/// lease written before the counter, it would be held under an epoch the
+/// counter never recorded, and the next holder could be given the same
+/// epoch (two holders, one fencing token).
+#[tokio::test]
+async fn contract1_a_refused_epoch_write_leaves_no_lease_held() {
+    let env = TestEnv::new().await;
+    let k = Keys::new("q", "errors");
+    must(&env.client, &["SET", &k.epoch(), "5"]).await;
+    must(
+        &env.client,
+        &[
+            "ACL",
+            "SETUSER",
+            "lease-only",
+            "reset",
+            "on",
+            ">pw",
+            &format!("~{}", k.lease()),
+            &format!("%R~{}", k.epoch()),
+            "+@all",
+        ],
+    )
+    .await;
+    let weak = connect(&format!(
+        "redis://lease-only:pw@127.0.0.1:{}",
+        env.redis.port()
+    ))
+    .await;
+    let refused = weak
+        .run::<Value>(
+            &scripts::ACQUIRE_LEASE,
+            vec![k.lease(), k.epoch()],
+            vec!["h1".into(), "10000".into(), "0".into()],
+        )
+        .await;
+    // Redis 7 refuses the call before the script runs (a declared key the
+    // user may only read); the script's order keeps it safe where the
+    // refusal would come from its own second write.
+    assert!(refused.is_err(), "the attempt must fail: {refused:?}");
+    let lease: Option<String> = env.client.client().get(k.lease()).await.expect("GET");
+    assert_eq!(lease, None, "no lease is held under an unrecorded epoch");
+    let epoch: String = env.client.client().get(k.epoch()).await.expect("GET");
+    assert_eq!(epoch, "5");
+}

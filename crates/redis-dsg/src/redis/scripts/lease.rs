@@ -13,9 +13,14 @@ use super::Script;
 /// Returns `{1, token, epoch}` when taken, `{0, current token, PTTL}` when
 /// held. Reading the counter, `SET NX PX` and writing the new epoch run in
 /// one atomic step, so every acquisition has its own epoch and no two
-/// holders ever share one. The epoch is written after the lease: a `SET`
-/// Redis refuses (a TTL out of range, an ACL user without `+set`) burns no
-/// epoch. Epochs never go backwards, even when Redis lost the counter (a
+/// holders ever share one. The epoch is written before the lease: were the
+/// lease written first and the counter's write refused (an ACL user whose
+/// key patterns allow the lease but not the counter), a holder would run
+/// under an epoch the counter never recorded and the next holder could get
+/// the same one (Redis 7 refuses such a call before the script runs; the
+/// order keeps it safe wherever a write inside could be refused). This
+/// order at worst skips an epoch (the lease's `SET`
+/// refused after the counter's), which fencing does not mind. Epochs never go backwards, even when Redis lost the counter (a
 /// restart without persistence, a failover to a replica that missed the
 /// last write), as long as one contender saw the latest epoch: the counter
 /// is raised past what the caller has seen.
@@ -34,8 +39,8 @@ end
 epoch = math.max(epoch, tonumber(ARGV[3])) + 1
 local text = string.format('%d', epoch)
 local token = ARGV[1] .. ' ' .. text
-guard('SET', KEYS[1], token, 'NX', 'PX', ARGV[2])
 guard('SET', KEYS[2], text)
+guard('SET', KEYS[1], token, 'NX', 'PX', ARGV[2])
 return {1, token, epoch}
 "#,
     )
