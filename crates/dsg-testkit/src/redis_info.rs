@@ -85,10 +85,14 @@ impl CommandStats {
         CommandStats(delta)
     }
 
-    /// These counters without the commands `names` (e.g. the observer's
-    /// own `info`).
+    /// These counters without the commands `names` and their subcommands
+    /// (e.g. the observer's own `info`; `config` also drops
+    /// `config|resetstat`).
     pub fn without(mut self, names: &[&str]) -> CommandStats {
-        self.0.retain(|name, _| !names.contains(&name.as_str()));
+        self.0.retain(|name, _| {
+            let command = name.split('|').next().unwrap_or(name);
+            !names.contains(&command)
+        });
         self
     }
 

@@ -4,13 +4,13 @@
 //! Commands run inside scripts are counted by Redis too, so a fetch script
 //! shows as its `evalsha` plus the commands it ran.
 
-use std::collections::BTreeMap;
 use std::time::Instant;
 
 use fred::prelude::*;
 use fred::types::InfoKind;
 use serde::Serialize;
 
+use dsg_testkit::redis_info::{CommandStat, CommandStats};
 use redis_dsg::redis::Redis;
 
 /// Commands the benchmark itself sends during a window; left out of the
@@ -20,20 +20,13 @@ const OWN_COMMANDS: &[&str] = &["info", "config"];
 /// How many commands a window lists by name.
 const TOP_COMMANDS: usize = 5;
 
-/// Calls and time of one command so far (`cmdstat_<name>`).
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub(super) struct CommandCount {
-    pub calls: u64,
-    pub usec: u64,
-}
-
 /// Redis' counters at one moment.
 #[derive(Debug, Clone)]
 pub(super) struct Snapshot {
     pub at: Instant,
     /// `used_cpu_sys + used_cpu_user`, seconds.
     pub cpu_seconds: f64,
-    pub commands: BTreeMap<String, CommandCount>,
+    pub commands: CommandStats,
 }
 
 impl Snapshot {
@@ -44,14 +37,11 @@ impl Snapshot {
             .info(Some(InfoKind::Cpu))
             .await
             .map_err(|e| format!("INFO cpu: {e}"))?;
-        let stats: String = client
-            .info(Some(InfoKind::CommandStats))
-            .await
-            .map_err(|e| format!("INFO commandstats: {e}"))?;
+        let commands = CommandStats::read(redis).await?;
         Ok(Snapshot {
             at: Instant::now(),
             cpu_seconds: parse_cpu_seconds(&cpu).ok_or("INFO cpu without used_cpu_*")?,
-            commands: parse_commandstats(&stats),
+            commands,
         })
     }
 }
@@ -65,28 +55,6 @@ fn parse_cpu_seconds(info: &str) -> Option<f64> {
             .and_then(|(_, v)| v.parse::<f64>().ok())
     };
     Some(field("used_cpu_sys")? + field("used_cpu_user")?)
-}
-
-/// Every `cmdstat_<name>:calls=…,usec=…,…` line of an `INFO commandstats`
-/// reply.
-fn parse_commandstats(info: &str) -> BTreeMap<String, CommandCount> {
-    info.lines()
-        .filter_map(|l| {
-            let (name, fields) = l.trim().strip_prefix("cmdstat_")?.split_once(':')?;
-            let field = |key: &str| {
-                fields
-                    .split(',')
-                    .filter_map(|f| f.split_once('='))
-                    .find(|(k, _)| *k == key)
-                    .and_then(|(_, v)| v.parse::<u64>().ok())
-            };
-            let count = CommandCount {
-                calls: field("calls")?,
-                usec: field("usec")?,
-            };
-            Some((name.to_string(), count))
-        })
-        .collect()
 }
 
 /// One command's share of a window.
@@ -115,22 +83,10 @@ impl RedisLoad {
     /// The deltas from `before` to `after`.
     pub(super) fn between(before: &Snapshot, after: &Snapshot) -> RedisLoad {
         let seconds = (after.at - before.at).as_secs_f64().max(1e-9);
-        let mut deltas: Vec<(&str, CommandCount)> = after
-            .commands
-            .iter()
-            .filter(|(name, _)| !OWN_COMMANDS.iter().any(|own| name.starts_with(own)))
-            .map(|(name, now)| {
-                let was = before.commands.get(name).copied().unwrap_or_default();
-                let delta = CommandCount {
-                    calls: now.calls.saturating_sub(was.calls),
-                    usec: now.usec.saturating_sub(was.usec),
-                };
-                (name.as_str(), delta)
-            })
-            .filter(|(_, d)| d.calls > 0)
-            .collect();
+        let window = after.commands.since(&before.commands).without(OWN_COMMANDS);
+        let calls = window.total_calls();
+        let mut deltas: Vec<(&String, &CommandStat)> = window.0.iter().collect();
         deltas.sort_by(|a, b| b.1.usec.cmp(&a.1.usec).then(b.1.calls.cmp(&a.1.calls)));
-        let calls: u64 = deltas.iter().map(|(_, d)| d.calls).sum();
         RedisLoad {
             seconds,
             cpu_percent: cpu_percent(before.cpu_seconds, after.cpu_seconds, seconds),
@@ -178,7 +134,8 @@ mod tests {
         let stats = |evalsha: u64, info: u64| {
             format!(
                 "# Commandstats\r\ncmdstat_evalsha:calls={evalsha},usec={},usec_per_call=150.00,rejected_calls=0,failed_calls=0\r\n\
-                 cmdstat_info:calls={info},usec=10,usec_per_call=1.00\r\ncmdstat_exists:calls=30,usec=30,usec_per_call=1.00\r\n",
+                 cmdstat_info:calls={info},usec=10,usec_per_call=1.00\r\ncmdstat_exists:calls=30,usec=30,usec_per_call=1.00\r\n\
+                 cmdstat_config|resetstat:calls={info},usec=10,usec_per_call=1.00\r\n",
                 evalsha * 150
             )
         };
@@ -186,12 +143,12 @@ mod tests {
         let before = Snapshot {
             at: start,
             cpu_seconds: 1.0,
-            commands: parse_commandstats(&stats(100, 5)),
+            commands: CommandStats::parse(&stats(100, 5)),
         };
         let after = Snapshot {
             at: start + std::time::Duration::from_secs(10),
             cpu_seconds: 2.0,
-            commands: parse_commandstats(&stats(4_100, 9)),
+            commands: CommandStats::parse(&stats(4_100, 9)),
         };
         let load = RedisLoad::between(&before, &after);
         assert!((load.cpu_percent - 10.0).abs() < 1e-9);
