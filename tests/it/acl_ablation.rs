@@ -10,9 +10,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use fred::prelude::*;
-use fred::types::{CustomCommand, Value};
-use redis_dsg::redis::{Keys, value_bytes};
+use redis_dsg::redis::Keys;
 use redis_dsg::service::error_entry::{Reason, decode, header};
 
 use crate::helpers::*;
@@ -24,27 +22,6 @@ const OUTPUT: &str = "{q}:out";
 /// Rows run at once (each has its own redis-server).
 const WIDE: usize = 4;
 
-async fn admin(env: &TestEnv, args: &[&str]) -> Value {
-    let cmd = CustomCommand::new(args[0].to_string(), None::<u16>, false);
-    let rest: Vec<String> = args[1..].iter().map(|s| s.to_string()).collect();
-    env.client
-        .client()
-        .custom::<Value, _>(cmd, rest)
-        .await
-        .unwrap_or_else(|e| panic!("{args:?}: {e}"))
-}
-
-fn bytes_of(v: Value) -> Vec<Vec<u8>> {
-    match v {
-        Value::Array(items) => items
-            .into_iter()
-            .filter_map(value_bytes)
-            .map(|b| b.to_vec())
-            .collect(),
-        _ => Vec::new(),
-    }
-}
-
 /// How often each numbered message or entry is stored anywhere in Redis.
 async fn census(env: &TestEnv) -> BTreeMap<u64, usize> {
     let mut found = BTreeMap::new();
@@ -54,22 +31,22 @@ async fn census(env: &TestEnv) -> BTreeMap<u64, usize> {
         }
     };
     for list in ["q", OUTPUT] {
-        for m in bytes_of(admin(env, &["LRANGE", list, "0", "-1"]).await) {
+        for m in bulk_strings(command(&env.client, &["LRANGE", list, "0", "-1"]).await) {
             count(&m);
         }
     }
-    let claims = bytes_of(admin(env, &["KEYS", "{errors}:draining:*"]).await);
+    let claims = bulk_strings(command(&env.client, &["KEYS", "{errors}:draining:*"]).await);
     let mut entry_lists = vec![b"errors".to_vec()];
     entry_lists.extend(claims);
     for list in entry_lists {
         let list = String::from_utf8_lossy(&list).into_owned();
-        for e in bytes_of(admin(env, &["LRANGE", &list, "0", "-1"]).await) {
+        for e in bulk_strings(command(&env.client, &["LRANGE", &list, "0", "-1"]).await) {
             count(&decode(&e).payload);
         }
     }
-    for hash in bytes_of(admin(env, &["KEYS", "{q}:inflight:*"]).await) {
+    for hash in bulk_strings(command(&env.client, &["KEYS", "{q}:inflight:*"]).await) {
         let hash = String::from_utf8_lossy(&hash).into_owned();
-        let flat = bytes_of(admin(env, &["HGETALL", &hash]).await);
+        let flat = bulk_strings(command(&env.client, &["HGETALL", &hash]).await);
         for pair in flat.chunks(2) {
             if pair.len() == 2
                 && std::str::from_utf8(&pair[0]).is_ok_and(|f| f.parse::<u64>().is_ok())
@@ -136,9 +113,9 @@ async fn ablate(removed: Option<String>) -> Row {
     }
     let mut setuser = vec!["ACL", "SETUSER", "dsg", "reset", ">pw"];
     setuser.extend(rule.iter().map(String::as_str));
-    admin(&env, &setuser).await;
+    command(&env.client, &setuser).await;
     // Scripts must be sent with EVAL too, so that `-eval` is exercised.
-    admin(&env, &["SCRIPT", "FLUSH"]).await;
+    command(&env.client, &["SCRIPT", "FLUSH"]).await;
     let messages: Vec<Vec<u8>> = (0..MESSAGES).map(numbered).collect();
     env.push("q", &messages).await;
     let entries: Vec<Vec<u8>> = ENTRIES

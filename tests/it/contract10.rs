@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use fred::prelude::*;
 use fred::types::{CustomCommand, Value};
 use redis_dsg::redis::scripts::{self, Script};
-use redis_dsg::redis::{Keys, Redis, value_bytes};
+use redis_dsg::redis::{Keys, Redis};
 
 use crate::helpers::*;
 
@@ -418,49 +418,21 @@ fn cases() -> Vec<Case> {
     .collect()
 }
 
-async fn raw(redis: &Redis, args: &[String]) -> Result<Value, fred::error::Error> {
-    let cmd = CustomCommand::new(args[0].clone(), None::<u16>, false);
-    redis
-        .client()
-        .custom::<Value, _>(cmd, args[1..].to_vec())
-        .await
-}
-
-async fn must(redis: &Redis, args: &[&str]) -> Value {
-    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-    raw(redis, &args)
-        .await
-        .unwrap_or_else(|e| panic!("{args:?}: {e}"))
-}
-
-fn strings(v: Value) -> Vec<Vec<u8>> {
-    match v {
-        Value::Array(items) => items
-            .into_iter()
-            .filter_map(value_bytes)
-            .map(|b| b.to_vec())
-            .collect(),
-        other => value_bytes(other)
-            .map(|b| vec![b.to_vec()])
-            .unwrap_or_default(),
-    }
-}
-
 /// Every key: its type and content (TTLs and sorted-set scores left out:
 /// they hold times).
 async fn snapshot(redis: &Redis) -> BTreeMap<String, (String, Vec<Vec<u8>>)> {
     let mut out = BTreeMap::new();
-    let keys = strings(must(redis, &["KEYS", "*"]).await);
+    let keys = bulk_strings(command(redis, &["KEYS", "*"]).await);
     for key in keys {
         let key = String::from_utf8_lossy(&key).into_owned();
-        let kind =
-            String::from_utf8_lossy(&strings(must(redis, &["TYPE", &key]).await)[0]).into_owned();
+        let kind = String::from_utf8_lossy(&bulk_strings(command(redis, &["TYPE", &key]).await)[0])
+            .into_owned();
         let mut content = match kind.as_str() {
-            "string" => strings(must(redis, &["GET", &key]).await),
-            "list" => strings(must(redis, &["LRANGE", &key, "0", "-1"]).await),
-            "hash" => strings(must(redis, &["HGETALL", &key]).await),
-            "set" => strings(must(redis, &["SMEMBERS", &key]).await),
-            "zset" => strings(must(redis, &["ZRANGE", &key, "0", "-1"]).await),
+            "string" => bulk_strings(command(redis, &["GET", &key]).await),
+            "list" => bulk_strings(command(redis, &["LRANGE", &key, "0", "-1"]).await),
+            "hash" => bulk_strings(command(redis, &["HGETALL", &key]).await),
+            "set" => bulk_strings(command(redis, &["SMEMBERS", &key]).await),
+            "zset" => bulk_strings(command(redis, &["ZRANGE", &key, "0", "-1"]).await),
             other => panic!("{key}: unexpected type {other}"),
         };
         if matches!(kind.as_str(), "hash" | "set" | "zset") {
@@ -542,9 +514,9 @@ async fn run(redis: &Redis, c: &Case) -> Result<Value, String> {
 }
 
 async fn seed(admin: &Redis, c: &Case) {
-    must(admin, &["FLUSHALL"]).await;
+    command(admin, &["FLUSHALL"]).await;
     for cmd in &c.setup {
-        raw(admin, cmd)
+        try_command(admin, cmd)
             .await
             .unwrap_or_else(|e| panic!("{}: {cmd:?}: {e}", c.script.name));
     }
@@ -562,13 +534,13 @@ async fn row(
     seed(admin, c).await;
     let mut saved = None;
     if let Fault::WrongType(key) = fault {
-        saved = strings(must(admin, &["DUMP", key]).await).pop();
-        must(admin, &["DEL", key]).await;
+        saved = bulk_strings(command(admin, &["DUMP", key]).await).pop();
+        command(admin, &["DEL", key]).await;
         let kind = c.keys.iter().find(|(k, _)| k == key).map(|(_, t)| *t);
         if kind == Some(Kind::Str) {
-            must(admin, &["RPUSH", key, "oops"]).await;
+            command(admin, &["RPUSH", key, "oops"]).await;
         } else {
-            must(admin, &["SET", key, "oops"]).await;
+            command(admin, &["SET", key, "oops"]).await;
         }
     }
     let before = tokens(&snapshot(admin).await);
@@ -615,7 +587,7 @@ async fn row(
     // Lift the fault and retry: the end state must be a clean run's.
     if problem.is_none() && !(tolerated && result.is_ok()) {
         if let Fault::WrongType(key) = fault {
-            must(admin, &["DEL", key]).await;
+            command(admin, &["DEL", key]).await;
             if let Some(dump) = &saved {
                 let cmd = CustomCommand::new("RESTORE".to_string(), None::<u16>, false);
                 let restore: Vec<Value> = vec![
@@ -699,7 +671,7 @@ async fn contract10_every_script_survives_wrong_types_and_denied_commands() {
         }
         for cmd in c.script.commands() {
             let user = format!("no-{}", cmd.to_ascii_lowercase());
-            must(
+            command(
                 admin,
                 &[
                     "ACL",
@@ -762,8 +734,8 @@ async fn contract10_every_script_survives_wrong_types_and_denied_commands() {
 async fn contract1_a_refused_epoch_write_leaves_no_lease_held() {
     let env = TestEnv::new().await;
     let k = Keys::new("q", "errors");
-    must(&env.client, &["SET", &k.epoch(), "5"]).await;
-    must(
+    command(&env.client, &["SET", &k.epoch(), "5"]).await;
+    command(
         &env.client,
         &[
             "ACL",

@@ -210,3 +210,40 @@ pub fn signal_pid(pid: u32, signal: i32) {
 pub fn full_log(r: &Replica) -> String {
     std::fs::read_to_string(r.log()).unwrap_or_default()
 }
+
+/// Runs one command given as words (`["CONFIG", "SET", …]`) on `redis`.
+pub async fn try_command<S: AsRef<str>>(
+    redis: &Redis,
+    args: &[S],
+) -> Result<fred::types::Value, fred::error::Error> {
+    let cmd = fred::types::CustomCommand::new(args[0].as_ref().to_string(), None::<u16>, false);
+    let rest: Vec<String> = args[1..].iter().map(|a| a.as_ref().to_string()).collect();
+    redis
+        .client()
+        .custom::<fred::types::Value, _>(cmd, rest)
+        .await
+}
+
+/// [`try_command`] that must succeed (the test's own set-up and reads).
+pub async fn command<S: AsRef<str> + std::fmt::Debug>(
+    redis: &Redis,
+    args: &[S],
+) -> fred::types::Value {
+    try_command(redis, args)
+        .await
+        .unwrap_or_else(|e| panic!("{args:?}: {e}"))
+}
+
+/// The bulk strings of a reply (an array's, or a single one).
+pub fn bulk_strings(v: fred::types::Value) -> Vec<Vec<u8>> {
+    match v {
+        fred::types::Value::Array(items) => items
+            .into_iter()
+            .filter_map(redis_dsg::redis::value_bytes)
+            .map(|b| b.to_vec())
+            .collect(),
+        other => redis_dsg::redis::value_bytes(other)
+            .map(|b| vec![b.to_vec()])
+            .unwrap_or_default(),
+    }
+}

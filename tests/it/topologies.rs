@@ -123,15 +123,7 @@ async fn tls_with_a_private_ca_is_verified_and_a_wrong_ca_refused() {
 /// Runs an admin command on `redis` (`CONFIG SET`, `ACL SETUSER`, …).
 pub async fn admin(url: &str, args: &[&str]) -> fred::types::Value {
     let c = connect(url).await;
-    let cmd = fred::types::CustomCommand::new(args[0].to_string(), None::<u16>, false);
-    let v = c
-        .client()
-        .custom::<fred::types::Value, _>(
-            cmd,
-            args[1..].iter().map(|s| s.to_string()).collect::<Vec<_>>(),
-        )
-        .await
-        .unwrap_or_else(|e| panic!("{args:?}: {e}"));
+    let v = command(&c, args).await;
     c.quit().await;
     v
 }
