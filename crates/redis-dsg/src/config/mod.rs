@@ -132,6 +132,8 @@ pub struct Config {
     pub shutdown: ShutdownConfig,
     /// Working beside the original go-redis-dsg (a migration).
     pub compat: CompatConfig,
+    /// The error list.
+    pub errors: ErrorsConfig,
 }
 
 /// The HTTP server.
@@ -188,6 +190,11 @@ pub struct RedisConfig {
     pub command_timeout_ms: u64,
     /// Longest pause between reconnection attempts (backoff doubles up to it).
     pub reconnect_max_delay_ms: u64,
+    /// Report this instance unready while Redis' `maxmemory-policy` is not
+    /// `noeviction` (an evicting Redis destroys queued and in-flight
+    /// messages, leases and heartbeats); otherwise such a policy is only
+    /// warned about.
+    pub require_noeviction: bool,
 }
 
 impl RedisConfig {
@@ -219,6 +226,12 @@ pub struct GeneratorConfig {
     pub max_in_flight_batches: usize,
     /// Target messages per second when `interval_ms` is 0; `0` is unlimited.
     pub rate: f64,
+    /// The generator holds back (without an error) while the queue holds
+    /// this many messages; `0`: no bound.
+    pub max_backlog: u64,
+    /// The generator holds back while Redis' `used_memory` is at or above
+    /// this share of its `maxmemory` (when one is set); `0`: no bound.
+    pub max_redis_memory_ratio: f64,
 }
 
 /// The generator lease (timing rules as client-go's leader election).
@@ -277,6 +290,10 @@ pub struct ConsumerConfig {
     pub reaper_interval_ms: u64,
     /// Larger messages go to the error list as `oversized`, unprocessed.
     pub max_message_bytes: usize,
+    /// Bytes of messages held at once, at most: a fetch takes messages only
+    /// while their sizes fit what is left (at least one when nothing is
+    /// held, so a single large message still moves).
+    pub max_in_flight_bytes: u64,
     /// When set, every message processed `ok` is pushed to this list in the
     /// same atomic step that acknowledges it (off by default).
     pub output_queue: Option<String>,
@@ -316,6 +333,16 @@ pub struct CompatConfig {
     pub original_lock: bool,
 }
 
+/// The error list.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ErrorsConfig {
+    /// Entries the error list keeps, at most: beyond it the oldest are
+    /// trimmed by the step that adds one (counted, warned about once);
+    /// `0`: unbounded.
+    pub max_entries: u64,
+}
+
 impl ShutdownConfig {
     /// [`ShutdownConfig::timeout_ms`] as a duration.
     pub fn timeout(&self) -> Duration {
@@ -350,12 +377,15 @@ impl Default for Config {
                 connect_timeout_ms: 5_000,
                 command_timeout_ms: 5_000,
                 reconnect_max_delay_ms: 1_000,
+                require_noeviction: false,
             },
             generator: GeneratorConfig {
                 interval_ms: 500,
                 batch_size: 500,
                 max_in_flight_batches: 4,
                 rate: 0.0,
+                max_backlog: 1_000_000,
+                max_redis_memory_ratio: 0.8,
             },
             lease: LeaseConfig {
                 ttl_ms: 10_000,
@@ -371,6 +401,7 @@ impl Default for Config {
                 heartbeat_interval_ms: 3_000,
                 reaper_interval_ms: 3_000,
                 max_message_bytes: 1024 * 1024,
+                max_in_flight_bytes: 64 * 1024 * 1024,
                 output_queue: None,
             },
             processor: ProcessorConfig {
@@ -380,6 +411,7 @@ impl Default for Config {
             },
             shutdown: ShutdownConfig { timeout_ms: 20_000 },
             compat: CompatConfig::default(),
+            errors: ErrorsConfig::default(),
         }
     }
 }

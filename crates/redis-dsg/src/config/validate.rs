@@ -99,6 +99,21 @@ pub const BOUNDS: &[Bound] = &[
     bound("consumer.max_message_bytes", 1, 512 * 1024 * 1024, |c| {
         c.consumer.max_message_bytes as u64
     }),
+    // A message of Redis' largest size must fit (a budget below the
+    // largest message still moves it, one at a time), and beyond 64 GiB
+    // no pod could hold it.
+    bound(
+        "consumer.max_in_flight_bytes",
+        64 * 1024,
+        64 * 1024 * 1024 * 1024,
+        |c| c.consumer.max_in_flight_bytes,
+    ),
+    bound("generator.max_backlog", 0, 1_000_000_000_000, |c| {
+        c.generator.max_backlog
+    }),
+    bound("errors.max_entries", 0, 1_000_000_000_000, |c| {
+        c.errors.max_entries
+    }),
     bound("processor.min_ms", 0, HOUR_MS, |c| c.processor.min_ms),
     bound("processor.max_ms", 0, HOUR_MS, |c| c.processor.max_ms),
     bound("shutdown.timeout_ms", 100, HOUR_MS, |c| {
@@ -281,6 +296,13 @@ fn ratio_rules(c: &Config, p: &mut Vec<(&'static str, String)>) {
     }
     if !(0.0..=1.0).contains(&c.processor.invalid_ratio) {
         p.push(("processor.invalid_ratio", "must be between 0 and 1".into()));
+    }
+    let memory = c.generator.max_redis_memory_ratio;
+    if !(0.0..=1.0).contains(&memory) {
+        p.push((
+            "generator.max_redis_memory_ratio",
+            "must be 0 (no bound) or a share of maxmemory up to 1".into(),
+        ));
     }
 }
 
