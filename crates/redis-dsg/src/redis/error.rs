@@ -84,11 +84,13 @@ pub enum Operation {
     /// Watching the queue for pushes by other clients (`CLIENT TRACKING`):
     /// one replica at a time.
     Watch,
+    /// Reading Redis' memory use and eviction policy (`INFO memory`).
+    Memory,
 }
 
 impl Operation {
     /// Every operation.
-    pub const ALL: [Operation; 9] = [
+    pub const ALL: [Operation; 10] = [
         Operation::Fetch,
         Operation::Ack,
         Operation::Heartbeat,
@@ -98,6 +100,7 @@ impl Operation {
         Operation::Sample,
         Operation::Return,
         Operation::Watch,
+        Operation::Memory,
     ];
 
     /// What the service was doing, for logs and `/readyz`.
@@ -112,6 +115,7 @@ impl Operation {
             Operation::Sample => "reading the queue's gauges",
             Operation::Return => "returning in-flight messages to the queue",
             Operation::Watch => "watching the queue for pushes by other clients",
+            Operation::Memory => "reading Redis' memory use and eviction policy",
         }
     }
 
@@ -127,6 +131,7 @@ impl Operation {
             Operation::Sample => "sample",
             Operation::Return => "return",
             Operation::Watch => "watch",
+            Operation::Memory => "memory",
         }
     }
 }

@@ -42,6 +42,9 @@ pub enum Cause {
     NoPermission,
     /// Writing to a read-only replica (`READONLY`), e.g. during a failover.
     ReadOnly,
+    /// Redis is at `maxmemory` with `noeviction` and refuses writes that
+    /// grow memory (`OOM`).
+    OutOfMemory,
     /// Any other failure.
     Other,
 }
@@ -79,6 +82,9 @@ impl Cause {
             Cause::WrongType => "a key holds a value of the wrong type",
             Cause::NoPermission => "the ACL user lacks a permission (see `redis-dsg acl-rule`)",
             Cause::ReadOnly => "the server is a read-only replica",
+            Cause::OutOfMemory => {
+                "Redis is at maxmemory and refuses writes that grow memory (OOM)"
+            }
             Cause::Other => "error",
         }
     }
@@ -113,6 +119,8 @@ impl Failure {
             Cause::WrongType
         } else if has("NOPERM") {
             Cause::NoPermission
+        } else if details.starts_with("OOM") || has("OOM command not allowed") {
+            Cause::OutOfMemory
         } else if details.starts_with("READONLY") {
             Cause::ReadOnly
         } else if details.starts_with("LOADING") {

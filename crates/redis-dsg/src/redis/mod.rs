@@ -16,6 +16,7 @@ pub mod scripts;
 mod tls;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use fred::prelude::*;
@@ -36,6 +37,9 @@ pub struct Redis {
     builder: Builder,
     command_timeout: Duration,
     link: Arc<Link>,
+    /// Set once the server refused a script's shebang (Redis before 7.0):
+    /// scripts are sent without their flags from then on.
+    without_script_flags: Arc<AtomicBool>,
 }
 
 impl std::fmt::Debug for Redis {
@@ -79,6 +83,7 @@ impl Redis {
             command_timeout: cfg.command_timeout(),
             builder,
             link: Link::new(),
+            without_script_flags: Arc::new(AtomicBool::new(false)),
         })
     }
 
@@ -202,15 +207,52 @@ impl Redis {
             ..Default::default()
         };
         let client = client.with_options(&opts);
+        let flagless = self.without_script_flags.load(Ordering::Relaxed);
+        let (sha1, lua) = if flagless {
+            (&script.sha1_without_flags, &script.lua_without_flags)
+        } else {
+            (&script.sha1, &script.lua)
+        };
         let outcome = match client
-            .evalsha::<R, _, _, _>(script.sha1.as_str(), keys.clone(), args.clone())
+            .evalsha::<R, _, _, _>(sha1.as_str(), keys.clone(), args.clone())
             .await
         {
             Err(e) if e.details().starts_with("NOSCRIPT") => {
-                client.eval(script.lua.as_str(), keys, args).await
+                match client.eval(lua.as_str(), keys.clone(), args.clone()).await {
+                    Err(e) if !flagless && shebang_refused(e.details()) => {
+                        tracing::warn!(
+                            "this Redis is older than 7.0 and cannot run script flags: scripts run without them, \
+                             so at maxmemory consumers cannot acknowledge or heartbeat (DESIGN.md, contract 12)"
+                        );
+                        self.without_script_flags.store(true, Ordering::Relaxed);
+                        client
+                            .eval(script.lua_without_flags.as_str(), keys, args)
+                            .await
+                    }
+                    other => other,
+                }
             }
             other => other,
         };
+        self.observe(&outcome);
+        Ok(outcome?)
+    }
+
+    /// The `INFO memory` section of the server that holds `key` (on a
+    /// Cluster, the primary of its slot; elsewhere the one server). Any
+    /// ACL user allowed `INFO` may read it, unlike `CONFIG GET`.
+    pub async fn info_memory(&self, key: &str) -> Result<String, RedisError> {
+        let opts = Options {
+            cluster_hash: Some(fred::types::ClusterHash::Custom(
+                fred::util::redis_keyslot(key.as_bytes()),
+            )),
+            ..Default::default()
+        };
+        let outcome: Result<String, _> = self
+            .client()
+            .with_options(&opts)
+            .info(Some(fred::types::InfoKind::Memory))
+            .await;
         self.observe(&outcome);
         Ok(outcome?)
     }
@@ -219,6 +261,13 @@ impl Redis {
     pub async fn quit(&self) {
         let _ = self.pool.quit().await;
     }
+}
+
+/// Whether an `EVAL` failed because the server cannot compile a script's
+/// shebang line: Redis before 7.0 reads `#!lua …` as Lua and stops at the
+/// `#`.
+fn shebang_refused(details: &str) -> bool {
+    details.contains("Error compiling script") && details.contains("'#'")
 }
 
 /// An integer script argument (fred has no `From<u64>` for `Value`). Every
@@ -234,5 +283,23 @@ pub fn value_bytes(v: Value) -> Option<fred::bytes::Bytes> {
         Value::Bytes(b) => Some(b),
         Value::String(s) => Some(s.into_inner()),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::shebang_refused;
+
+    #[test]
+    fn contract12_a_server_before_redis_7_that_cannot_read_script_flags_is_recognised() {
+        // Redis 6.2's reply to `EVAL "#!lua flags=allow-oom\n…"`.
+        assert!(shebang_refused(
+            "ERR Error compiling script (new function): user_script:1: unexpected symbol near '#'"
+        ));
+        // Other compile errors, and Redis 7's refusals of a flag, are not.
+        assert!(!shebang_refused(
+            "ERR Error compiling script (new function): user_script:3: '=' expected near 'x'"
+        ));
+        assert!(!shebang_refused("ERR Unexpected flag in script shebang: bogus"));
     }
 }

@@ -47,7 +47,7 @@ pub use consumer::{
 pub use drain::{DRAIN_ACK, DRAIN_CLAIM, DRAIN_KEEP, DRAIN_RESTORE};
 pub use errors::{CONFIRM_DRAINED, REQUEUE};
 pub use lease::{ACQUIRE_LEASE, ACQUIRE_ORIGINAL_LOCK, FENCED_PUSH, RELEASE_LEASE, RENEW_LEASE};
-pub use script::{GUARD, Script};
+pub use script::{GUARD, Memory, Script};
 
 /// Every script, for the tests that prove contract 10 for each and for the
 /// ACL rule (which must grant every command they run). Add every new

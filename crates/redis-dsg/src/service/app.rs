@@ -15,6 +15,7 @@ use crate::config::Config;
 use crate::redis::Keys;
 use crate::redis::{Redis, RedisError};
 use crate::service::chores::Chores;
+use crate::service::redis_memory::RedisMemory;
 use crate::service::health::Health;
 use crate::service::http::{self, AppState};
 use crate::service::metrics::Metrics;
@@ -140,6 +141,14 @@ impl Application {
         self.redis.connect();
         let tracker = TaskTracker::new();
         let chores = Chores::new();
+        let memory = RedisMemory::new(
+            self.redis.clone(),
+            self.keys.queue.clone(),
+            self.metrics.clone(),
+            self.health.clone(),
+            self.config.redis.require_noeviction,
+        );
+        tracker.spawn(memory.clone().run(stop.clone()));
         let role_loop = tracker.spawn(role::run(
             RoleContext {
                 redis: self.redis.clone(),
@@ -149,6 +158,7 @@ impl Application {
                 state: self.state.clone(),
                 health: self.health.clone(),
                 chores: chores.clone(),
+                memory,
             },
             stop.clone(),
         ));

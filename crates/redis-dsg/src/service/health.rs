@@ -157,6 +157,9 @@ struct Inner {
     /// The Redis address, password redacted, for log lines.
     redis_url: String,
     operations: Vec<OperationHealth>,
+    /// Why this instance refuses readiness although it works (a setting
+    /// that demands what Redis does not offer: `redis.require_noeviction`).
+    refusal: Mutex<Option<String>>,
 }
 
 impl Health {
@@ -179,6 +182,7 @@ impl Health {
                     .iter()
                     .map(|_| OperationHealth::default())
                     .collect(),
+                refusal: Mutex::new(None),
             }),
         };
         // A weak link: metrics must not keep health alive (health holds
@@ -285,6 +289,11 @@ impl Health {
         }
     }
 
+    /// Refuses readiness for `reason` (or stops refusing: `None`).
+    pub(super) fn set_refusal(&self, reason: Option<String>) {
+        *lock(&self.inner.refusal) = reason;
+    }
+
     /// What `/readyz` answers now, from state only (no Redis call).
     pub(super) fn readiness(&self) -> Readiness {
         self.readiness_at(Instant::now())
@@ -304,6 +313,9 @@ impl Health {
         }
         if !link.is_up() || !state.role_loop_running() {
             return Readiness::NotReady("starting: waiting for Redis".into());
+        }
+        if let Some(reason) = lock(&self.inner.refusal).clone() {
+            return Readiness::NotReady(reason);
         }
         for op in READINESS_OPERATIONS {
             let health = self.operation(op);

@@ -22,6 +22,7 @@ mod metrics;
 mod process_stats;
 mod processor;
 mod reaper;
+mod redis_memory;
 pub mod registry;
 mod role;
 mod sampler;

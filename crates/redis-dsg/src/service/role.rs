@@ -21,6 +21,7 @@ use crate::redis::Keys;
 use crate::redis::Operation;
 use crate::redis::Redis;
 use crate::service::chores::Chores;
+use crate::service::redis_memory::RedisMemory;
 use crate::service::consumer::Consumer;
 use crate::service::generator::{FencedWriter, Generator, GeneratorEnd};
 use crate::service::health::Health;
@@ -46,6 +47,8 @@ pub(super) struct RoleContext {
     pub health: Health,
     /// The chores claim, which a consumer's heartbeat may find free.
     pub chores: Chores,
+    /// What Redis says of its memory (the generator's memory bound).
+    pub memory: RedisMemory,
 }
 
 /// Runs the roles until `stop` fires, then releases the lease, drains the
@@ -147,6 +150,7 @@ async fn contend(ctx: &RoleContext, gate: &watch::Sender<bool>, stop: &Cancellat
         ctx.config.generator.clone(),
         ctx.metrics.clone(),
         ctx.health.clone(),
+        ctx.memory.clone(),
     );
     let mut notices = Notices::subscribe(&ctx.redis, &ctx.keys, &ctx.metrics);
     let may_consume = ctx.config.mode.may_consume();

@@ -4,7 +4,7 @@
 
 use std::sync::LazyLock;
 
-use super::Script;
+use super::{Memory, Script};
 
 /// Rings the doorbell when the queue holds messages: the chores holder's
 /// answer to a change of the queue by any client (it runs this on its
@@ -17,6 +17,7 @@ use super::Script;
 pub static RING_IF_QUEUED: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         "ring_if_queued",
+        Memory::Runs,
         r#"
 local n = guard('LLEN', KEYS[1])
 if n > 0 then redis.pcall('ZADD', KEYS[2], 0, 'r') end
@@ -37,6 +38,7 @@ return n
 pub static REAP_SCAN: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         "reap_scan",
+        Memory::ReadOnly,
         r#"
 local t = guard('TIME')
 local now = t[1] * 1000 + math.floor(t[2] / 1000)
@@ -67,6 +69,7 @@ return dead
 pub static SAMPLE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         "sample",
+        Memory::Runs,
         r#"
 local holder = guard('GET', KEYS[1])
 if holder and holder ~= ARGV[1] then return {0} end
@@ -88,6 +91,7 @@ return {1, len, oldest, guard('SCARD', KEYS[3]), guard('GET', KEYS[4])}
 pub static RELEASE_CLAIM: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         "release_claim",
+        Memory::Runs,
         r#"
 if guard('GET', KEYS[1]) == ARGV[1] then
   return guard('DEL', KEYS[1])

@@ -4,7 +4,7 @@
 
 use std::sync::LazyLock;
 
-use super::Script;
+use super::{Memory, Script};
 
 /// The field every in-flight hash carries besides its messages, and its
 /// value. The value is longer than Redis' `hash-max-listpack-value` (64
@@ -21,48 +21,82 @@ pub const INFLIGHT_MARKER_VALUE: &str =
 
 /// Moves up to N messages from the consuming end of the queue into the
 /// consumer's in-flight hash, each under its own delivery id, registering
-/// the consumer first.
+/// the consumer first, as long as their bytes fit the consumer's budget.
 ///
 /// KEYS: queue, in-flight hash, heartbeat, consumer set, heartbeat index,
 /// doorbell.
 /// ARGV: N, heartbeat TTL (ms), max message bytes, consumer id, heartbeat
-/// value, marker field, marker value, first delivery id.
-/// Returns the messages in the order taken (oldest first), the i-th under
-/// delivery id `first + i - 1` (ids are made here from one base, so an
-/// empty or small fetch carries eight arguments, not one per message it
-/// might take). A message larger than the limit is returned as its size
-/// (an integer) instead of its bytes, so it never crosses the network. On
-/// an empty queue it writes nothing (a fallback poll costs Redis no
-/// writes, no replication). Atomic: every message is in the queue or in
-/// the hash at all times, and the consumer is registered (heartbeat key,
-/// set, and its expiry on Redis' clock in the index, so a reaper can
-/// recover it) before it holds anything. The batch is read with `LRANGE`
-/// and removed with `LTRIM` only after the `HSET` (the queue's trim probed
-/// first), so a failing write removes nothing. A full batch rings the
-/// doorbell (best effort): more is likely waiting, and an idle consumer
-/// wakes to help, one at a time.
+/// value, marker field, marker value, first delivery id, byte budget, `1`
+/// when the consumer holds nothing else (then one message is taken even if
+/// it exceeds the budget, so a message larger than the budget still moves).
+/// Returns `{need, messages…}`: the messages in the order taken (oldest
+/// first), the i-th under delivery id `first + i - 1` (ids are made here
+/// from one base, so an empty or small fetch carries ten arguments, not
+/// one per message it might take); `need` is 0, or, when the budget
+/// stopped the fetch before the queue ran out or N was reached, the bytes
+/// the next message needs (at least 1): the caller waits for that much of
+/// its budget before it fetches again, instead of waiting for a ring. A
+/// message larger than the limit is returned as its size (an integer)
+/// instead of its bytes, so it never crosses the network, and costs none
+/// of the budget. The queue is read in chunks that the budget can hold (at
+/// first as many messages of the limit's size as fit, then as many of the
+/// average size seen), so a backlog of large messages is not copied whole
+/// into the script. On an empty queue it writes nothing (a fallback poll
+/// costs Redis no writes, no replication). Atomic: every message is in the
+/// queue or in the hash at all times, and the consumer is registered
+/// (heartbeat key, set, and its expiry on Redis' clock in the index, so a
+/// reaper can recover it) before it holds anything. The batch is removed
+/// with `LTRIM` only after the `HSET` (the queue's trim probed first), so
+/// a failing write removes nothing. A full batch rings the doorbell (best
+/// effort): more is likely waiting, and an idle consumer wakes to help, one
+/// at a time. Runs at `maxmemory`: it moves messages, growing memory by a
+/// hash field's overhead per message, bounded by N; refusing it would leave
+/// a full Redis full.
 pub static FETCH: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         "fetch",
+        Memory::Runs,
         r#"
 local n = tonumber(ARGV[1])
-local msgs = guard('LRANGE', KEYS[1], -n, -1)
-if #msgs == 0 then return {} end
+local max = tonumber(ARGV[3])
+local budget = tonumber(ARGV[9])
+local alone = ARGV[10] == '1'
+local msgs, used, need, read = {}, 0, 0, 0
+local chunk = math.max(1, math.min(n, math.floor(budget / max)))
+while #msgs < n do
+  local part = guard('LRANGE', KEYS[1], -(read + chunk), -(read + 1))
+  read = read + #part
+  local full = false
+  for j = #part, 1, -1 do
+    local cost = #part[j]
+    if cost > max then cost = 0 end
+    if used + cost > budget and not (alone and #msgs == 0) then
+      need = math.max(cost, 1)
+      break
+    end
+    used = used + cost
+    msgs[#msgs + 1] = part[j]
+    if #msgs == n then full = true break end
+  end
+  if need > 0 or full or #part < chunk then break end
+  local avg = math.max(1, math.floor(used / #msgs))
+  chunk = math.max(1, math.min(n - #msgs, math.floor((budget - used) / avg) + 1))
+end
+if #msgs == 0 then return {need} end
 guard('LTRIM', KEYS[1], 0, -1)
 guard('SET', KEYS[3], ARGV[5], 'PX', ARGV[2])
 guard('SADD', KEYS[4], ARGV[4])
 local t = guard('TIME')
 guard('ZADD', KEYS[5], t[1] * 1000 + math.floor(t[2] / 1000) + tonumber(ARGV[2]), ARGV[4])
-local max = tonumber(ARGV[3])
 local first = tonumber(ARGV[8])
 local k = #msgs
 local fields = {ARGV[6], ARGV[7]}
-local out = {}
+local out = {need}
 for i = 1, k do
-  local m = msgs[k - i + 1]
+  local m = msgs[i]
   fields[2 * i + 1] = first + i - 1
   fields[2 * i + 2] = m
-  if #m > max then out[i] = #m else out[i] = m end
+  if #m > max then out[i + 1] = #m else out[i + 1] = m end
 end
 guard('HSET', KEYS[2], unpack(fields))
 guard('LTRIM', KEYS[1], 0, -k - 1)
@@ -81,6 +115,7 @@ return out
 pub static ADOPT: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         "adopt",
+        Memory::ReadOnly,
         r#"
 local max = tonumber(ARGV[1])
 local out = {}
@@ -107,6 +142,7 @@ return out
 pub static ACK_OUTPUT: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         "ack_output",
+        Memory::Runs,
         r#"
 guard('HDEL', KEYS[1], '')
 local moved = 0
@@ -124,29 +160,45 @@ return moved
 });
 
 /// Moves messages this consumer still holds to the error list, each behind
-/// its entry header, and forgets them.
+/// its entry header, and forgets them; then keeps the error list within its
+/// bound.
 ///
-/// KEYS: in-flight hash, error list. ARGV: pairs of (delivery id, header).
-/// Returns one flag per pair: 1 moved, 0 already reclaimed by a reaper (a
-/// late acknowledgement). The message bytes never leave Redis, and a
-/// message is in the hash or in the error list, never both or neither.
+/// KEYS: in-flight hash, error list. ARGV: the bound (`errors.max_entries`,
+/// `0`: none), then pairs of (delivery id, header).
+/// Returns `{trimmed, flag…}`: how many of the oldest entries were trimmed
+/// to keep the list within the bound, then one flag per pair: 1 moved, 0
+/// already reclaimed by a reaper (a late acknowledgement). The message bytes
+/// never leave Redis, and a message is in the hash or in the error list,
+/// never both or neither. The trim is the last step (probed first): the
+/// entries it removes were meant to go (the bound), never the ones just
+/// moved, which are the newest.
 pub static ACK_ERROR: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         "ack_error",
+        Memory::Runs,
         r#"
+local max = tonumber(ARGV[1])
 guard('HDEL', KEYS[1], '')
-local moved = {}
-for i = 1, #ARGV, 2 do
+if max > 0 then guard('LTRIM', KEYS[2], 0, -1) end
+local out = {0}
+for i = 2, #ARGV, 2 do
   local body = guard('HGET', KEYS[1], ARGV[i])
   if body then
     guard('LPUSH', KEYS[2], ARGV[i + 1] .. body)
     guard('HDEL', KEYS[1], ARGV[i])
-    moved[#moved + 1] = 1
+    out[#out + 1] = 1
   else
-    moved[#moved + 1] = 0
+    out[#out + 1] = 0
   end
 end
-return moved
+if max > 0 then
+  local len = guard('LLEN', KEYS[2])
+  if len > max then
+    guard('LTRIM', KEYS[2], 0, max - 1)
+    out[1] = len - max
+  end
+end
+return out
 "#,
     )
 });
@@ -169,6 +221,7 @@ return moved
 pub static RETURN_INFLIGHT: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         "return_inflight",
+        Memory::Runs,
         r#"
 if ARGV[2] ~= '1' and guard('EXISTS', KEYS[1]) == 1 then
   return -1
@@ -211,6 +264,7 @@ return #held
 pub static HEARTBEAT: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         "heartbeat",
+        Memory::Runs,
         r#"
 local alive = guard('EXISTS', KEYS[1])
 guard('SET', KEYS[1], ARGV[3], 'PX', ARGV[2])
@@ -228,21 +282,25 @@ return {alive, guard('EXISTS', KEYS[4])}
 /// Tokens are kept with their time and dropped after the TTL, so ones left
 /// by a crash between the steps do not pile up under steady traffic. A
 /// token is recorded only after its entry was pushed: a push that fails
-/// leaves no token behind to suppress the retry.
+/// leaves no token behind to suppress the retry. Then keeps the target
+/// within its bound, as [`ACK_ERROR`] does.
 ///
 /// KEYS: target list, its marker sorted set ([`crate::redis::Keys::moved_marker`]).
-/// ARGV: now (ms), TTL (ms), then token and entry pairs. Returns how many
-/// were pushed.
+/// ARGV: now (ms), TTL (ms), the target's bound (`0`: none), then token
+/// and entry pairs. Returns `{pushed, trimmed}`.
 pub static PUSH_ONCE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         "push_once",
+        Memory::Runs,
         r#"
 local now = tonumber(ARGV[1])
 local ttl = tonumber(ARGV[2])
+local max = tonumber(ARGV[3])
 guard('ZADD', KEYS[2], 'XX', now, '')
 guard('LLEN', KEYS[1])
+if max > 0 then guard('LTRIM', KEYS[1], 0, -1) end
 local pushed = 0
-for i = 3, #ARGV, 2 do
+for i = 4, #ARGV, 2 do
   if not guard('ZSCORE', KEYS[2], ARGV[i]) then
     guard('LPUSH', KEYS[1], ARGV[i + 1])
     guard('ZADD', KEYS[2], now, ARGV[i])
@@ -251,7 +309,15 @@ for i = 3, #ARGV, 2 do
 end
 redis.pcall('PEXPIRE', KEYS[2], ttl)
 redis.pcall('ZREMRANGEBYSCORE', KEYS[2], '-inf', now - ttl)
-return pushed
+local trimmed = 0
+if max > 0 then
+  local len = guard('LLEN', KEYS[1])
+  if len > max then
+    guard('LTRIM', KEYS[1], 0, max - 1)
+    trimmed = len - max
+  end
+end
+return {pushed, trimmed}
 "#,
     )
 });
@@ -264,6 +330,7 @@ return pushed
 pub static FORGET: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         "forget",
+        Memory::Runs,
         r#"
 local flags = {}
 for i = 1, #ARGV do

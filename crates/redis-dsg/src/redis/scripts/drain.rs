@@ -11,7 +11,7 @@
 
 use std::sync::LazyLock;
 
-use super::Script;
+use super::{Memory, Script};
 
 /// Claims up to N of the oldest error entries for one drain.
 ///
@@ -28,6 +28,7 @@ use super::Script;
 pub static DRAIN_CLAIM: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         "drain_claim",
+        Memory::Runs,
         r#"
 if guard('LLEN', KEYS[1]) == 0 then return {} end
 guard('LMOVE', KEYS[3], KEYS[3], 'RIGHT', 'RIGHT')
@@ -56,6 +57,7 @@ return out
 pub static DRAIN_ACK: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         "drain_ack",
+        Memory::Runs,
         r#"
 guard('ZREM', KEYS[1], '')
 guard('LTRIM', KEYS[2], 0, -1)
@@ -77,6 +79,7 @@ return guard('ZREM', KEYS[1], ARGV[1])
 pub static DRAIN_RESTORE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         "drain_restore",
+        Memory::Runs,
         r#"
 if ARGV[2] ~= '1' then
   local deadline = guard('ZSCORE', KEYS[2], ARGV[1])
@@ -104,6 +107,7 @@ return moved
 pub static DRAIN_KEEP: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         "drain_keep",
+        Memory::Runs,
         r#"
 local t = guard('TIME')
 local deadline = t[1] * 1000 + math.floor(t[2] / 1000) + tonumber(ARGV[1])

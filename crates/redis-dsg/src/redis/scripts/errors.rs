@@ -3,7 +3,7 @@
 
 use std::sync::LazyLock;
 
-use super::Script;
+use super::{Memory, Script};
 
 /// Removes entries from the old end of the error list only if they are
 /// still exactly the ones the caller printed.
@@ -14,6 +14,7 @@ use super::Script;
 pub static CONFIRM_DRAINED: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         "confirm_drained",
+        Memory::Runs,
         r#"
 local n = #ARGV
 local tail = guard('LRANGE', KEYS[1], -n, -1)
@@ -45,6 +46,7 @@ return n
 pub static REQUEUE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         "requeue",
+        Memory::Runs,
         r#"
 local n = tonumber(ARGV[1])
 local tail = guard('LRANGE', KEYS[1], -n, -1)

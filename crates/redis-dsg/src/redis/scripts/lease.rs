@@ -4,7 +4,7 @@
 
 use std::sync::LazyLock;
 
-use super::Script;
+use super::{Memory, Script};
 
 /// Takes the lease if nobody holds it, with a new fencing epoch.
 ///
@@ -27,6 +27,7 @@ use super::Script;
 pub static ACQUIRE_LEASE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         "acquire_lease",
+        Memory::Runs,
         r#"
 local current = guard('GET', KEYS[1])
 if current then
@@ -55,6 +56,7 @@ return {1, token, epoch}
 pub static RENEW_LEASE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         "renew_lease",
+        Memory::Runs,
         r#"
 if guard('GET', KEYS[1]) == ARGV[1] then
   guard('PEXPIRE', KEYS[1], ARGV[2])
@@ -81,6 +83,7 @@ return 0
 pub static ACQUIRE_ORIGINAL_LOCK: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         "acquire_original_lock",
+        Memory::Runs,
         r#"
 local cur = guard('GET', KEYS[1])
 local ours = not cur or cur == ARGV[1]
@@ -107,6 +110,7 @@ return {0, cur, guard('PTTL', KEYS[1])}
 pub static RELEASE_LEASE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         "release_lease",
+        Memory::Runs,
         r#"
 if guard('GET', KEYS[1]) ~= ARGV[1] then
   return 0
@@ -120,24 +124,38 @@ return 1
 });
 
 /// The generator's only write path: pushes the batch only while the lease
-/// holds this holder's token.
+/// holds this holder's token, and only while the queue is below the
+/// backlog bound.
 ///
-/// KEYS: lease, queue, doorbell. ARGV: token, messages… Returns the queue
-/// length after the push, or -1 when fenced off (nothing written). The
-/// check and the push are one atomic step, so a deposed holder cannot
-/// append a single message, however long it was paused. After the push it
-/// rings the doorbell ([`crate::redis::Keys::bell`]): one idle consumer wakes.
-/// Ringing is best effort (`pcall`): a bell that cannot be rung (wrong
-/// type, no `+zadd`) costs a wake-up the fallback poll makes up for, and
-/// must not turn a done push into an error the caller would retry.
+/// KEYS: lease, queue, doorbell. ARGV: token, backlog bound (`0`: none),
+/// messages… Returns the queue length after the push, -1 when fenced off,
+/// or -2 when held back (the queue holds the bound or more); in both cases
+/// nothing was written. The check and the push are one atomic step, so a
+/// deposed holder cannot append a single message, however long it was
+/// paused; the fence is checked first, so a deposed holder learns it lost
+/// the lease even while the queue is full. The bound costs one `LLEN` in
+/// the same call (no round trip), so the queue holds at most the bound
+/// plus one batch. After the push it rings the doorbell
+/// ([`crate::redis::Keys::bell`]): one idle consumer wakes. Ringing is best
+/// effort (`pcall`): a bell that cannot be rung (wrong type, no `+zadd`)
+/// costs a wake-up the fallback poll makes up for, and must not turn a
+/// done push into an error the caller would retry.
+///
+/// The one script refused at `maxmemory` ([`Memory::Refused`]): it only
+/// adds, and a full Redis must be left to the scripts that free memory.
 pub static FENCED_PUSH: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         "fenced_push",
+        Memory::Refused,
         r#"
 if guard('GET', KEYS[1]) ~= ARGV[1] then
   return -1
 end
-local len = guard('LPUSH', KEYS[2], unpack(ARGV, 2))
+local bound = tonumber(ARGV[2])
+if bound > 0 and guard('LLEN', KEYS[2]) >= bound then
+  return -2
+end
+local len = guard('LPUSH', KEYS[2], unpack(ARGV, 3))
 redis.pcall('ZADD', KEYS[3], 0, 'r')
 return len
 "#,

@@ -1,5 +1,32 @@
 //! The [`Script`] type and the prelude every script is compiled with.
 
+/// How a script behaves when Redis is at `maxmemory` (contract 12): its
+/// Redis 7 shebang flags.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Memory {
+    /// Runs at `maxmemory` (`flags=allow-oom`): a script that frees memory
+    /// or moves it with at most a small, bounded growth (a fetch, an
+    /// acknowledgement, a heartbeat, a return, a drain). Without it a full
+    /// Redis would wedge the fleet: consumers could not take, acknowledge
+    /// or heartbeat, so nothing would ever free memory again.
+    Runs,
+    /// Refused as a whole at `maxmemory`, before it runs (a shebang without
+    /// `allow-oom`): the generator's push, the one script that only adds.
+    Refused,
+    /// Writes nothing (`flags=no-writes`): runs at `maxmemory` anyway.
+    ReadOnly,
+}
+
+impl Memory {
+    fn shebang(self) -> &'static str {
+        match self {
+            Memory::Runs => "#!lua flags=allow-oom\n",
+            Memory::Refused => "#!lua\n",
+            Memory::ReadOnly => "#!lua flags=no-writes\n",
+        }
+    }
+}
+
 /// A Lua script with its SHA1, run with `EVALSHA` and, when the server does
 /// not know it yet (first use, Redis restart, another Cluster node), with
 /// `EVAL`, which also caches it there.
@@ -7,21 +34,46 @@
 pub struct Script {
     /// A short name for logs and metrics: the static's name in lower case.
     pub name: &'static str,
-    /// The Lua source as sent to Redis: [`GUARD`] followed by the body.
+    /// How it behaves at `maxmemory`.
+    pub memory: Memory,
+    /// The Lua source as sent to Redis 7 and later: the shebang of
+    /// [`Script::memory`], [`GUARD`], then the body. A shebang script must
+    /// name every key it touches in KEYS (they all do).
     pub lua: String,
     /// The SHA1 of [`Script::lua`].
     pub sha1: String,
+    /// The same without the shebang, for servers before Redis 7.0, which
+    /// cannot compile one (there a full Redis refuses a script at its first
+    /// write that grows memory, as before).
+    pub lua_without_flags: String,
+    /// The SHA1 of [`Script::lua_without_flags`].
+    pub sha1_without_flags: String,
 }
 
 impl Script {
     /// A script named `name` (for logs and metrics) with body `lua`; the
     /// body may call `guard` (see [`GUARD`]).
-    pub fn new(name: &'static str, lua: &str) -> Script {
-        let lua = format!("{GUARD}{lua}");
-        let sha1 = fred::types::scripts::Script::from_lua(lua.as_str())
-            .sha1()
-            .to_string();
-        Script { name, lua, sha1 }
+    pub fn new(name: &'static str, memory: Memory, lua: &str) -> Script {
+        let sha1_of = |lua: &str| {
+            fred::types::scripts::Script::from_lua(lua)
+                .sha1()
+                .to_string()
+        };
+        let lua_without_flags = format!("{GUARD}{lua}");
+        let lua = format!("{}{lua_without_flags}", memory.shebang());
+        Script {
+            name,
+            memory,
+            sha1: sha1_of(&lua),
+            lua,
+            sha1_without_flags: sha1_of(&lua_without_flags),
+            lua_without_flags,
+        }
+    }
+
+    /// The body, without the shebang and [`GUARD`].
+    pub fn body(&self) -> &str {
+        &self.lua_without_flags[GUARD.len()..]
     }
 
     /// The Redis commands the script's body runs (upper case, each once;
@@ -29,7 +81,7 @@ impl Script {
     /// `guard('CMD'`, `redis.call('CMD'` and `redis.pcall('CMD'`. The ACL rule must grant
     /// each (scripts run with the caller's rights).
     pub fn commands(&self) -> Vec<String> {
-        let body = &self.lua[GUARD.len()..];
+        let body = self.body();
         let mut out: Vec<String> = Vec::new();
         for opener in ["guard('", "redis.call('", "redis.pcall('"] {
             for (at, _) in body.match_indices(opener) {
@@ -117,7 +169,7 @@ mod tests {
     #[test]
     fn contract10_scripts_name_their_failures() {
         for s in all() {
-            let body = &s.lua[GUARD.len()..];
+            let body = s.body();
             assert!(
                 !body.contains("redis.call("),
                 "{}: use guard() so errors name the command and key",

@@ -154,8 +154,12 @@ impl Consumer {
         let ids: Vec<String> = acks.iter().map(|a| a.id.to_string()).collect();
         let removed: u64 = match &self.cfg.output_queue {
             Some(output) if self.split_output => {
-                let moved = self
-                    .move_in_two_steps(output, &acks.iter().map(|a| (a.id, "")).collect::<Vec<_>>())
+                let (moved, _) = self
+                    .move_in_two_steps(
+                        output,
+                        0,
+                        &acks.iter().map(|a| (a.id, "")).collect::<Vec<_>>(),
+                    )
                     .await?;
                 moved.iter().filter(|m| **m).count() as u64
             }
@@ -185,27 +189,38 @@ impl Consumer {
     /// Moves failures to the error list (idempotent: a message no longer in
     /// the hash is not pushed again).
     async fn ack_errors(&self, acks: &[Ack], attempt: u32) -> Result<(), RedisError> {
-        let flags: Vec<i64> = if self.split_errors {
+        let max_entries = self.max_error_entries;
+        let (trimmed, flags): (u64, Vec<i64>) = if self.split_errors {
             let items: Vec<(u64, &str)> = acks.iter().map(|a| (a.id, a.error_header())).collect();
-            self.move_in_two_steps(&self.keys.error_queue, &items)
-                .await?
-                .into_iter()
-                .map(i64::from)
-                .collect()
+            let (flags, trimmed) = self
+                .move_in_two_steps(&self.keys.error_queue, max_entries, &items)
+                .await?;
+            (trimmed, flags.into_iter().map(i64::from).collect())
         } else {
-            let mut args = Vec::with_capacity(acks.len() * 2);
+            let mut args = Vec::with_capacity(acks.len() * 2 + 1);
+            args.push(int(max_entries));
             for a in acks {
                 args.push(int(a.id));
                 args.push(Value::from(a.error_header()));
             }
-            self.redis
+            let mut reply: Vec<i64> = self
+                .redis
                 .run(
                     &ACK_ERROR,
                     vec![self.keys.inflight(&self.id), self.keys.error_queue.clone()],
                     args,
                 )
-                .await?
+                .await?;
+            if reply.is_empty() {
+                return Err(RedisError::Reply {
+                    script: ACK_ERROR.name,
+                    detail: "no trimmed count".into(),
+                });
+            }
+            let trimmed = reply.remove(0);
+            (trimmed.max(0) as u64, reply)
         };
+        self.error_entries_trimmed(trimmed);
         let mut late = 0;
         let mut counts = [0u64; Outcome::ALL.len()];
         for (flag, a) in flags.iter().zip(acks) {
@@ -228,12 +243,15 @@ impl Consumer {
     /// error whose outcome is unknown does not push it again), then forget
     /// it. A crash between the steps leaves a message pushed and still held;
     /// the reaper delivers it again, the duplicate at-least-once allows.
-    /// Returns, per item, whether this consumer still held it.
+    /// `target` is kept within `max_entries` (0: no bound), oldest trimmed.
+    /// Returns, per item, whether this consumer still held it, and how many
+    /// entries were trimmed.
     async fn move_in_two_steps(
         &self,
         target: &str,
+        max_entries: u64,
         items: &[(u64, &str)],
-    ) -> Result<Vec<bool>, RedisError> {
+    ) -> Result<(Vec<bool>, u64), RedisError> {
         /// Long past any retry of one move; markers left by a crash between
         /// the steps are dropped after it.
         const MARKER_TTL_MS: u64 = 3_600_000;
@@ -248,7 +266,7 @@ impl Consumer {
         let now_ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64);
-        let mut args = vec![int(now_ms), int(MARKER_TTL_MS)];
+        let mut args = vec![int(now_ms), int(MARKER_TTL_MS), int(max_entries)];
         let mut tokens = Vec::new();
         for ((id, prefix), body) in items.iter().zip(bodies) {
             if let Some(body) = value_bytes(body) {
@@ -261,11 +279,13 @@ impl Consumer {
                 tokens.push(token);
             }
         }
+        let mut trimmed = 0;
         if !tokens.is_empty() {
-            let _: i64 = self
+            let (_pushed, t): (i64, i64) = self
                 .redis
                 .run(&PUSH_ONCE, vec![target.to_string(), marker.clone()], args)
                 .await?;
+            trimmed = t.max(0) as u64;
         }
         let flags: Vec<i64> = self
             .redis
@@ -286,6 +306,28 @@ impl Consumer {
                 tracing::debug!(error = %e, "could not clear move markers");
             }
         }
-        Ok(flags.iter().map(|f| *f == 1).collect())
+        Ok((flags.iter().map(|f| *f == 1).collect(), trimmed))
+    }
+
+    /// `n` of the oldest error entries were trimmed by `errors.max_entries`:
+    /// counted, and warned about the first time (then the alert
+    /// `RedisDsgErrorEntriesTrimmed` speaks for it).
+    fn error_entries_trimmed(&self, n: u64) {
+        if n == 0 {
+            return;
+        }
+        self.metrics.record_error_entries_trimmed(n);
+        if !self
+            .warned_trimming
+            .swap(true, std::sync::atomic::Ordering::Relaxed)
+        {
+            tracing::warn!(
+                trimmed = n,
+                max_entries = self.max_error_entries,
+                "the error list is full: its oldest entries are being trimmed (errors.max_entries); \
+                 drain or requeue it (redis-dsg errors drain), or raise the bound. Counted in \
+                 dsg_error_entries_trimmed_total; said once"
+            );
+        }
     }
 }

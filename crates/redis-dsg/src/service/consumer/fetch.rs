@@ -17,12 +17,12 @@ use fred::prelude::*;
 use fred::types::Value;
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
-use tokio::sync::{Notify, Semaphore, watch};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, watch};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::ack::AckSender;
-use super::{Body, Consumer, Delivery};
+use super::{Body, Consumer, Delivery, HeldBytes};
 use crate::redis::scripts::{ADOPT, FETCH, INFLIGHT_MARKER_FIELD, INFLIGHT_MARKER_VALUE};
 use crate::redis::{Operation, RedisError, int, value_bytes};
 use crate::service::backoff::Backoff;
@@ -40,6 +40,10 @@ pub(super) struct FetchShared {
     /// Notified when the lead loop fetched a full batch: the extra loop
     /// fetches too while the backlog lasts.
     pub(super) full: Notify,
+    /// Bytes of its budget the next fetch waits for: the size of the
+    /// message a fetch had to leave in the queue because it did not fit
+    /// what was left (0: none).
+    pub(super) need: AtomicU64,
 }
 
 impl FetchShared {
@@ -86,6 +90,9 @@ enum Fetched {
     Full,
     /// Fewer, or none: the queue is thin.
     Thin,
+    /// Fewer because the byte budget was spent: more is waiting, and the
+    /// next fetch waits for its budget, not for a ring.
+    BudgetSpent,
     /// Messages of a lost reply were re-read (no fresh fetch ran).
     Adopted,
     /// Stopped while waiting for permits.
@@ -100,6 +107,8 @@ pub(super) struct FetchLoop {
     pub(super) gate: watch::Receiver<bool>,
     pub(super) stop: CancellationToken,
     pub(super) permits: Arc<Semaphore>,
+    /// The byte budget (`consumer.max_in_flight_bytes`, one permit a byte).
+    pub(super) bytes: Arc<Semaphore>,
     pub(super) ack_tx: AckSender,
     pub(super) shared: Arc<FetchShared>,
     /// The tasks processing fetched batches, handed back at the end.
@@ -130,7 +139,7 @@ impl FetchLoop {
                         self.shared.full.notify_one();
                     }
                 }
-                Ok(Fetched::Adopted) => {}
+                Ok(Fetched::Adopted | Fetched::BudgetSpent) => backoff.reset(),
                 Ok(Fetched::Thin) => {
                     backoff.reset();
                     if !self.wait_for_work(&mut bell_backoff).await {
@@ -202,27 +211,58 @@ impl FetchLoop {
                 Err(_) => return Ok(Fetched::Stopped),
             },
         };
+        let Some(mut budget) = self.reserve_bytes().await else {
+            return Ok(Fetched::Stopped);
+        };
         let adopting = self.shared.take_unknown(want);
         let (deliveries, fetched) = if adopting.is_empty() {
             let first = self
                 .shared
                 .next_id
                 .fetch_add(want as u64, Ordering::Relaxed);
-            let deliveries = self.consumer.fetch(want, first).await.inspect_err(|_| {
-                self.shared.add_unknown(first..first + want as u64);
-            })?;
+            let alone = budget.num_permits() as u64 >= cfg.max_in_flight_bytes;
+            let (deliveries, need) = self
+                .consumer
+                .fetch(want, first, budget.num_permits() as u64, alone)
+                .await
+                .inspect_err(|_| {
+                    self.shared.add_unknown(first..first + want as u64);
+                })?;
             // Only a fetch proper says fetching works: re-reading a lost
             // reply succeeds even while every fetch fails (a queue of the
             // wrong type).
             self.consumer.health.succeeded(Operation::Fetch);
-            let full = deliveries.len() == want;
-            (deliveries, if full { Fetched::Full } else { Fetched::Thin })
+            let fetched = if deliveries.len() == want {
+                Fetched::Full
+            } else if need > 0 {
+                self.shared.need.store(need, Ordering::Relaxed);
+                Fetched::BudgetSpent
+            } else {
+                Fetched::Thin
+            };
+            (deliveries, fetched)
         } else {
+            // A lost reply's messages are ours already: they are processed
+            // whatever the budget holds (the shares below take what there
+            // is), a rare excess bounded by one fetch.
             let deliveries = self.consumer.adopt(&adopting).await.inspect_err(|_| {
                 self.shared.add_unknown(adopting.iter().copied());
             })?;
             (deliveries, Fetched::Adopted)
         };
+        // Each message takes its share of the budget (the first may hold
+        // all of it and still be larger: one message alone always moves);
+        // what the fetch did not use goes back now.
+        let shares: Vec<HeldBytes> = deliveries
+            .iter()
+            .map(|d| {
+                let cost = d.body.held_bytes().min(budget.num_permits());
+                // `cost` ≤ what `budget` holds, so the split succeeds.
+                let permit = budget.split(cost).unwrap_or_else(|| unreachable!());
+                HeldBytes::new(permit, &self.consumer.metrics)
+            })
+            .collect();
+        drop(budget);
         if deliveries.is_empty() {
             return Ok(fetched);
         }
@@ -234,16 +274,43 @@ impl FetchLoop {
         let this = self.consumer.clone();
         self.tasks.spawn(async move {
             let mut batch = FuturesUnordered::new();
-            for d in deliveries {
+            for (d, bytes) in deliveries.into_iter().zip(shares) {
                 // `permit` holds `want` ≥ number of deliveries.
                 let Some(one) = permit.split(1) else { break };
-                batch.push(this.handle(d, one));
+                batch.push(this.handle(d, one, bytes));
             }
             while let Some(ack) = batch.next().await {
                 tx.send(ack);
             }
         });
         Ok(fetched)
+    }
+}
+
+impl FetchLoop {
+    /// Takes what the next fetch may fill of the byte budget: normally up
+    /// to half of it (so the two lanes can both have a fetch in flight),
+    /// waiting for at least a byte; after a fetch that had to leave a
+    /// message for lack of budget, that message's size (at most the whole
+    /// budget, which is free only when nothing else is held). `None`: stopped.
+    async fn reserve_bytes(&self) -> Option<OwnedSemaphorePermit> {
+        let total = self.consumer.cfg.max_in_flight_bytes;
+        // A semaphore takes at most u32::MAX permits per call: a fetch's
+        // share of a budget over 4 GiB is capped there.
+        let cap = |n: u64| n.min(u64::from(u32::MAX)) as u32;
+        let need = self.shared.need.swap(0, Ordering::Relaxed).min(total);
+        let mut reserved = tokio::select! {
+            _ = self.stop.cancelled() => return None,
+            p = self.bytes.clone().acquire_many_owned(cap(need.max(1))) => p.ok()?,
+        };
+        if need == 0 {
+            let half = (total / 2).saturating_sub(1);
+            let free = self.bytes.available_permits() as u64;
+            if let Ok(more) = self.bytes.clone().try_acquire_many_owned(cap(free.min(half))) {
+                reserved.merge(more);
+            }
+        }
+        Some(reserved)
     }
 }
 
@@ -270,8 +337,16 @@ impl Consumer {
         Ok(())
     }
 
-    /// Moves up to `n` messages into the in-flight hash.
-    async fn fetch(&self, n: usize, first_id: u64) -> Result<Vec<Delivery>, RedisError> {
+    /// Moves up to `n` messages into the in-flight hash, as many as fit in
+    /// `budget` bytes (one at least when `alone`). Returns them and the
+    /// bytes the next one needs when the budget stopped the fetch (else 0).
+    async fn fetch(
+        &self,
+        n: usize,
+        first_id: u64,
+        budget: u64,
+        alone: bool,
+    ) -> Result<(Vec<Delivery>, u64), RedisError> {
         let reply: Vec<Value> = self
             .redis
             .run(
@@ -293,11 +368,20 @@ impl Consumer {
                     INFLIGHT_MARKER_FIELD.into(),
                     INFLIGHT_MARKER_VALUE.into(),
                     int(first_id),
+                    int(budget),
+                    if alone { "1" } else { "0" }.into(),
                 ],
             )
             .await?;
-        reply
-            .into_iter()
+        let mut reply = reply.into_iter();
+        let need = reply
+            .next()
+            .and_then(|v| v.as_u64())
+            .ok_or_else(|| RedisError::Reply {
+                script: FETCH.name,
+                detail: "the reply does not start with the bytes needed".into(),
+            })?;
+        let deliveries = reply
             .zip(first_id..)
             .map(|(body, id)| {
                 Ok(Delivery {
@@ -305,7 +389,8 @@ impl Consumer {
                     body: body_of(body, FETCH.name)?,
                 })
             })
-            .collect()
+            .collect::<Result<_, RedisError>>()?;
+        Ok((deliveries, need))
     }
 
     /// Re-reads what the hash holds under `ids` (see [`crate::redis::scripts::ADOPT`]).

@@ -25,7 +25,7 @@
 mod ack;
 mod fetch;
 
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -63,6 +63,43 @@ enum Body {
     Oversized(u64),
 }
 
+impl Body {
+    /// What it holds of this pod's memory, against the byte budget: an
+    /// oversized message's bytes never came.
+    fn held_bytes(&self) -> usize {
+        match self {
+            Body::Bytes(b) => b.len(),
+            Body::Oversized(_) => 0,
+        }
+    }
+}
+
+/// A held message's share of the byte budget (`consumer.max_in_flight_bytes`),
+/// counted in `dsg_in_flight_bytes`. Dropping it gives the share back: with
+/// its acknowledgement once that reached Redis, or with an aborted task.
+#[derive(Debug)]
+struct HeldBytes {
+    permit: OwnedSemaphorePermit,
+    metrics: Metrics,
+}
+
+impl HeldBytes {
+    fn new(permit: OwnedSemaphorePermit, metrics: &Metrics) -> HeldBytes {
+        metrics.add_in_flight_bytes(permit.num_permits() as i64);
+        HeldBytes {
+            permit,
+            metrics: metrics.clone(),
+        }
+    }
+}
+
+impl Drop for HeldBytes {
+    fn drop(&mut self) {
+        self.metrics
+            .add_in_flight_bytes(-(self.permit.num_permits() as i64));
+    }
+}
+
 impl Ack {
     /// The error entry's header of a failed message. [`AckSender`] routes
     /// exactly the acks that have one to the error acker, the only caller.
@@ -81,6 +118,7 @@ struct Ack {
     /// For error outcomes: the error entry's header.
     header: Option<String>,
     _permit: OwnedSemaphorePermit,
+    _bytes: HeldBytes,
 }
 
 /// One consumer instance.
@@ -107,6 +145,10 @@ pub(super) struct Consumer {
     /// two steps.
     split_errors: bool,
     split_output: bool,
+    /// `errors.max_entries` (0: unbounded).
+    max_error_entries: u64,
+    /// Whether trimming the error list was warned about (once a process).
+    warned_trimming: AtomicBool,
 }
 
 impl Consumer {
@@ -156,6 +198,8 @@ impl Consumer {
             heartbeat_value,
             split_errors,
             split_output,
+            max_error_entries: ctx.config.errors.max_entries,
+            warned_trimming: AtomicBool::new(false),
         }
     }
 
@@ -195,10 +239,13 @@ impl Consumer {
             err: err_tx,
         };
         let permits = Arc::new(Semaphore::new(self.cfg.max_concurrency));
+        // Bounded (65536 to 64 GiB), within what a semaphore can hold.
+        let bytes = Arc::new(Semaphore::new(self.cfg.max_in_flight_bytes as usize));
         let shared = Arc::new(FetchShared {
             next_id: AtomicU64::new(1),
             unknown: Mutex::new(Vec::new()),
             full: Notify::new(),
+            need: AtomicU64::new(0),
         });
         if let Some(waiter) = &self.waiter {
             drop(waiter.connect());
@@ -214,6 +261,7 @@ impl Consumer {
                 gate: gate.clone(),
                 stop: stop.clone(),
                 permits: permits.clone(),
+                bytes: bytes.clone(),
                 ack_tx: ack_tx.clone(),
                 shared: shared.clone(),
                 tasks: JoinSet::new(),
@@ -270,7 +318,7 @@ impl Consumer {
     }
 
     /// Processes one message and says how it ended.
-    async fn handle(&self, d: Delivery, permit: OwnedSemaphorePermit) -> Ack {
+    async fn handle(&self, d: Delivery, permit: OwnedSemaphorePermit, bytes: HeldBytes) -> Ack {
         let started = Instant::now();
         let failure = match &d.body {
             Body::Oversized(size) => Some((
@@ -314,6 +362,7 @@ impl Consumer {
             outcome,
             header,
             _permit: permit,
+            _bytes: bytes,
         }
     }
 

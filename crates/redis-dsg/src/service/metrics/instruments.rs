@@ -11,7 +11,7 @@ use opentelemetry::metrics::{
 };
 use opentelemetry_sdk::metrics::SdkMeterProvider;
 
-use super::{Observed, Outcome, Transition, buckets};
+use super::{HoldBack, Observed, Outcome, Transition, buckets};
 use crate::redis::Operation;
 
 /// The instruments the service records into.
@@ -32,6 +32,13 @@ pub(super) struct Instruments {
     pub lease_transitions: Counter<u64>,
     pub fenced_rejected: Counter<u64>,
     pub notice_resubscriptions: Counter<u64>,
+    pub redis_memory_used: Gauge<u64>,
+    pub redis_memory_max: Gauge<u64>,
+    pub redis_eviction_safe: Gauge<u64>,
+    pub generator_paused: Gauge<u64>,
+    pub generator_paused_seconds: Counter<f64>,
+    pub error_entries_trimmed: Counter<u64>,
+    pub in_flight_bytes: UpDownCounter<i64>,
 }
 
 /// Where the exporter writes, and the provider that feeds it.
@@ -136,6 +143,39 @@ impl Instruments {
                 "{subscription}",
                 "Times the subscription to lease release notices was lost and made again.",
             ),
+            redis_memory_used: meter
+                .u64_gauge("dsg_redis_memory_used")
+                .with_unit("By")
+                .with_description("Redis' used_memory, as this instance last read it (INFO memory, every minute; every second while generating).")
+                .build(),
+            redis_memory_max: meter
+                .u64_gauge("dsg_redis_memory_max")
+                .with_unit("By")
+                .with_description("Redis' maxmemory as this instance last read it; 0 when none is set.")
+                .build(),
+            redis_eviction_safe: meter
+                .u64_gauge("dsg_redis_eviction_safe")
+                .with_description("1 while Redis' maxmemory-policy is noeviction, 0 when Redis may evict keys (queued and in-flight messages, leases, heartbeats).")
+                .build(),
+            generator_paused: meter
+                .u64_gauge("dsg_generator_paused")
+                .with_description("1 while this instance's generator holds back for the reason (backlog: the queue holds generator.max_backlog; memory: Redis is near maxmemory), else 0.")
+                .build(),
+            generator_paused_seconds: meter
+                .f64_counter("dsg_generator_paused")
+                .with_unit("s")
+                .with_description("Time this instance's generator held back, by reason.")
+                .build(),
+            error_entries_trimmed: counter(
+                "dsg_error_entries_trimmed",
+                "{entry}",
+                "Oldest error entries removed to keep the error list within errors.max_entries.",
+            ),
+            in_flight_bytes: meter
+                .i64_up_down_counter("dsg_in_flight")
+                .with_unit("By")
+                .with_description("Bytes of the messages this consumer holds (counted against consumer.max_in_flight_bytes).")
+                .build(),
         }
     }
 
@@ -165,6 +205,13 @@ impl Instruments {
         self.fenced_rejected.add(0, &[]);
         self.notice_resubscriptions.add(0, &[]);
         self.is_generator.record(0, &[]);
+        for reason in HoldBack::ALL {
+            let label = [KeyValue::new("reason", reason.as_str())];
+            self.generator_paused.record(0, &label);
+            self.generator_paused_seconds.add(0.0, &label);
+        }
+        self.error_entries_trimmed.add(0, &[]);
+        self.in_flight_bytes.add(0, &[]);
     }
 }
 

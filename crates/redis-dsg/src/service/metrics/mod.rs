@@ -60,6 +60,30 @@ impl Outcome {
     }
 }
 
+/// Why the generator holds back (the `reason` label of
+/// `dsg_generator_paused`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum HoldBack {
+    /// The queue holds `generator.max_backlog` messages.
+    Backlog,
+    /// Redis' memory is at `generator.max_redis_memory_ratio` of
+    /// `maxmemory`, or Redis refused the push for lack of memory.
+    Memory,
+}
+
+impl HoldBack {
+    /// Every reason, for zero-initialising series.
+    pub(super) const ALL: [HoldBack; 2] = [HoldBack::Backlog, HoldBack::Memory];
+
+    /// The `reason` label value.
+    pub(super) fn as_str(self) -> &'static str {
+        match self {
+            HoldBack::Backlog => "backlog",
+            HoldBack::Memory => "memory",
+        }
+    }
+}
+
 /// What the role of this instance changed by, for `dsg_lease_transitions_total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Transition {
@@ -395,6 +419,40 @@ impl Metrics {
             .counters
             .fenced_writes_rejected
             .fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// What `INFO memory` said: `used_memory`, `maxmemory` (0: none), and
+    /// whether the policy is `noeviction`.
+    pub(super) fn record_redis_memory(&self, used_bytes: u64, max_bytes: u64, eviction_safe: bool) {
+        self.i().redis_memory_used.record(used_bytes, &[]);
+        self.i().redis_memory_max.record(max_bytes, &[]);
+        self.i()
+            .redis_eviction_safe
+            .record(u64::from(eviction_safe), &[]);
+    }
+
+    /// The generator started (`true`) or stopped holding back for `reason`.
+    pub(super) fn record_held_back(&self, reason: HoldBack, held: bool) {
+        self.i()
+            .generator_paused
+            .record(u64::from(held), &[KeyValue::new("reason", reason.as_str())]);
+    }
+
+    /// The generator held back `seconds` more for `reason`.
+    pub(super) fn add_held_back_seconds(&self, reason: HoldBack, seconds: f64) {
+        self.i()
+            .generator_paused_seconds
+            .add(seconds, &[KeyValue::new("reason", reason.as_str())]);
+    }
+
+    /// `n` error entries were trimmed by `errors.max_entries`.
+    pub(super) fn record_error_entries_trimmed(&self, n: u64) {
+        self.i().error_entries_trimmed.add(n, &[]);
+    }
+
+    /// The bytes of held messages changed by `delta`.
+    pub(super) fn add_in_flight_bytes(&self, delta: i64) {
+        self.i().in_flight_bytes.add(delta, &[]);
     }
 
     /// The subscription to lease release notices was lost and made again.

@@ -5,7 +5,10 @@
 //! Redis to push only while the lease still holds this holder's token. At
 //! `interval_ms = 0` it writes batches, several in flight at once, optionally
 //! paced to a target rate by time: one push per window of 100–250 ms carries the
-//! window's messages ([`Timetable`]).
+//! window's messages ([`Timetable`]). It holds back while the queue or
+//! Redis' memory is at its bound ([`hold_back`]).
+
+mod hold_back;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -17,14 +20,16 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::GeneratorConfig;
 use crate::redis::Keys;
-use crate::redis::Operation;
 use crate::redis::scripts::FENCED_PUSH;
-use crate::redis::{Redis, RedisError};
+use crate::redis::{Cause, Operation};
+use crate::redis::{Redis, RedisError, int};
 use crate::service::backoff::Backoff;
 use crate::service::health::Health;
 use crate::service::lease::Lease;
 use crate::service::message::MessageWriter;
-use crate::service::metrics::Metrics;
+use crate::service::metrics::{HoldBack, Metrics};
+use crate::service::redis_memory::RedisMemory;
+use hold_back::HeldBack;
 
 /// What a fenced write did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,6 +38,8 @@ pub(super) enum Pushed {
     Written(u64),
     /// Refused: the lease is not ours any more. Nothing was written.
     Fenced,
+    /// Not written: the queue holds the backlog bound or more.
+    HeldBack,
 }
 
 /// The single write path of the generator.
@@ -48,14 +55,17 @@ impl FencedWriter {
         FencedWriter { redis, keys }
     }
 
-    /// Pushes `messages` (in order, with LPUSH) if `lease` is still ours.
+    /// Pushes `messages` (in order, with LPUSH) if `lease` is still ours
+    /// and the queue holds fewer than `max_backlog` (0: no bound).
     pub(super) async fn push(
         &self,
         lease: &Lease,
+        max_backlog: u64,
         messages: Vec<Bytes>,
     ) -> Result<Pushed, RedisError> {
-        let mut args = Vec::with_capacity(messages.len() + 1);
+        let mut args = Vec::with_capacity(messages.len() + 2);
         args.push(Value::from(lease.wire()));
+        args.push(int(max_backlog));
         args.extend(messages.into_iter().map(Value::Bytes));
         let len: i64 = self
             .redis
@@ -65,9 +75,13 @@ impl FencedWriter {
                 args,
             )
             .await?;
-        Ok(match u64::try_from(len) {
-            Ok(len) => Pushed::Written(len),
-            Err(_) => Pushed::Fenced,
+        Ok(match len {
+            -1 => Pushed::Fenced,
+            -2 => Pushed::HeldBack,
+            len => Pushed::Written(u64::try_from(len).map_err(|_| RedisError::Reply {
+                script: FENCED_PUSH.name,
+                detail: format!("{len} is neither a length nor -1 or -2"),
+            })?),
         })
     }
 }
@@ -88,6 +102,10 @@ pub(super) struct Generator {
     cfg: GeneratorConfig,
     metrics: Metrics,
     health: Health,
+    /// Asked before pushes, at most once a second, whether Redis is near
+    /// its `maxmemory`.
+    memory: RedisMemory,
+    held_back: Arc<HeldBack>,
 }
 
 impl Generator {
@@ -98,23 +116,52 @@ impl Generator {
         cfg: GeneratorConfig,
         metrics: Metrics,
         health: Health,
+        memory: RedisMemory,
     ) -> Generator {
         Generator {
             writer,
             health,
             cfg,
+            held_back: Arc::new(HeldBack::new(metrics.clone())),
             metrics,
+            memory,
         }
     }
 
     /// Generates until `stop` fires or `lease` is lost. When it returns, no
     /// write of this run is still in flight.
     pub(super) async fn run(&self, lease: &Lease, stop: &CancellationToken) -> GeneratorEnd {
-        if self.cfg.interval_ms == 0 {
+        let end = if self.cfg.interval_ms == 0 {
             self.run_batched(lease, stop).await
         } else {
             self.run_ticking(lease, stop).await
+        };
+        self.held_back.stopped();
+        end
+    }
+
+    /// While the generator holds back, writers take turns and each turn
+    /// starts [`hold_back::RETRY`] later: the guard is this writer's turn
+    /// (`None`: not held back, no wait). `None` from the outer option:
+    /// stopped meanwhile.
+    async fn wait_while_held_back(
+        &self,
+        halt: &CancellationToken,
+    ) -> Option<Option<tokio::sync::MutexGuard<'_, ()>>> {
+        if self.held_back.reason().is_none() {
+            return Some(None);
         }
+        let turn = tokio::select! {
+            _ = halt.cancelled() => return None,
+            t = self.held_back.turn() => t,
+        };
+        if self.held_back.reason().is_some() {
+            tokio::select! {
+                _ = halt.cancelled() => return None,
+                _ = tokio::time::sleep(hold_back::RETRY) => {}
+            }
+        }
+        Some(Some(turn))
     }
 
     async fn run_ticking(&self, lease: &Lease, stop: &CancellationToken) -> GeneratorEnd {
@@ -129,6 +176,9 @@ impl Generator {
                 _ = lease.lost() => return GeneratorEnd::LeaseLost,
                 _ = ticker.tick() => {}
             }
+            let Some(_turn) = self.wait_while_held_back(stop).await else {
+                return GeneratorEnd::Stopped;
+            };
             match self.write_batch(lease, &mut writer, 1).await {
                 Ok(true) => backoff.reset(),
                 Ok(false) => return GeneratorEnd::LeaseLost,
@@ -170,6 +220,9 @@ impl Generator {
                     if halt.is_cancelled() {
                         return GeneratorEnd::Stopped;
                     }
+                    let Some(_turn) = this.wait_while_held_back(&halt).await else {
+                        return GeneratorEnd::Stopped;
+                    };
                     let batch = match &pacer {
                         Some(pacer) => {
                             let push = pacer.reserve();
@@ -215,7 +268,9 @@ impl Generator {
         }
     }
 
-    /// Writes one batch of `n` new messages. `Ok(false)`: the lease is gone
+    /// Writes one batch of `n` new messages, unless the queue or Redis'
+    /// memory is at its bound (then nothing is written and the generator
+    /// holds back: `Ok(true)` all the same). `Ok(false)`: the lease is gone
     /// (locally expired or fenced off by Redis); `Err`: Redis failed
     /// (already reported to health).
     async fn write_batch(
@@ -228,10 +283,27 @@ impl Generator {
             lease.mark_lost();
             return Ok(false);
         }
-        match self.writer.push(lease, writer.batch(n)).await {
+        if self.memory_is_full().await {
+            return Ok(true);
+        }
+        let sent = Instant::now();
+        match self
+            .writer
+            .push(lease, self.cfg.max_backlog, writer.batch(n))
+            .await
+        {
             Ok(Pushed::Written(_)) => {
+                self.held_back.resume(sent);
                 self.health.succeeded(Operation::Push);
                 self.metrics.record_generated(n as u64);
+                Ok(true)
+            }
+            Ok(Pushed::HeldBack) => {
+                self.health.succeeded(Operation::Push);
+                let bound = self.cfg.max_backlog;
+                self.held_back.hold(HoldBack::Backlog, || {
+                    format!("the queue holds {bound} messages or more (generator.max_backlog)")
+                });
                 Ok(true)
             }
             Ok(Pushed::Fenced) => {
@@ -243,11 +315,49 @@ impl Generator {
                 );
                 Ok(false)
             }
+            // Redis refused the whole push for lack of memory (the push is
+            // the one script that does not run at maxmemory): holding back
+            // is what the memory bound would have done, had Redis been
+            // filled by others or faster than a reading a second can see.
+            Err(e) if e.failure().cause == Cause::OutOfMemory => {
+                self.health.succeeded(Operation::Push);
+                self.held_back.hold(HoldBack::Memory, || {
+                    "Redis refused the push: it is at maxmemory (OOM)".to_string()
+                });
+                Ok(true)
+            }
             Err(e) => {
                 self.health.failed(Operation::Push, &e);
                 Err(e)
             }
         }
+    }
+
+    /// Whether Redis' `used_memory` is at `generator.max_redis_memory_ratio`
+    /// of its `maxmemory` (then the generator holds back). Read at most
+    /// once a second, and once a minute while Redis has no `maxmemory`. A
+    /// reading that fails does not stop generating: Redis' own refusal at
+    /// `maxmemory` still guards it.
+    async fn memory_is_full(&self) -> bool {
+        let ratio = self.cfg.max_redis_memory_ratio;
+        if ratio <= 0.0 {
+            return false;
+        }
+        let Ok(reading) = self.memory.reading_for_generator().await else {
+            return false;
+        };
+        if !reading.at_or_above(ratio) {
+            return false;
+        }
+        self.held_back.hold(HoldBack::Memory, || {
+            format!(
+                "Redis uses {} of its maxmemory {} bytes ({:.0} %; generator.max_redis_memory_ratio is {ratio})",
+                reading.used_bytes,
+                reading.max_bytes,
+                100.0 * reading.used_bytes as f64 / reading.max_bytes as f64
+            )
+        });
+        true
     }
 }
 
