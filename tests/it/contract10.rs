@@ -131,11 +131,22 @@ fn cases() -> Vec<Case> {
                 &scripts::FENCED_PUSH,
                 "holder",
                 vec![(&lease, Str), (&queue, List), (&bell, ZSet)],
-                "h1 m-0002 m-0003",
+                "h1 1000 m-0002 m-0003",
                 &[format!("SET {lease} h1"), format!("LPUSH {queue} m-0001")],
             ),
             &bell,
             best_effort,
+        ),
+        tolerate(
+            case(
+                &scripts::FENCED_PUSH,
+                "held back at the backlog bound",
+                vec![(&lease, Str), (&queue, List), (&bell, ZSet)],
+                "h1 1 m-0002 m-0003",
+                &[format!("SET {lease} h1"), format!("LPUSH {queue} m-0001")],
+            ),
+            &bell,
+            "held back, it pushes nothing and rings no bell",
         ),
         tolerate(
             tolerate(
@@ -150,7 +161,7 @@ fn cases() -> Vec<Case> {
                         (&heartbeats, ZSet),
                         (&bell, ZSet),
                     ],
-                    "3 10000 1048576 c1 hb ~ marker 1",
+                    "3 10000 1048576 c1 hb ~ marker 1 1048576 0",
                     &[format!("LPUSH {queue} m-0001 m-0002 m-0003 m-0004 m-0005")],
                 ),
                 &heartbeat,
@@ -158,6 +169,29 @@ fn cases() -> Vec<Case> {
             ),
             &bell,
             best_effort,
+        ),
+        tolerate(
+            tolerate(
+            case(
+                &scripts::FETCH,
+                "within a byte budget",
+                vec![
+                    (&queue, List),
+                    (&inflight, Hash),
+                    (&heartbeat, Str),
+                    (&consumers, Set),
+                    (&heartbeats, ZSet),
+                    (&bell, ZSet),
+                ],
+                // 6 bytes a message: a budget of 13 takes two of three.
+                "3 10000 1048576 c1 hb ~ marker 1 13 0",
+                &[format!("LPUSH {queue} m-0001 m-0002 m-0003 m-0004 m-0005")],
+            ),
+            &heartbeat,
+            "SET replaces a value of any type; the heartbeat is this consumer's own key",
+        ),
+            &bell,
+            "a batch cut short by the budget rings no bell",
         ),
         case(
             &scripts::ADOPT,
@@ -177,8 +211,15 @@ fn cases() -> Vec<Case> {
             &scripts::ACK_ERROR,
             "held",
             vec![(&inflight, Hash), (&errors, List)],
-            "1 header1: 2 header2: 3 header3:",
+            "0 1 header1: 2 header2: 3 header3:",
             &held,
+        ),
+        case(
+            &scripts::ACK_ERROR,
+            "held, the list at its bound",
+            vec![(&inflight, Hash), (&errors, List)],
+            "2 1 header1: 2 header2: 3 header3:",
+            &[held[0].clone(), format!("LPUSH {errors} m-0008 m-0009")],
         ),
         tolerate(
             case(
@@ -351,7 +392,17 @@ fn cases() -> Vec<Case> {
             &scripts::PUSH_ONCE,
             "new",
             vec![(&errors, List), (&marker, ZSet)],
-            "100000 60000 c1:1 m-0001 c1:2 m-0002",
+            "100000 60000 0 c1:1 m-0001 c1:2 m-0002",
+            &[
+                format!("ZADD {marker} 500 c1:9"),
+                format!("LPUSH {errors} m-0003"),
+            ],
+        ),
+        case(
+            &scripts::PUSH_ONCE,
+            "new, the list at its bound",
+            vec![(&errors, List), (&marker, ZSet)],
+            "100000 60000 2 c1:1 m-0001 c1:2 m-0002",
             &[
                 format!("ZADD {marker} 500 c1:9"),
                 format!("LPUSH {errors} m-0003"),
@@ -721,6 +772,84 @@ async fn contract10_every_script_survives_wrong_types_and_denied_commands() {
         failures.is_empty(),
         "{} rows fail contract 10:\n{}",
         failures.len(),
+        failures.join("\n")
+    );
+}
+
+/// The OOM column of contract 10 (contract 12): every script run on a
+/// Redis past its `maxmemory` (`noeviction`) either does exactly what a
+/// clean run does (every script that frees or moves memory: a full Redis
+/// must never wedge the fleet) or, for the generator's push alone, is
+/// refused whole with nothing changed. Prints the table.
+#[tokio::test]
+async fn contract12_every_script_at_maxmemory_runs_or_is_refused_with_nothing_changed() {
+    let env = TestEnv::new().await;
+    let admin = &env.client;
+    let mut failures = Vec::new();
+    println!("\ncontract 10, OOM column: script (path) | at maxmemory | lost | duplicated");
+    for c in cases() {
+        seed(admin, &c).await;
+        run(admin, &c)
+            .await
+            .unwrap_or_else(|e| panic!("{} ({}) clean run: {e}", c.script.name, c.path));
+        let clean = snapshot(admin).await;
+        seed(admin, &c).await;
+        let before = snapshot(admin).await;
+        // One byte: whatever the seed holds is over it.
+        command(admin, &["CONFIG", "SET", "maxmemory-policy", "noeviction"]).await;
+        command(admin, &["CONFIG", "SET", "maxmemory", "1"]).await;
+        let result = run(admin, &c).await;
+        command(admin, &["CONFIG", "SET", "maxmemory", "0"]).await;
+        let after = snapshot(admin).await;
+        let refused = c.script.memory == scripts::Memory::Refused;
+        let (lost, dup, problem) = match (&result, refused) {
+            (Ok(_), false) => {
+                let (lost, dup) = diff(&tokens(&clean), &tokens(&after));
+                let ends_clean = after == clean;
+                (
+                    lost,
+                    dup,
+                    (!ends_clean).then(|| format!("ends elsewhere than a clean run: {after:?}")),
+                )
+            }
+            (Err(e), true) if e.contains("OOM") => {
+                let (lost, dup) = diff(&tokens(&before), &tokens(&after));
+                (
+                    lost,
+                    dup,
+                    (after != before).then(|| "refused, yet something changed".to_string()),
+                )
+            }
+            (Err(e), false) => (0, 0, Some(format!("failed at maxmemory: {e}"))),
+            (outcome, true) => (
+                0,
+                0,
+                Some(format!(
+                    "the push must be refused at maxmemory: {outcome:?}"
+                )),
+            ),
+        };
+        let outcome = match &result {
+            Ok(_) => "runs".to_string(),
+            Err(e) if e.contains("OOM") => "refused (OOM)".to_string(),
+            Err(e) => e.clone(),
+        };
+        println!(
+            "{} ({}) | {outcome} | {lost} | {dup}",
+            c.script.name, c.path
+        );
+        if let Some(p) = problem {
+            failures.push(format!("{} ({}): {p}", c.script.name, c.path));
+        } else if lost + dup > 0 {
+            failures.push(format!(
+                "{} ({}): {lost} lost, {dup} duplicated",
+                c.script.name, c.path
+            ));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "at maxmemory:\n{}",
         failures.join("\n")
     );
 }

@@ -417,6 +417,14 @@ async fn metrics_expose_every_documented_name() {
         "dsg_lease_transitions_total",
         "dsg_lease_notice_resubscriptions_total",
         "dsg_generator_fenced_writes_rejected_total",
+        "dsg_generator_paused{reason=\"memory\"}",
+        "dsg_generator_paused_seconds_total",
+        "dsg_error_entries_trimmed_total",
+        "dsg_in_flight_bytes",
+        // Read from INFO memory at start by every replica.
+        "dsg_redis_eviction_safe 1",
+        "dsg_redis_memory_max_bytes",
+        "dsg_redis_memory_used_bytes",
     ] {
         assert!(body.contains(name), "{name} missing from\n{body}");
     }

@@ -874,6 +874,7 @@ async fn two_step_moves_push_each_delivery_once_and_report_what_was_taken_back()
         let mut a = vec![
             fred::types::Value::from(now),
             fred::types::Value::from(60_000i64),
+            fred::types::Value::from(0i64),
         ];
         for (token, entry) in entries {
             a.push(fred::types::Value::from(*token));
@@ -882,7 +883,7 @@ async fn two_step_moves_push_each_delivery_once_and_report_what_was_taken_back()
         a
     };
     let keys = vec!["errors".to_string(), marker.clone()];
-    let first: i64 = client
+    let (first, _): (i64, i64) = client
         .run(
             &PUSH_ONCE,
             keys.clone(),
@@ -890,7 +891,7 @@ async fn two_step_moves_push_each_delivery_once_and_report_what_was_taken_back()
         )
         .await
         .expect("push");
-    let retry: i64 = client
+    let (retry, _): (i64, i64) = client
         .run(
             &PUSH_ONCE,
             keys.clone(),
@@ -904,7 +905,7 @@ async fn two_step_moves_push_each_delivery_once_and_report_what_was_taken_back()
     assert!(ttl > 0 && ttl <= 60_000, "{ttl}");
     // Markers older than the TTL are dropped by the next push, whatever
     // the traffic.
-    let _: i64 = client
+    let _: (i64, i64) = client
         .run(&PUSH_ONCE, keys.clone(), args(62_000, &[("c:3", "m3")]))
         .await
         .expect("later push");

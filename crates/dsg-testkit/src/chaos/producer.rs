@@ -11,6 +11,7 @@ use fred::types::Value;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use redis_dsg::redis::scripts::Memory;
 use redis_dsg::redis::{Redis, Script, int};
 
 /// Pushes message number N only once, however often a push is retried
@@ -21,6 +22,8 @@ use redis_dsg::redis::{Redis, Script, int};
 static PRODUCE_ONCE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         "produce_once",
+        // A producer beside the generator: like it, refused at maxmemory.
+        Memory::Refused,
         r#"
 if redis.call('SADD', KEYS[2], ARGV[1]) == 1 then
   redis.call('LPUSH', KEYS[1], ARGV[2])

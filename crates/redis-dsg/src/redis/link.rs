@@ -82,9 +82,7 @@ impl Cause {
             Cause::WrongType => "a key holds a value of the wrong type",
             Cause::NoPermission => "the ACL user lacks a permission (see `redis-dsg acl-rule`)",
             Cause::ReadOnly => "the server is a read-only replica",
-            Cause::OutOfMemory => {
-                "Redis is at maxmemory and refuses writes that grow memory (OOM)"
-            }
+            Cause::OutOfMemory => "Redis is at maxmemory and refuses writes that grow memory (OOM)",
             Cause::Other => "error",
         }
     }

@@ -243,9 +243,9 @@ impl Redis {
     /// ACL user allowed `INFO` may read it, unlike `CONFIG GET`.
     pub async fn info_memory(&self, key: &str) -> Result<String, RedisError> {
         let opts = Options {
-            cluster_hash: Some(fred::types::ClusterHash::Custom(
-                fred::util::redis_keyslot(key.as_bytes()),
-            )),
+            cluster_hash: Some(fred::types::ClusterHash::Custom(fred::util::redis_keyslot(
+                key.as_bytes(),
+            ))),
             ..Default::default()
         };
         let outcome: Result<String, _> = self
@@ -300,6 +300,8 @@ mod tests {
         assert!(!shebang_refused(
             "ERR Error compiling script (new function): user_script:3: '=' expected near 'x'"
         ));
-        assert!(!shebang_refused("ERR Unexpected flag in script shebang: bogus"));
+        assert!(!shebang_refused(
+            "ERR Unexpected flag in script shebang: bogus"
+        ));
     }
 }

@@ -152,15 +152,21 @@ impl RedisMemory {
     /// to watch closely; one may be set at any time, so it is looked at
     /// again).
     pub(super) async fn reading_for_generator(&self) -> Result<MemoryReading, RedisError> {
-        let unbounded = self
-            .fresh(READ_EVERY)
-            .is_some_and(|r| r.max_bytes == 0);
-        self.reading(if unbounded { READ_EVERY } else { GENERATOR_READ_EVERY })
-            .await
+        let unbounded = self.fresh(READ_EVERY).is_some_and(|r| r.max_bytes == 0);
+        self.reading(if unbounded {
+            READ_EVERY
+        } else {
+            GENERATOR_READ_EVERY
+        })
+        .await
     }
 
     fn fresh(&self, max_age: Duration) -> Option<MemoryReading> {
-        let last = self.inner.last.lock().unwrap_or_else(PoisonError::into_inner);
+        let last = self
+            .inner
+            .last
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         last.as_ref()
             .filter(|(at, _)| at.elapsed() < max_age)
             .map(|(_, r)| r.clone())
@@ -188,7 +194,8 @@ impl RedisMemory {
     fn record(&self, r: &MemoryReading) {
         let i = &self.inner;
         *i.last.lock().unwrap_or_else(PoisonError::into_inner) = Some((Instant::now(), r.clone()));
-        i.metrics.record_redis_memory(r.used_bytes, r.max_bytes, !r.evicts());
+        i.metrics
+            .record_redis_memory(r.used_bytes, r.max_bytes, !r.evicts());
         let refusal = (i.require_noeviction && r.evicts()).then(|| {
             format!(
                 "Redis' maxmemory-policy is {}, not {NOEVICTION} (redis.require_noeviction): {}",
@@ -197,7 +204,10 @@ impl RedisMemory {
             )
         });
         i.health.set_refusal(refusal);
-        let mut logged = i.logged_policy.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut logged = i
+            .logged_policy
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         if logged.as_deref() == Some(r.policy.as_str()) {
             return;
         }

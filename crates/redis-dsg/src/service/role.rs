@@ -21,13 +21,13 @@ use crate::redis::Keys;
 use crate::redis::Operation;
 use crate::redis::Redis;
 use crate::service::chores::Chores;
-use crate::service::redis_memory::RedisMemory;
 use crate::service::consumer::Consumer;
 use crate::service::generator::{FencedWriter, Generator, GeneratorEnd};
 use crate::service::health::Health;
 use crate::service::lease::original_lock::{self, OriginalLockKind};
 use crate::service::lease::{HoldEnd, LOCK_GEN_TAKEN, Lease, LeaseClient, Notices};
 use crate::service::metrics::{Metrics, Transition};
+use crate::service::redis_memory::RedisMemory;
 use crate::service::state::{InstanceState, Role};
 
 /// Everything the role loop works with.

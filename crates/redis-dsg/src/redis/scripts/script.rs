@@ -122,7 +122,6 @@ end
 #[cfg(test)]
 mod tests {
     use super::super::{FETCH, all};
-    use super::*;
 
     /// Every `pub static NAME: LazyLock<Script>` of this module is in
     /// [`all`] under its own name, so the contract 10 tests and the ACL

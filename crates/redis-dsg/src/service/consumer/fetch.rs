@@ -306,7 +306,11 @@ impl FetchLoop {
         if need == 0 {
             let half = (total / 2).saturating_sub(1);
             let free = self.bytes.available_permits() as u64;
-            if let Ok(more) = self.bytes.clone().try_acquire_many_owned(cap(free.min(half))) {
+            if let Ok(more) = self
+                .bytes
+                .clone()
+                .try_acquire_many_owned(cap(free.min(half)))
+            {
                 reserved.merge(more);
             }
         }

@@ -41,6 +41,11 @@ fn issue14_every_series_exists_from_start_with_suffixed_names() {
         "dsg_generator_fenced_writes_rejected_total 0",
         "dsg_late_acks_total 0",
         "dsg_lease_notice_resubscriptions_total 0",
+        "dsg_generator_paused{reason=\"backlog\"} 0",
+        "dsg_generator_paused{reason=\"memory\"} 0",
+        "dsg_generator_paused_seconds_total{reason=\"backlog\"} 0",
+        "dsg_error_entries_trimmed_total 0",
+        "dsg_in_flight_bytes 0",
         "dsg_build_info{version=",
         "process_start_time_seconds ",
         "dsg_processor_invalid_ratio 0.05",
@@ -63,6 +68,9 @@ fn issue14_every_series_exists_from_start_with_suffixed_names() {
         "dsg_queue_length",
         "dsg_queue_oldest_message_age_seconds",
         "dsg_consumers_live",
+        // Until INFO memory was read.
+        "dsg_redis_eviction_safe",
+        "dsg_redis_memory_used_bytes",
     ] {
         assert!(!text.contains(absent), "{absent} in\n{text}");
     }
