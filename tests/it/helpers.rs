@@ -28,7 +28,12 @@ pub struct TestEnv {
 
 impl TestEnv {
     pub async fn new() -> TestEnv {
-        let redis = LocalRedis::start().expect("redis-server starts");
+        TestEnv::with_redis_args(&[]).await
+    }
+
+    /// A world whose redis-server runs with `args` (`--maxmemory 8mb`, …).
+    pub async fn with_redis_args(args: &[&str]) -> TestEnv {
+        let redis = LocalRedis::start_with(args).expect("redis-server starts");
         let client = connect(&redis.url()).await;
         TestEnv {
             redis,

@@ -16,6 +16,7 @@ mod fleet_cost;
 mod helpers;
 mod http_limits;
 mod legacy_entries;
+mod memory;
 mod migration;
 mod observability;
 mod rollback;
