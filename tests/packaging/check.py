@@ -100,6 +100,10 @@ EXISTING_SECRET_PASSWORD = "existing-secret-password"
 # redis-server (TLS settings dropped), as happens when openssl is missing.
 PLAIN_REDIS_ENV = "DSG_PACKAGING_PLAIN_REDIS"
 
+# The program's bounds of consumer.max_in_flight_bytes, to which the chart
+# clamps the value it derives from resources.limits.memory.
+MAX_IN_FLIGHT_BYTES_BOUNDS = (65536, 68719476736)
+
 # Metrics the alerts or the dashboard may use that redis-dsg does not export.
 METRIC_ALLOW_LIST = {
     # kube-state-metrics: desired and available pods of the Deployment
@@ -814,6 +818,51 @@ class Checks:
             expect(setting in chart, f"{setting} has no chart value")
         return (f"{len(binary)} settings of `redis-dsg config`: {len(chart)} chart values + {', '.join(sorted(binary & elsewhere))} set by the chart"
                 f" + {', '.join(sorted(binary & unused))} left unset; file settings from Secrets: {', '.join(sorted(SECRET_FILE_SETTINGS))}")
+
+    def max_in_flight_bytes(self) -> str:
+        """config.consumer.maxInFlightBytes: an explicit value wins; unset, it
+        is 40 % of resources.limits.memory (Kubernetes quantities), clamped
+        to the program's bounds; without a memory limit it is left out and
+        the binary's own default applies. The binary reads what the chart
+        rendered."""
+        low, high = MAX_IN_FLIGHT_BYTES_BOUNDS
+        cases: list[tuple[str, dict[str, Any], int | None]] = [
+            ("defaults (256Mi)", {}, 268435456 * 2 // 5),
+            ("explicit value with 1Gi", {"config": {"consumer": {"maxInFlightBytes": 50000000}}, "resources": {"limits": {"memory": "1Gi"}}}, 50000000),
+            ("explicit value without a limit", {"config": {"consumer": {"maxInFlightBytes": 65536}}, "resources": {"limits": None}}, 65536),
+            ("1Gi", {"resources": {"limits": {"memory": "1Gi"}}}, 1073741824 * 2 // 5),
+            ("512M", {"resources": {"limits": {"memory": "512M"}}}, 512000000 * 2 // 5),
+            ("1.5Gi", {"resources": {"limits": {"memory": "1.5Gi"}}}, 1610612736 * 2 // 5),
+            ("3000000000 (a number)", {"resources": {"limits": {"memory": 3000000000}}}, 3000000000 * 2 // 5),
+            ("2k (clamped up)", {"resources": {"limits": {"memory": "2k"}}}, low),
+            ("1Ti (clamped down)", {"resources": {"limits": {"memory": "1Ti"}}}, high),
+            ("no memory limit", {"resources": {"limits": None}}, None),
+            ("no resources", {"resources": None}, None),
+        ]
+        for what, values, want in cases:
+            render = Render(values, RELEASE, "default")
+            got = self.toml(render)["consumer"].get("max_in_flight_bytes")
+            expect(got == want, f"{what}: consumer.max_in_flight_bytes renders as {got}, expected {want if want is not None else 'left out'}")
+        # The binary takes the derived value from the file, and its own
+        # default (64 MiB) when the chart leaves it out.
+        agreed = []
+        for what, values in (("derived", {}), ("left out", {"resources": {"limits": None}})):
+            render = Render(values, RELEASE, "default")
+            dep = self.app_deployment(render)
+            pod_spec = dep["spec"]["template"]["spec"]
+            env = self.pod_files(render, pod_spec, pod_spec["containers"][0], self.work / "max-in-flight-bytes" / what.replace(" ", "-"),
+                                 self.secrets(render), redis_url=None)
+            run = subprocess.run([str(self.binary), "config"], env=env, capture_output=True, text=True, timeout=30)
+            expect(run.returncode == 0, f"{what}: `redis-dsg config` exited {run.returncode}: {run.stderr}")
+            line = next((l for l in run.stdout.splitlines() if l.startswith("max_in_flight_bytes = ")), "")
+            effective = tomllib.loads(run.stdout)["consumer"]["max_in_flight_bytes"]
+            rendered = self.toml(render)["consumer"].get("max_in_flight_bytes")
+            if rendered is None:
+                expect(effective == 67108864 and "default" in line, f"{what}: the binary's max_in_flight_bytes is {line!r}, expected its default 67108864")
+            else:
+                expect(effective == rendered and "TOML file" in line, f"{what}: the binary's max_in_flight_bytes is {line!r}, the ConfigMap says {rendered}")
+            agreed.append(f"{what}: {effective}")
+        return f"{len(cases)} renders (256Mi -> {268435456 * 2 // 5}, explicit wins, 1Gi, 512M, clamps, no limit: left out); binary reads " + ", ".join(agreed)
 
     def bad_values(self) -> str:
         files = sorted((HERE / "bad-values").glob("*.yaml"))
@@ -1803,6 +1852,7 @@ def main() -> int:
         report.check("chart: values.schema.json is strict and accepts the defaults", checks.schema_strict)
         report.check("chart: config.* covers every setting of the binary", checks.config_coverage)
         report.check("chart: bad values are refused with clear messages", checks.bad_values)
+        report.check("chart: consumer.maxInFlightBytes explicit, or 40 % of the memory limit, or the binary's default", checks.max_in_flight_bytes)
         for set_name, values in value_sets().items():
             render: Render | None = None
 
