@@ -114,6 +114,23 @@ METRIC_ALLOW_LIST = {
     "up",
 }
 
+# Metrics of the product's contract 12 (memory bounded everywhere) that the
+# alerts and the dashboard use before every binary exports them: the product
+# adds them in parallel. While the binary's live /metrics lacks one, the
+# PromQL check accepts it and names it in its result, and the live
+# Prometheus test accepts no data from an expression that selects it; once
+# the binary exports one, it is checked like every other metric (and the
+# dashboard must show it). Drop a name once the product exports it.
+ANNOUNCED_METRICS = {
+    "dsg_generator_paused",
+    "dsg_generator_paused_seconds_total",
+    "dsg_error_entries_trimmed_total",
+    "dsg_redis_eviction_safe",
+    "dsg_redis_memory_used_bytes",
+    "dsg_redis_memory_max_bytes",
+    "dsg_in_flight_bytes",
+}
+
 # The Accept header of Prometheus 2.42's scrapes.
 PROMETHEUS_ACCEPT = ("application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,"
                      "text/plain;version=0.0.4;q=0.5,*/*;q=0.1")
@@ -130,6 +147,9 @@ REQUIRED_ALERTS = {
     "RedisDsgFencedWritesRejected": "a stale generator's writes were refused",
     "RedisDsgRedisErrors": "Redis operations failing while Redis answers",
     "RedisDsgQueueUnobserved": "no pod reports the backlog",
+    "RedisDsgErrorEntriesTrimmed": "errors.max_entries trimmed error entries",
+    "RedisDsgRedisMemoryHigh": "Redis' used_memory at the generator's share of maxmemory",
+    "RedisDsgRedisEvicts": "Redis' maxmemory-policy may evict the fleet's keys",
 }
 
 GENERATED_HEADER = (
@@ -1190,6 +1210,12 @@ class Checks:
             expect("dsg_processor_invalid_ratio" in by_name["RedisDsgErrorShareHigh"]["expr"],
                    "the error-share alert must compare with the configured invalid ratio")
             expect(f'deployment="{dep["metadata"]["name"]}"' in by_name["RedisDsgConsumersNotReady"]["expr"], "readiness alert on the wrong Deployment")
+            # Memory: the generator's own hold-back share (0.9 when it has none).
+            ratio = toml["generator"]["max_redis_memory_ratio"] or 0.9
+            memory = by_name["RedisDsgRedisMemoryHigh"]["expr"]
+            expect(re.search(rf">= {re.escape(str(ratio))}\s*$", memory), f"RedisDsgRedisMemoryHigh must compare with generator.max_redis_memory_ratio {ratio}:\n{memory}")
+            expect("dsg_redis_memory_max_bytes" in memory and "> 0" in memory, "RedisDsgRedisMemoryHigh must skip a Redis without maxmemory")
+            expect(by_name["RedisDsgRedisEvicts"]["labels"]["severity"] == "critical", "an evicting Redis is critical")
             base = render.merged["prometheusRule"]["runbookBaseUrl"].rstrip("#")
             for r in rules:
                 expect(r["annotations"].get("runbook_url") == f"{base}#{r['alert'].lower()}",
@@ -1596,7 +1622,7 @@ class Checks:
                 problems.append(f"{where}: does not parse: {e}\n  {expr}")
                 continue
             used |= metrics
-            for metric in sorted(metrics - self.scraped_metrics - METRIC_ALLOW_LIST):
+            for metric in sorted(metrics - self.scraped_metrics - METRIC_ALLOW_LIST - ANNOUNCED_METRICS):
                 problems.append(f"{where}: {metric} is not in the live /metrics scrape")
         # The other way round: the dashboard shows every metric redis-dsg exports.
         families = {re.sub(r"_(bucket|sum|count)$", "", m) for m in self.scraped_metrics}
@@ -1606,8 +1632,10 @@ class Checks:
         for family in sorted(families - dash_used):
             problems.append(f"the dashboard shows nothing of {family}")
         expect(not problems, "\n".join(problems))
-        return (f"{len(exprs)} expressions parse; {len(used - METRIC_ALLOW_LIST)} metric names in the live scrape of "
-                f"{len(self.scraped_metrics)} series names; allow-listed: {', '.join(sorted(used & METRIC_ALLOW_LIST))}")
+        pending = sorted(used & ANNOUNCED_METRICS - self.scraped_metrics)
+        return (f"{len(exprs)} expressions parse; {len(used - METRIC_ALLOW_LIST - set(pending))} metric names in the live scrape of "
+                f"{len(self.scraped_metrics)} series names; allow-listed: {', '.join(sorted(used & METRIC_ALLOW_LIST))}"
+                + (f"; announced, not exported by this binary yet: {', '.join(pending)}" if pending else ""))
 
     def dashboard_topics(self) -> str:
         dashboard = json.loads(DASHBOARD.read_text())
