@@ -555,12 +555,31 @@ def all_panels(dashboard: dict[str, Any]) -> Iterator[dict[str, Any]]:
     return walk(dashboard.get("panels", []))
 
 
+def numeric_variables(dashboard: dict[str, Any]) -> dict[str, str]:
+    """Textbox variables holding a number (e.g. $memory_ratio), name ->
+    current value: used as numbers in expressions, not as label values."""
+    found = {}
+    for var in dashboard.get("templating", {}).get("list", []):
+        value = str((var.get("current") or {}).get("value", ""))
+        if var.get("type") == "textbox" and re.fullmatch(r"[0-9]+(\.[0-9]+)?", value):
+            found[var["name"]] = value
+    return found
+
+
+def substitute_numbers(expr: str, numbers: dict[str, str]) -> str:
+    for name, value in numbers.items():
+        expr = re.sub(rf"\$\{{{name}\}}|\${name}\b", value, expr)
+    return expr
+
+
 def dashboard_queries(dashboard: dict[str, Any]) -> list[tuple[str, str]]:
-    """(where, PromQL) for every panel target and every label_values variable."""
+    """(where, PromQL) for every panel target and every label_values
+    variable; numeric textbox variables are replaced by their value."""
     queries = []
+    numbers = numeric_variables(dashboard)
     for panel in all_panels(dashboard):
         for target in panel.get("targets", []):
-            queries.append((f"panel {panel['title']!r} target {target['refId']}", target["expr"]))
+            queries.append((f"panel {panel['title']!r} target {target['refId']}", substitute_numbers(target["expr"], numbers)))
     for var in dashboard.get("templating", {}).get("list", []):
         if var.get("type") == "query":
             query = var["query"]["query"] if isinstance(var["query"], dict) else var["query"]
@@ -1667,6 +1686,13 @@ class Checks:
             "backlog age": 'dsg_queue_oldest_message_age_seconds{namespace=\\"$namespace\\", job=\\"$job\\", queue=\\"$queue\\"}',
             "error share vs configured ratio": "dsg_processor_invalid_ratio{",
             "implausible message ages": "dsg_message_age_implausible_total{",
+            "Redis memory vs maxmemory": "dsg_redis_memory_max_bytes{",
+            "Redis used_memory": "dsg_redis_memory_used_bytes{",
+            "the generator's memory ratio line": "$memory_ratio * max(dsg_redis_memory_max_bytes{",
+            "generator held back by reason": "max by (reason) (dsg_generator_paused{",
+            "error entries trimmed": "dsg_error_entries_trimmed_total{",
+            "Redis eviction policy": "dsg_redis_eviction_safe{",
+            "in-flight bytes": "dsg_in_flight_bytes{",
         }
         missing = [t for t, needle in topics.items() if needle not in text]
         expect(not missing, f"dashboard lacks: {', '.join(missing)}")
