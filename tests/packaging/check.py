@@ -9,6 +9,9 @@ Proves with the real tools, offline:
   strict), custom resources against the fields we rely on;
 - that the schema and the templates refuse every file of
   tests/packaging/bad-values/ with the message each file announces;
+- that consumer.max_in_flight_bytes is config.consumer.maxInFlightBytes when
+  set, else 40 % of resources.limits.memory (clamped to the program's
+  bounds), else left out for the program's default, and the binary reads it;
 - that the Deployment agrees with the binary: the real binary, started with
   the pod's exact arguments, environment and mounted files (the ConfigMap and
   the Secrets' data written where the mounts would put them, the Redis
