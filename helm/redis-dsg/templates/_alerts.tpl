@@ -15,6 +15,9 @@ What every rule keeps to:
 - Fleet-wide gauges (queue length, oldest message age, live consumers) are
   exported by one replica at a time; the rules read them with max by
   (namespace), never summed over pods.
+- Series a pod exports only from some version on (the memory, eviction and
+  trimming series) are read with count/max/sum by (namespace): pods that
+  lack them count nothing, so a rolling upgrade alerts on none of them.
 - Each alert has a runbook_url: prometheusRule.runbookBaseUrl plus the
   README anchor of the alert's runbook (#redisdsgnogenerator, ...).
 */}}
@@ -26,6 +29,9 @@ What every rule keeps to:
 {{- $queue := printf "job=%q, queue=%q" $job .Values.config.redis.queue -}}
 {{- $deployment := printf "deployment=%q" $job -}}
 {{- $runbook := trimSuffix "#" $v.runbookBaseUrl -}}
+{{- /* The generator's hold-back share of maxmemory; 0 (no bound) alerts at 0.9. */ -}}
+{{- $memoryRatio := .Values.config.generator.maxRedisMemoryRatio | float64 -}}
+{{- if le $memoryRatio 0.0 }}{{ $memoryRatio = 0.9 }}{{ end -}}
 groups:
   - name: redis-dsg
     rules:
@@ -165,4 +171,47 @@ groups:
           summary: No redis-dsg replica reports the queue's backlog.
           description: {{ printf "Pods of %s in namespace {{ $labels.namespace }} reach Redis, but none has exported dsg_queue_oldest_message_age_seconds for queue %s for 10 minutes, so RedisDsgBacklogOld cannot fire. Check the pods' logs for the queue sampler." $job .Values.config.redis.queue | quote }}
           runbook_url: {{ printf "%s#redisdsgqueueunobserved" $runbook }}
+      - alert: RedisDsgErrorEntriesTrimmed
+        # The errors.max_entries bound removed the oldest entries of the
+        # error list: their messages are gone, on purpose. Pods without the
+        # counter (older versions) count nothing.
+        expr: |
+          sum by (namespace) (increase(dsg_error_entries_trimmed_total{ {{- $sel -}} }[15m])) > 0
+        labels:
+          severity: warning
+        annotations:
+          summary: redis-dsg trimmed entries off the error list (errors.max_entries).
+          description: {{ printf "About {{ printf \"%%.0f\" $value }} entries were trimmed off the error list %s by pods of %s in namespace {{ $labels.namespace }} in the last 15 minutes: the errors.max_entries bound dropped the oldest, and their messages are gone. Drain or requeue the error list more often (`kubectl exec deploy/%s -- redis-dsg errors drain`), or raise the bound." .Values.config.redis.errorQueue $job $job | quote }}
+          runbook_url: {{ printf "%s#redisdsgerrorentriestrimmed" $runbook }}
+      - alert: RedisDsgRedisMemoryHigh
+        # Redis' used_memory at or above the share of maxmemory at which the
+        # generator holds back (config.generator.maxRedisMemoryRatio), as
+        # every pod reads it from INFO memory; only where maxmemory is set
+        # (dsg_redis_memory_max_bytes > 0). The highest pod's view counts.
+        expr: |
+          max by (namespace) (
+            dsg_redis_memory_used_bytes{ {{- $sel -}} }
+            / (dsg_redis_memory_max_bytes{ {{- $sel -}} } > 0)
+          ) >= {{ $memoryRatio }}
+        for: 5m
+        labels:
+          severity: warning
+        annotations:
+          summary: Redis is close to its maxmemory; the redis-dsg generator holds back.
+          description: {{ printf "Redis' used_memory is {{ $value | humanizePercentage }} of its maxmemory for pods of %s in namespace {{ $labels.namespace }} (threshold %v, generator.max_redis_memory_ratio): the queue or the error list fills Redis. Add consumers, raise maxmemory, or bound and drain the error list (errors.max_entries, `redis-dsg errors drain`)." $job $memoryRatio | quote }}
+          runbook_url: {{ printf "%s#redisdsgredismemoryhigh" $runbook }}
+      - alert: RedisDsgRedisEvicts
+        # A pod read maxmemory-policy from INFO memory and it is not
+        # noeviction: at maxmemory Redis may evict the queue, the error
+        # list, in-flight hashes, the lease and heartbeats. Pods without the
+        # gauge (older versions, or before their first read) say nothing.
+        expr: |
+          count by (namespace) (dsg_redis_eviction_safe{ {{- $sel -}} } == 0)
+        for: 1m
+        labels:
+          severity: critical
+        annotations:
+          summary: Redis may evict redis-dsg's keys (maxmemory-policy is not noeviction).
+          description: {{ printf "{{ $value }} pods of %s in namespace {{ $labels.namespace }} report dsg_redis_eviction_safe=0: Redis' maxmemory-policy is not noeviction, so at maxmemory it may evict queued and in-flight messages, the error list, the lease and heartbeats. Set maxmemory-policy noeviction (CONFIG SET maxmemory-policy noeviction, or the managed service's parameter group)." $job | quote }}
+          runbook_url: {{ printf "%s#redisdsgredisevicts" $runbook }}
 {{- end }}

@@ -251,25 +251,81 @@ reads every number as a float), other numbers and booleans as they are.
 {{- end }}
 
 {{/*
+Bytes of a Kubernetes memory quantity (resources.limits.memory), as a
+decimal string without fraction (fractions of a byte dropped): plain bytes
+or a decimal number, optionally with a binary (Ki Mi Gi Ti Pi Ei) or decimal
+(k M G T P E) suffix. Anything else (256m is 0.256 bytes, 1e9 an exponent)
+fails rendering, naming the value.
+*/}}
+{{- define "redis-dsg.memoryBytes" -}}
+{{- $q := . }}
+{{- if kindIs "float64" $q }}
+{{- $q = ternary (printf "%.0f" $q) (toString $q) (eq (floor $q) $q) }}
+{{- end }}
+{{- $q = toString $q | trim }}
+{{- if not (regexMatch "^([0-9]+(\\.[0-9]*)?|\\.[0-9]+)(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?$" $q) }}
+{{- fail (printf "resources.limits.memory %q: cannot derive config.consumer.maxInFlightBytes (40 %% of the memory limit) from this quantity; write it in bytes or with one of the suffixes Ki, Mi, Gi, Ti, Pi, Ei, k, M, G, T, P, E (e.g. 256Mi), or set config.consumer.maxInFlightBytes" $q) }}
+{{- end }}
+{{- $number := regexFind "^[0-9.]+" $q }}
+{{- $suffix := trimPrefix $number $q }}
+{{- $multipliers := dict "" "1" "Ki" "1024" "Mi" "1048576" "Gi" "1073741824" "Ti" "1099511627776" "Pi" "1125899906842624" "Ei" "1152921504606846976" "k" "1000" "M" "1000000" "G" "1000000000" "T" "1000000000000" "P" "1000000000000000" "E" "1000000000000000000" }}
+{{- printf "%.0f" (floor (mulf (float64 $number) (float64 (index $multipliers $suffix)))) }}
+{{- end }}
+
+{{/*
+consumer.max_in_flight_bytes: config.consumer.maxInFlightBytes when set;
+else 40 % of resources.limits.memory, clamped to the program's bounds
+(65536-68719476736); else (no memory limit) empty: the program's default.
+*/}}
+{{- define "redis-dsg.maxInFlightBytes" -}}
+{{- $explicit := .Values.config.consumer.maxInFlightBytes }}
+{{- if not (kindIs "invalid" $explicit) }}
+{{- int64 $explicit }}
+{{- else }}
+{{- $limit := dig "limits" "memory" "" (.Values.resources | default dict) }}
+{{- if not (eq (toString $limit) "") }}
+{{- $bytes := include "redis-dsg.memoryBytes" $limit | float64 }}
+{{- if ge $bytes 171798691840.0 }}
+{{- 68719476736 }}
+{{- else }}
+{{- max 65536 (div (mul (int64 $bytes) 2) 5) }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
 The TOML configuration file. Values keys are the TOML keys in camelCase;
 snakecase turns them back (intervalMs -> interval_ms). config.redis.url is
 replaced by the effective URL; other empty strings (optional settings such as
 consumer.outputQueue) are left out. [redis] also gets the files mounted from
-Secrets (auth.*, tls.*).
+Secrets (auth.*, tls.*); consumer.max_in_flight_bytes may be derived from
+resources.limits.memory (redis-dsg.maxInFlightBytes).
 */}}
 {{- define "redis-dsg.configToml" -}}
 # redis-dsg configuration rendered by the Helm chart (values: config.*).
 # The user name comes from the environment (DSG_REDIS__USERNAME); the
 # password and TLS files are Secrets mounted read-only (auth.*, tls.*).
 mode = {{ toJson .Values.config.mode }}
-{{- range $section := list "http" "redis" "generator" "lease" "consumer" "processor" "shutdown" "compat" }}
+{{- range $section := list "http" "redis" "generator" "lease" "consumer" "processor" "shutdown" "errors" "compat" }}
 {{- $values := index $.Values.config $section }}
+{{- $keys := keys $values }}
+{{- if eq $section "consumer" }}
+{{- $keys = append $keys "maxInFlightBytes" | uniq }}
+{{- end }}
 
 [{{ $section }}]
-{{- range $key := keys $values | sortAlpha }}
+{{- range $key := $keys | sortAlpha }}
 {{- $value := index $values $key }}
 {{- if and (eq $section "redis") (eq $key "url") }}
 url = {{ include "redis-dsg.redisUrl" $ | toJson }}
+{{- else if and (eq $section "consumer") (eq $key "maxInFlightBytes") }}
+{{- with include "redis-dsg.maxInFlightBytes" $ }}
+{{- if kindIs "invalid" $value }}
+# 40 % of resources.limits.memory ({{ include "redis-dsg.memoryBytes" $.Values.resources.limits.memory }} bytes), config.consumer.maxInFlightBytes being unset.
+{{- end }}
+max_in_flight_bytes = {{ . }}
+{{- end }}
 {{- else if eq (toString $value) "" }}
 {{- /* An empty string is an optional setting left unset. */}}
 {{- else }}
