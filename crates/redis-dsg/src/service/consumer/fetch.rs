@@ -139,7 +139,10 @@ impl FetchLoop {
                         self.shared.full.notify_one();
                     }
                 }
-                Ok(Fetched::Adopted | Fetched::BudgetSpent) => backoff.reset(),
+                // Re-reading a lost reply says nothing of whether fetching
+                // works (it succeeds while every fetch fails): no reset.
+                Ok(Fetched::Adopted) => {}
+                Ok(Fetched::BudgetSpent) => backoff.reset(),
                 Ok(Fetched::Thin) => {
                     backoff.reset();
                     if !self.wait_for_work(&mut bell_backoff).await {
