@@ -6,6 +6,7 @@
 //! cargo demo --replicas 5         # = cargo run --release -p dsg-dev -- demo --replicas 5
 //! cargo dsg bench                 # throughput, latency, memory
 //! cargo dsg bench --fleet         # what fleets of pods cost Redis
+//! cargo dsg bench --memory        # Redis full or evicting, large messages
 //! cargo dsg chaos --duration 900  # the long soak
 //! ```
 
@@ -41,11 +42,13 @@ enum Tool {
         after_help = "Examples:\n  cargo demo\n  cargo demo --replicas 5 --kill-every 8\n  cargo demo --redis-url 127.0.0.1:6379 --duration 60"
     )]
     Demo(demo::DemoArgs),
-    /// Measure throughput, latency and memory against a private redis-server.
+    /// Measure throughput, latency and memory against a private redis-server
+    /// (also --failover, --fleet, --memory).
     #[command(
-        after_help = "Examples:\n  cargo dsg bench\n  cargo dsg bench --json\n  cargo dsg bench --messages 200000\n  cargo dsg bench --fleet --with-bulk\n  cargo dsg bench --fleet --against /path/to/older/redis-dsg --scenarios empty,idle --idle-pods 10"
+        after_help = "Examples:\n  cargo dsg bench\n  cargo dsg bench --json\n  cargo dsg bench --messages 200000\n  cargo dsg bench --fleet --with-bulk\n  cargo dsg bench --fleet --against /path/to/older/redis-dsg --scenarios empty,idle --idle-pods 10\n  cargo dsg bench --memory --against /path/to/older/redis-dsg\n  cargo dsg bench --memory --memory-scenarios full --fill-seconds 10 --consume-seconds 10"
     )]
-    Bench(bench::BenchArgs),
+    // Boxed: the bench flags are many times the size of the others.
+    Bench(Box<bench::BenchArgs>),
     /// Run a soak under faults (kills, pauses, Redis restarts, cut
     /// connections) and check that nothing is lost or duplicated and that
     /// no generator writes after losing its lease.

@@ -59,8 +59,9 @@ pub(crate) struct FleetArgs {
     #[arg(long)]
     pub fleet: bool,
     /// Run the benchmark with this redis-dsg binary instead (e.g. a
-    /// baseline build), with the same scenarios.
-    #[arg(long, value_name = "PATH", requires = "fleet")]
+    /// baseline build), with the same scenarios (with --fleet or
+    /// --memory).
+    #[arg(long, value_name = "PATH", requires = "against_mode")]
     pub against: Option<PathBuf>,
     /// The scenarios to run (with --fleet).
     #[arg(long, value_delimiter = ',', value_enum, default_values_t = [

@@ -11,11 +11,18 @@
 //! handover and takeover instead (`failover.rs`), and `--failover
 //! --sentinel` a Sentinel failover of Redis itself (`sentinel.rs`), and
 //! `--fleet` what fleets of consumer processes cost Redis, idle and at a
-//! rate, with wake-up latency and reaping (`fleet.rs`).
+//! rate, with wake-up latency and reaping (`fleet.rs`), and `--memory`
+//! what the service does when Redis memory runs out (`noeviction` at
+//! `maxmemory`, against the same load without a limit; `allkeys-lru` and
+//! `volatile-lru`), a default consumer's memory with 900 KiB messages, and
+//! Redis' bytes per queued and per held message (`memory.rs`). `--fleet`
+//! and `--memory` run another binary with `--against`.
 
 mod failover;
 mod fleet;
 mod fleet_report;
+mod memory;
+mod memory_report;
 mod phases;
 mod pods;
 mod redis_load;
@@ -33,8 +40,10 @@ use dsg_testkit::local_redis::{LocalRedis, connect};
 use redis_dsg::config::{Config, RedisUrl};
 use redis_dsg::redis::{Keys, Redis};
 
-/// Flags of `bench`.
+/// Flags of `bench`. `--against` (in [`fleet::FleetArgs`]) needs one of
+/// the modes that take it.
 #[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("against_mode").args(["fleet", "memory"]).multiple(true)))]
 pub(crate) struct BenchArgs {
     /// Size of the pre-filled backlog the consumers drain.
     #[arg(long, default_value_t = 1_000_000)]
@@ -80,6 +89,9 @@ pub(crate) struct BenchArgs {
     /// The fleet benchmark's flags (`--fleet`).
     #[command(flatten)]
     pub fleet: fleet::FleetArgs,
+    /// The memory benchmark's flags (`--memory`).
+    #[command(flatten)]
+    pub memory: memory::MemoryArgs,
 }
 
 /// Runs the benchmark with the redis-dsg binary `exe`; returns the exit
@@ -88,6 +100,26 @@ pub(crate) async fn run(exe: &Path, redis_url: Option<&str>, args: &BenchArgs) -
     if args.sentinel {
         let series = sentinel_failover(exe, args).await;
         return report(series, args.json, |s| sentinel::render(s));
+    }
+    if args.memory.memory {
+        if redis_url.is_some() {
+            eprintln!(
+                "bench: --memory starts its own redis-server per scenario; --redis-url is not used"
+            );
+            return 2;
+        }
+        // Ctrl-C or SIGTERM drops the run, and with it every process and
+        // redis-server it started (each is killed when dropped): they run
+        // in their own process groups, so the terminal's signal reaches
+        // only this program.
+        let figures = tokio::select! {
+            f = memory::measure(exe, args) => f,
+            s = interrupted() => Err(format!(
+                "interrupted by {s}; every process it started was stopped (logs in {})",
+                memory::logs_dir().display()
+            )),
+        };
+        return report(figures, args.json, memory_report::render);
     }
     if args.fleet.fleet {
         if redis_url.is_some() {
@@ -111,6 +143,20 @@ pub(crate) async fn run(exe: &Path, redis_url: Option<&str>, args: &BenchArgs) -
         args.json,
         report::render,
     )
+}
+
+/// Waits for Ctrl-C or SIGTERM; which one.
+async fn interrupted() -> &'static str {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => "Ctrl-C",
+        () = async {
+            match term.as_mut() {
+                Some(t) => { t.recv().await; }
+                None => std::future::pending().await,
+            }
+        } => "SIGTERM",
+    }
 }
 
 /// Prints figures as JSON or as a table; returns the exit code.

@@ -92,6 +92,35 @@ pub(super) async fn measure(
     Ok(report)
 }
 
+/// Pushes `n` well-formed messages to `queue`, pipelined in pushes of
+/// 1,000 (also the memory benchmark's queue).
+pub(super) async fn prefill(redis: &Redis, queue: &str, n: u64) -> Result<(), String> {
+    let mut writer = MessageWriter::new();
+    let mut left = n;
+    let client = redis.client();
+    while left > 0 {
+        let pipeline = client.pipeline();
+        for _ in 0..20 {
+            if left == 0 {
+                break;
+            }
+            let k = left.min(1000);
+            left -= k;
+            let batch: Vec<Value> = writer
+                .batch(k as usize)
+                .into_iter()
+                .map(Value::Bytes)
+                .collect();
+            let _: () = pipeline
+                .lpush(queue, batch)
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+        let _: Vec<Value> = pipeline.all().await.map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
 /// `redis-server --version`'s version.
 pub(super) fn redis_version() -> String {
     Command::new("redis-server")
@@ -204,32 +233,8 @@ impl Bench {
         Ok(((n1 - n0) as f64 / (t1 - t0).as_secs_f64(), rss))
     }
 
-    /// Pushes `n` well-formed messages.
     async fn prefill(&self, queue: &str, n: u64) -> Result<(), String> {
-        let mut writer = MessageWriter::new();
-        let mut left = n;
-        let client = self.redis.client();
-        while left > 0 {
-            let pipeline = client.pipeline();
-            for _ in 0..20 {
-                if left == 0 {
-                    break;
-                }
-                let k = left.min(1000);
-                left -= k;
-                let batch: Vec<Value> = writer
-                    .batch(k as usize)
-                    .into_iter()
-                    .map(Value::Bytes)
-                    .collect();
-                let _: () = pipeline
-                    .lpush(queue, batch)
-                    .await
-                    .map_err(|e| e.to_string())?;
-            }
-            let _: Vec<Value> = pipeline.all().await.map_err(|e| e.to_string())?;
-        }
-        Ok(())
+        prefill(&self.redis, queue, n).await
     }
 
     async fn drain(&self, n: u64, consumers: usize) -> Result<(f64, u64), String> {
