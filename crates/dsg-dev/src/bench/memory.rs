@@ -609,7 +609,8 @@ impl Run<'_> {
                 .map(|m| metric_by_label(m, "dsg_generator_paused_seconds_total", "reason"))
                 .filter(|m| !m.is_empty()),
             generator_paused_log_lines: count_lines(&stage.pods[0].log_text(), |l| {
-                l.to_ascii_lowercase().contains("paused")
+                let l = l.to_ascii_lowercase();
+                l.contains("holding back") || l.contains("paused")
             }),
             exited: exited(&mut stage.pods),
         };

@@ -63,7 +63,7 @@ pub(super) struct FullRun {
     pub generator_paused: Option<BTreeMap<String, f64>>,
     /// `dsg_generator_paused_seconds_total` by reason; `None`: not exported.
     pub generator_paused_seconds: Option<BTreeMap<String, f64>>,
-    /// Generator log lines containing "paused" (any case).
+    /// Generator log lines saying it holds back ("holding back", or "paused"; any case).
     pub generator_paused_log_lines: u64,
     /// Processes that exited during the run, with their status.
     pub exited: BTreeMap<String, String>,
