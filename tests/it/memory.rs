@@ -8,6 +8,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use dsg_testkit::redis_info::CommandStats;
 use fred::prelude::*;
 
 use crate::helpers::*;
@@ -34,7 +35,7 @@ fn counted(log: &str, needle: &str) -> usize {
 }
 
 #[tokio::test]
-async fn contract12_the_generator_holds_back_at_max_backlog_and_resumes_below_it() {
+async fn contract12_the_generator_holds_back_at_max_backlog_and_resumes_below_90_percent_of_it() {
     let env = TestEnv::new().await;
     let bound = 2_000u64;
     let batch = 500u64;
@@ -71,6 +72,12 @@ async fn contract12_the_generator_holds_back_at_max_backlog_and_resumes_below_it
         metric(&m, "dsg_redis_errors_total{operation=\"push\"}"),
         Some(0.0)
     );
+    // Just below the bound (above 90 % of it) the generator stays held:
+    // resuming there made it flap at every batch.
+    command(&env.client, &["LTRIM", &env.queue, "0", "1849"]).await;
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    assert_eq!(env.llen(&env.queue).await, 1_850, "{}", log(&g));
+    assert!(!full_log(&g).contains("generator resumed after holding back"));
     // Consumers took most of it: the generator resumes.
     command(&env.client, &["LTRIM", &env.queue, "0", "99"]).await;
     let resumed = eventually(Duration::from_secs(20), async || {
@@ -378,4 +385,48 @@ async fn contract12_a_consumer_holds_no_more_bytes_than_its_budget() {
         assert_eq!(names.len(), n as usize, "each once");
         c.stop(Duration::from_secs(5));
     }
+}
+
+/// A fetch stopped by its share of the budget leaves the next message
+/// behind; the fetch after it must take a share again, not that message
+/// alone (it once did: a backlog of 8 KiB messages moved one per round
+/// trip). Counted in Redis: each fetch runs `LTRIM` twice (probe, trim).
+#[tokio::test]
+async fn contract12_a_backlog_of_larger_messages_moves_a_budget_share_per_fetch() {
+    let env = TestEnv::new().await;
+    let n = 2_000u64;
+    let size = 10 * 1024;
+    let messages: Vec<Vec<u8>> = (0..n)
+        .map(|i| {
+            let mut m = format!("mid-{i:05} ").into_bytes();
+            m.resize(size, b'x');
+            m
+        })
+        .collect();
+    env.push(&env.queue, &messages).await;
+    let before = CommandStats::read(&env.client).await.expect("commandstats");
+    let mut c = env
+        .spawn(
+            "consumer",
+            &[
+                ("MODE", "consumer"),
+                ("DSG_PROCESSOR__MIN_MS", "0"),
+                ("DSG_PROCESSOR__MAX_MS", "0"),
+            ],
+        )
+        .await;
+    let drained = eventually(Duration::from_secs(60), async || {
+        env.llen(&env.errors).await == n
+    })
+    .await;
+    assert!(drained, "not drained\n{}", log(&c));
+    let after = CommandStats::read(&env.client).await.expect("commandstats");
+    let fetches = after.since(&before).calls("ltrim") / 2;
+    // 2 MiB shares carry about 200 of these; one lane's thin fetches and
+    // the other's share of the tail add a few.
+    assert!(
+        fetches <= n / 50,
+        "{fetches} fetches for {n} messages of {size} bytes"
+    );
+    c.stop(Duration::from_secs(5));
 }

@@ -169,9 +169,10 @@ return moved
 /// to keep the list within the bound, then one flag per pair: 1 moved, 0
 /// already reclaimed by a reaper (a late acknowledgement). The message bytes
 /// never leave Redis, and a message is in the hash or in the error list,
-/// never both or neither. The trim is the last step (probed first): the
-/// entries it removes were meant to go (the bound), never the ones just
-/// moved, which are the newest.
+/// never both or neither. The length and the trim are the last steps
+/// (both probed first): the entries the trim removes are the oldest, meant
+/// to go by the bound; the ones just moved, the newest, go only when one
+/// batch holds more entries than the bound.
 pub static ACK_ERROR: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         "ack_error",
@@ -179,7 +180,10 @@ pub static ACK_ERROR: LazyLock<Script> = LazyLock::new(|| {
         r#"
 local max = tonumber(ARGV[1])
 guard('HDEL', KEYS[1], '')
-if max > 0 then guard('LTRIM', KEYS[2], 0, -1) end
+if max > 0 then
+  guard('LLEN', KEYS[2])
+  guard('LTRIM', KEYS[2], 0, -1)
+end
 local out = {0}
 for i = 2, #ARGV, 2 do
   local body = guard('HGET', KEYS[1], ARGV[i])

@@ -142,7 +142,13 @@ impl FetchLoop {
                 // Re-reading a lost reply says nothing of whether fetching
                 // works (it succeeds while every fetch fails): no reset.
                 Ok(Fetched::Adopted) => {}
-                Ok(Fetched::BudgetSpent) => backoff.reset(),
+                // A backlog too, of larger messages: the extra loop helps.
+                Ok(Fetched::BudgetSpent) => {
+                    backoff.reset();
+                    if self.lane == Lane::Lead {
+                        self.shared.full.notify_one();
+                    }
+                }
                 Ok(Fetched::Thin) => {
                     backoff.reset();
                     if !self.wait_for_work(&mut bell_backoff).await {
@@ -291,11 +297,11 @@ impl FetchLoop {
 }
 
 impl FetchLoop {
-    /// Takes what the next fetch may fill of the byte budget: normally up
-    /// to a 32nd of it (2 MiB of the default), waiting for at least a byte;
-    /// after a fetch that had to leave a message for lack of budget, that
-    /// message's size (at most the whole budget, which is free only when
-    /// nothing else is held). `None`: stopped.
+    /// Takes what the next fetch may fill of the byte budget: up to its
+    /// [`FetchLoop::share`] (2 MiB of the default), waiting for at least a
+    /// byte; after a fetch that had to leave a message for lack of budget,
+    /// waiting for at least that message's size (at most the whole budget,
+    /// which is free only when nothing else is held). `None`: stopped.
     ///
     /// A share is small because a reply costs more than its messages while
     /// it is read: the connection's read buffer grows to about twice the
@@ -313,18 +319,30 @@ impl FetchLoop {
             _ = self.stop.cancelled() => return None,
             p = self.bytes.clone().acquire_many_owned(cap(need.max(1))) => p.ok()?,
         };
-        if need == 0 {
-            let share = (total / 32).saturating_sub(1);
-            let free = self.bytes.available_permits() as u64;
-            if let Ok(more) = self
+        // Topped up to the share: a fetch after one that left a message
+        // behind must not carry that message alone, or a backlog of 8 KiB
+        // messages would move one per round trip from then on.
+        let more = self.share().saturating_sub(need.max(1));
+        let free = self.bytes.available_permits() as u64;
+        if more > 0
+            && let Ok(more) = self
                 .bytes
                 .clone()
-                .try_acquire_many_owned(cap(free.min(share)))
-            {
-                reserved.merge(more);
-            }
+                .try_acquire_many_owned(cap(free.min(more)))
+        {
+            reserved.merge(more);
         }
         Some(reserved)
+    }
+
+    /// A fetch's share of the byte budget: a 32nd of it, yet room for one
+    /// message of the largest size where the budget allows (at most half
+    /// of it), so a small budget does not spend an empty round trip
+    /// learning that the next message needs more.
+    fn share(&self) -> u64 {
+        let cfg = &self.consumer.cfg;
+        let total = cfg.max_in_flight_bytes;
+        (total / 32).max((total / 2).min(cfg.max_message_bytes as u64))
     }
 }
 

@@ -1,6 +1,7 @@
 //! Back-pressure (contract 12): the generator holds back, without an
 //! error, while the queue holds `generator.max_backlog` messages or while
-//! Redis is near its `maxmemory`, and resumes when below. A held-back
+//! Redis is near its `maxmemory`, and resumes once below
+//! [`RESUME_BELOW`] of that bound. A held-back
 //! generator is ready (holding back is its job then); it says once at INFO
 //! why it paused and when it resumed, and exports both
 //! (`dsg_generator_paused{reason}`, `dsg_generator_paused_seconds_total`).
@@ -14,6 +15,21 @@ use crate::service::metrics::{HoldBack, Metrics};
 /// take turns ([`HeldBack::turn`]), so this is the pace of the tries, not of
 /// each writer: about two calls a second, whatever the batch settings.
 pub(super) const RETRY: Duration = Duration::from_millis(500);
+
+/// A held-back generator resumes once below this share of the bound that
+/// held it back. Resuming just below the bound made a generator faster
+/// than its consumers flap at it: one batch through, the next held back,
+/// two log lines and two gauge changes a second for as long as it lasted.
+pub(super) const RESUME_BELOW: f64 = 0.9;
+
+/// The backlog bound a generator held back by `max_backlog` pushes
+/// against: [`RESUME_BELOW`] of it, at least 1 (0 would mean no bound).
+pub(super) fn resume_below(max_backlog: u64) -> u64 {
+    if max_backlog == 0 {
+        return 0;
+    }
+    ((max_backlog as f64 * RESUME_BELOW) as u64).max(1)
+}
 
 #[derive(Debug)]
 struct Held {
@@ -75,8 +91,9 @@ impl HeldBack {
         }
         tracing::info!(
             reason = reason.as_str(),
-            "generator holding back: {}; resuming when below",
-            why()
+            "generator holding back: {}; resuming below {:.0} % of that",
+            why(),
+            RESUME_BELOW * 100.0
         );
         self.metrics.record_held_back(reason, true);
         *held = Some(Held {
@@ -120,5 +137,18 @@ impl HeldBack {
         let more = now.duration_since(h.counted_to).as_secs_f64();
         self.metrics.add_held_back_seconds(h.reason, more);
         h.counted_to = now;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_held_back_generator_resumes_well_below_the_backlog_bound() {
+        assert_eq!(resume_below(0), 0, "no bound stays no bound");
+        assert_eq!(resume_below(1), 1);
+        assert_eq!(resume_below(2_000), 1_800);
+        assert_eq!(resume_below(1_000_000), 900_000);
     }
 }

@@ -287,11 +287,11 @@ impl Generator {
             return Ok(true);
         }
         let sent = Instant::now();
-        match self
-            .writer
-            .push(lease, self.cfg.max_backlog, writer.batch(n))
-            .await
-        {
+        let bound = match self.held_back.reason() {
+            Some(HoldBack::Backlog) => hold_back::resume_below(self.cfg.max_backlog),
+            _ => self.cfg.max_backlog,
+        };
+        match self.writer.push(lease, bound, writer.batch(n)).await {
             Ok(Pushed::Written(_)) => {
                 self.held_back.resume(sent);
                 self.health.succeeded(Operation::Push);
@@ -339,9 +339,12 @@ impl Generator {
     /// reading that fails does not stop generating: Redis' own refusal at
     /// `maxmemory` still guards it.
     async fn memory_is_full(&self) -> bool {
-        let ratio = self.cfg.max_redis_memory_ratio;
+        let mut ratio = self.cfg.max_redis_memory_ratio;
         if ratio <= 0.0 {
             return false;
+        }
+        if self.held_back.reason() == Some(HoldBack::Memory) {
+            ratio *= hold_back::RESUME_BELOW;
         }
         let Ok(reading) = self.memory.reading_for_generator().await else {
             return false;
