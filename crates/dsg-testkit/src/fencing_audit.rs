@@ -26,6 +26,9 @@ pub struct AuditReport {
     pub accepted_pushes: u64,
     /// Fenced pushes that found another token (or none) and wrote nothing.
     pub rejected_pushes: u64,
+    /// Fenced pushes that held the lease's token but found the queue at
+    /// its backlog bound, and wrote nothing (the generator holds back).
+    pub held_back_pushes: u64,
     /// Fenced pushes executed under a token that was not the lease's.
     pub violations: Vec<String>,
     /// Messages written by accepted fenced pushes, with how many times.
@@ -42,8 +45,8 @@ pub struct Audit {
     lease_key: Vec<u8>,
     queue_key: Vec<u8>,
     current: Option<Vec<u8>>,
-    /// The token of the fenced push being executed, and whether it pushed.
-    pending: Option<(Vec<u8>, bool)>,
+    /// The fenced push being executed.
+    pending: Option<Pending>,
     report: AuditReport,
 }
 
@@ -81,7 +84,11 @@ impl Audit {
                     .and_then(|n| n.parse::<usize>().ok())
                     .and_then(|keys| args.get(3 + keys));
                 if let Some(token) = token {
-                    self.pending = Some((token.clone(), false));
+                    self.pending = Some(Pending {
+                        token: token.clone(),
+                        pushed: false,
+                        passed_fence: false,
+                    });
                 }
             }
             return;
@@ -100,8 +107,15 @@ impl Audit {
                 }
             }
             (b"DEL", Some(k)) if k == self.lease_key => self.current = None,
+            // The script measures the backlog only after the fence let
+            // it through.
+            (b"LLEN", Some(k)) if k == self.queue_key => {
+                if let Some(p) = &mut self.pending {
+                    p.passed_fence = true;
+                }
+            }
             (b"LPUSH", Some(k)) if k == self.queue_key => {
-                if let Some((token, pushed)) = &mut self.pending {
+                if let Some(Pending { token, pushed, .. }) = &mut self.pending {
                     *pushed = true;
                     if self.current.as_ref() != Some(token) {
                         self.report.violations.push(format!(
@@ -121,8 +135,11 @@ impl Audit {
 
     fn finish_pending(&mut self) {
         match self.pending.take() {
-            Some((_, true)) => self.report.accepted_pushes += 1,
-            Some((_, false)) => self.report.rejected_pushes += 1,
+            Some(Pending { pushed: true, .. }) => self.report.accepted_pushes += 1,
+            Some(Pending {
+                passed_fence: true, ..
+            }) => self.report.held_back_pushes += 1,
+            Some(_) => self.report.rejected_pushes += 1,
             None => {}
         }
     }
@@ -134,14 +151,28 @@ impl Audit {
     }
 }
 
+/// A fenced push in the audit's view: its token, whether it pushed, and
+/// whether it got past the fence (it read the backlog).
+#[derive(Debug)]
+struct Pending {
+    token: Vec<u8>,
+    pushed: bool,
+    passed_fence: bool,
+}
+
+/// The push script as sent to Redis 7 (with its flags) or to Redis 6
+/// (without).
 fn is_fenced_push(args: &[Vec<u8>]) -> bool {
+    let s = &*FENCED_PUSH;
     match args.first().map(|c| c.to_ascii_uppercase()) {
-        Some(c) if c == b"EVALSHA" => args
-            .get(1)
-            .is_some_and(|sha| sha.eq_ignore_ascii_case(FENCED_PUSH.sha1.as_bytes())),
+        Some(c) if c == b"EVALSHA" => args.get(1).is_some_and(|sha| {
+            [&s.sha1, &s.sha1_without_flags]
+                .iter()
+                .any(|known| sha.eq_ignore_ascii_case(known.as_bytes()))
+        }),
         Some(c) if c == b"EVAL" => args
             .get(1)
-            .is_some_and(|src| src == FENCED_PUSH.lua.as_bytes()),
+            .is_some_and(|src| src == s.lua.as_bytes() || src == s.lua_without_flags.as_bytes()),
         _ => false,
     }
 }
@@ -316,6 +347,19 @@ mod tests {
         let r = a.report();
         assert_eq!((r.accepted_pushes, r.rejected_pushes), (1, 1));
         assert!(r.violations.is_empty());
+        // B's push at the backlog bound: through the fence, held back.
+        a.feed(&line(
+            "2.15",
+            "127.0.0.1:2",
+            &["EVALSHA", sha, "2", "{q}:lease", "q", "B 2", "100", "m9"],
+        ));
+        a.feed(&line("2.15", "lua", &["GET", "{q}:lease"]));
+        a.feed(&line("2.15", "lua", &["LLEN", "q"]));
+        let r = a.report();
+        assert_eq!(
+            (r.accepted_pushes, r.rejected_pushes, r.held_back_pushes),
+            (1, 1, 1)
+        );
         // And one that did get through would be caught.
         a.feed(&line(
             "2.2",

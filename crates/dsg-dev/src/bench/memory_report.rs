@@ -49,7 +49,7 @@ pub(super) struct FullRun {
     /// `dsg_messages_generated_total` of the generator: messages of pushes
     /// Redis confirmed.
     pub generated_total: u64,
-    /// Process → operation named by the line → lines containing "OOM".
+    /// Process → operation named by the line → WARN/ERROR lines naming "OOM".
     /// The service throttles repeated failure lines, so these undercount
     /// failures; `redis_errors` counts each.
     pub oom_log_lines: BTreeMap<String, BTreeMap<String, u64>>,
@@ -63,8 +63,10 @@ pub(super) struct FullRun {
     pub generator_paused: Option<BTreeMap<String, f64>>,
     /// `dsg_generator_paused_seconds_total` by reason; `None`: not exported.
     pub generator_paused_seconds: Option<BTreeMap<String, f64>>,
-    /// Generator log lines saying it holds back ("holding back", or "paused"; any case).
+    /// Generator log lines saying it starts holding back.
     pub generator_paused_log_lines: u64,
+    /// Generator log lines saying it resumed after holding back.
+    pub generator_resumed_log_lines: u64,
     /// Processes that exited during the run, with their status.
     pub exited: BTreeMap<String, String>,
 }
@@ -342,7 +344,7 @@ fn render_full(s: &mut String, run: &FullRun, reference: Option<&str>) {
     );
     let _ = writeln!(
         s,
-        "log lines with \"OOM\", by operation: {}",
+        "WARN/ERROR log lines with \"OOM\", by operation: {}",
         per_process(&run.oom_log_lines)
     );
     let _ = writeln!(
@@ -357,10 +359,11 @@ fn render_full(s: &mut String, run: &FullRun, reference: Option<&str>) {
     );
     let _ = writeln!(
         s,
-        "generator pause: dsg_generator_paused {}; paused seconds {}; log lines with \"paused\": {}",
+        "generator pause: dsg_generator_paused {}; paused seconds {}; log lines \"holding back\" {}, \"resumed\" {}",
         gauge(&run.generator_paused),
         gauge(&run.generator_paused_seconds),
-        run.generator_paused_log_lines
+        run.generator_paused_log_lines,
+        run.generator_resumed_log_lines
     );
     if !run.exited.is_empty() {
         let _ = writeln!(s, "exited during the run: {}", counts(&run.exited));

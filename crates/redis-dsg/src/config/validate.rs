@@ -99,8 +99,8 @@ pub const BOUNDS: &[Bound] = &[
     bound("consumer.max_message_bytes", 1, 512 * 1024 * 1024, |c| {
         c.consumer.max_message_bytes as u64
     }),
-    // A message of Redis' largest size must fit (a budget below the
-    // largest message still moves it, one at a time), and beyond 64 GiB
+    // Below 64 KiB a budget would hold back even small batches (a
+    // message larger than the budget still moves, alone); beyond 64 GiB
     // no pod could hold it.
     bound(
         "consumer.max_in_flight_bytes",
