@@ -36,6 +36,8 @@ pub(super) const NOEVICTION: &str = "noeviction";
 /// One reading of `INFO memory`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct MemoryReading {
+    /// When it was read (it names the reading).
+    pub read_at: Instant,
     /// `used_memory`, bytes.
     pub used_bytes: u64,
     /// `maxmemory`, bytes; 0 when none is set.
@@ -55,6 +57,7 @@ impl MemoryReading {
             })
         };
         Some(MemoryReading {
+            read_at: Instant::now(),
             used_bytes: field("used_memory")?.parse().ok()?,
             max_bytes: field("maxmemory")?.parse().ok()?,
             policy: field("maxmemory_policy")?,
@@ -68,10 +71,13 @@ impl MemoryReading {
         self.policy != NOEVICTION
     }
 
-    /// Whether `used_memory` is at or above `ratio` of `maxmemory` (never
-    /// when no `maxmemory` is set or `ratio` is 0).
-    pub(super) fn at_or_above(&self, ratio: f64) -> bool {
-        ratio > 0.0 && self.max_bytes > 0 && self.used_bytes as f64 >= ratio * self.max_bytes as f64
+    /// Whether `used_memory` will be at or above `ratio` of `maxmemory`
+    /// once `more` bytes were added since the reading (never when no
+    /// `maxmemory` is set or `ratio` is 0).
+    pub(super) fn at_or_above_after(&self, ratio: f64, more: u64) -> bool {
+        ratio > 0.0
+            && self.max_bytes > 0
+            && self.used_bytes.saturating_add(more) as f64 >= ratio * self.max_bytes as f64
     }
 }
 
@@ -267,12 +273,8 @@ mod tests {
     fn contract12_info_memory_is_read() {
         let r = MemoryReading::parse(INFO).expect("parsed");
         assert_eq!(
-            r,
-            MemoryReading {
-                used_bytes: 1_040_928,
-                max_bytes: 25_165_824,
-                policy: "allkeys-lru".into()
-            }
+            (r.used_bytes, r.max_bytes, r.policy.as_str()),
+            (1_040_928, 25_165_824, "allkeys-lru")
         );
         assert!(r.evicts());
         assert!(MemoryReading::parse("# Memory\r\nused_memory:12\r\n").is_none());
@@ -281,14 +283,22 @@ mod tests {
     #[test]
     fn contract12_the_memory_bound_holds_only_with_a_maxmemory() {
         let r = |used, max| MemoryReading {
+            read_at: Instant::now(),
             used_bytes: used,
             max_bytes: max,
             policy: NOEVICTION.into(),
         };
-        assert!(r(80, 100).at_or_above(0.8));
-        assert!(!r(79, 100).at_or_above(0.8));
-        assert!(!r(1_000, 0).at_or_above(0.8), "no maxmemory: no bound");
-        assert!(!r(100, 100).at_or_above(0.0), "ratio 0: no bound");
+        assert!(r(80, 100).at_or_above_after(0.8, 0));
+        assert!(!r(79, 100).at_or_above_after(0.8, 0));
+        assert!(
+            r(79, 100).at_or_above_after(0.8, 1),
+            "what was pushed since counts"
+        );
+        assert!(
+            !r(1_000, 0).at_or_above_after(0.8, 0),
+            "no maxmemory: no bound"
+        );
+        assert!(!r(100, 100).at_or_above_after(0.0, 0), "ratio 0: no bound");
         assert!(!r(1, 1).evicts());
     }
 

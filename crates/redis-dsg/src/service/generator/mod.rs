@@ -10,12 +10,11 @@
 
 mod hold_back;
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use fred::bytes::Bytes;
 use fred::types::Value;
-use std::sync::{Mutex, PoisonError};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::GeneratorConfig;
@@ -106,7 +105,23 @@ pub(super) struct Generator {
     /// its `maxmemory`.
     memory: RedisMemory,
     held_back: Arc<HeldBack>,
+    /// What this generator added to Redis since the memory reading it last
+    /// used: at interval 0 it fills 24 MiB in well under the second a
+    /// reading may be old, so it counts its own growth in between.
+    pushed_since_reading: Arc<Mutex<SinceReading>>,
 }
+
+/// Bytes pushed since the reading taken at `read_at`.
+#[derive(Debug, Default)]
+struct SinceReading {
+    read_at: Option<Instant>,
+    bytes: u64,
+}
+
+/// What Redis stores per queued message beyond its bytes, about (a list
+/// entry's header; 67.5 bytes per 64-byte message measured): counted high,
+/// so the estimate errs towards holding back early, until the next reading.
+const QUEUED_OVERHEAD_BYTES: u64 = 16;
 
 impl Generator {
     /// A generator writing through `writer`; failed writes are reported to
@@ -125,6 +140,7 @@ impl Generator {
             held_back: Arc::new(HeldBack::new(metrics.clone())),
             metrics,
             memory,
+            pushed_since_reading: Arc::default(),
         }
     }
 
@@ -291,8 +307,14 @@ impl Generator {
             Some(HoldBack::Backlog) => hold_back::resume_below(self.cfg.max_backlog),
             _ => self.cfg.max_backlog,
         };
-        match self.writer.push(lease, bound, writer.batch(n)).await {
+        let batch = writer.batch(n);
+        let bytes: u64 = batch
+            .iter()
+            .map(|m| m.len() as u64 + QUEUED_OVERHEAD_BYTES)
+            .sum();
+        match self.writer.push(lease, bound, batch).await {
             Ok(Pushed::Written(_)) => {
+                self.since_reading().bytes += bytes;
                 self.held_back.resume(sent);
                 self.health.succeeded(Operation::Push);
                 self.metrics.record_generated(n as u64);
@@ -333,6 +355,14 @@ impl Generator {
         }
     }
 
+    fn since_reading(&self) -> std::sync::MutexGuard<'_, SinceReading> {
+        // Held for a few instructions; a poisoned lock still holds whole
+        // numbers (the service's policy for every lock).
+        self.pushed_since_reading
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
     /// Whether Redis' `used_memory` is at `generator.max_redis_memory_ratio`
     /// of its `maxmemory` (then the generator holds back). Read at most
     /// once a second, and once a minute while Redis has no `maxmemory`. A
@@ -349,7 +379,17 @@ impl Generator {
         let Ok(reading) = self.memory.reading_for_generator().await else {
             return false;
         };
-        if !reading.at_or_above(ratio) {
+        let pushed = {
+            let mut since = self.since_reading();
+            if since.read_at != Some(reading.read_at) {
+                *since = SinceReading {
+                    read_at: Some(reading.read_at),
+                    bytes: 0,
+                };
+            }
+            since.bytes
+        };
+        if !reading.at_or_above_after(ratio, pushed) {
             return false;
         }
         self.held_back.hold(HoldBack::Memory, || {
