@@ -105,17 +105,55 @@ pub(super) struct Generator {
     /// its `maxmemory`.
     memory: RedisMemory,
     held_back: Arc<HeldBack>,
-    /// What this generator added to Redis since the memory reading it last
-    /// used: at interval 0 it fills 24 MiB in well under the second a
-    /// reading may be old, so it counts its own growth in between.
-    pushed_since_reading: Arc<Mutex<SinceReading>>,
+    /// How the queue grew since the memory reading it last used: at
+    /// interval 0 it fills 24 MiB in well under the second a reading may be
+    /// old, so it adds that growth to the reading.
+    since_reading: Arc<Mutex<SinceReading>>,
 }
 
-/// Bytes pushed since the reading taken at `read_at`.
+/// The queue's growth since the reading taken at `read_at`, from the
+/// lengths the fenced pushes return (no extra round trip). Its net growth,
+/// not what was pushed: consumers keeping up leave the queue short, and
+/// counting every push made a generator at 470,000 msgs/s hold back at
+/// 11 % of maxmemory.
 #[derive(Debug, Default)]
 struct SinceReading {
     read_at: Option<Instant>,
-    bytes: u64,
+    /// The queue's length when the reading was taken, as the push before
+    /// it (or, lacking one, the first after it) saw it.
+    baseline: Option<u64>,
+    /// The length the latest push returned.
+    latest: Option<u64>,
+    /// Redis bytes per queued message of the latest batch, about.
+    bytes_per_message: u64,
+}
+
+impl SinceReading {
+    /// A push of `n` messages costing `bytes` left the queue `len` long.
+    fn pushed(&mut self, n: u64, bytes: u64, len: u64) {
+        if self.baseline.is_none() {
+            self.baseline = Some(len.saturating_sub(n));
+        }
+        self.latest = Some(len);
+        self.bytes_per_message = bytes / n.max(1);
+    }
+
+    /// The reading taken at `read_at` is the one in use: growth counts
+    /// from it.
+    fn reading(&mut self, read_at: Instant) {
+        if self.read_at != Some(read_at) {
+            self.read_at = Some(read_at);
+            self.baseline = self.latest;
+        }
+    }
+
+    /// Bytes the queue grew by since the reading, about.
+    fn growth_bytes(&self) -> u64 {
+        match (self.baseline, self.latest) {
+            (Some(from), Some(to)) => to.saturating_sub(from) * self.bytes_per_message,
+            _ => 0,
+        }
+    }
 }
 
 /// What Redis stores per queued message beyond its bytes, about (a list
@@ -140,7 +178,7 @@ impl Generator {
             held_back: Arc::new(HeldBack::new(metrics.clone())),
             metrics,
             memory,
-            pushed_since_reading: Arc::default(),
+            since_reading: Arc::default(),
         }
     }
 
@@ -313,8 +351,8 @@ impl Generator {
             .map(|m| m.len() as u64 + QUEUED_OVERHEAD_BYTES)
             .sum();
         match self.writer.push(lease, bound, batch).await {
-            Ok(Pushed::Written(_)) => {
-                self.since_reading().bytes += bytes;
+            Ok(Pushed::Written(len)) => {
+                self.since_reading().pushed(n as u64, bytes, len);
                 self.held_back.resume(sent);
                 self.health.succeeded(Operation::Push);
                 self.metrics.record_generated(n as u64);
@@ -358,7 +396,7 @@ impl Generator {
     fn since_reading(&self) -> std::sync::MutexGuard<'_, SinceReading> {
         // Held for a few instructions; a poisoned lock still holds whole
         // numbers (the service's policy for every lock).
-        self.pushed_since_reading
+        self.since_reading
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
     }
@@ -379,17 +417,12 @@ impl Generator {
         let Ok(reading) = self.memory.reading_for_generator().await else {
             return false;
         };
-        let pushed = {
+        let grown = {
             let mut since = self.since_reading();
-            if since.read_at != Some(reading.read_at) {
-                *since = SinceReading {
-                    read_at: Some(reading.read_at),
-                    bytes: 0,
-                };
-            }
-            since.bytes
+            since.reading(reading.read_at);
+            since.growth_bytes()
         };
-        if !reading.at_or_above_after(ratio, pushed) {
+        if !reading.at_or_above_after(ratio, grown) {
             return false;
         }
         self.held_back.hold(HoldBack::Memory, || {
@@ -567,6 +600,28 @@ impl Pacer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn contract12_between_readings_the_generator_counts_the_queues_net_growth() {
+        let (t0, t1) = (Instant::now(), Instant::now() + Duration::from_secs(1));
+        let mut s = SinceReading::default();
+        s.reading(t0);
+        // A backlog of 1,000 before the first push: not growth.
+        s.pushed(500, 40_000, 1_500);
+        assert_eq!(s.growth_bytes(), 40_000);
+        s.pushed(500, 40_000, 2_000);
+        assert_eq!(s.growth_bytes(), 80_000, "nobody consumes: all of it");
+        // Consumers keep up: the queue stays short, whatever was pushed.
+        s.reading(t1);
+        for _ in 0..100 {
+            s.pushed(500, 40_000, 2_000);
+        }
+        assert_eq!(s.growth_bytes(), 0);
+        // A reading already in use changes nothing.
+        s.pushed(500, 40_000, 2_500);
+        s.reading(t1);
+        assert_eq!(s.growth_bytes(), 40_000);
+    }
 
     /// The pushes of `timetable` for a writer that is always `late` for its
     /// slot, until `until` after the start: (offset from the start,
