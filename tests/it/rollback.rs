@@ -135,6 +135,12 @@ async fn issue15_contract3_return_inflight_returns_every_held_message_exactly_on
         "return-inflight: held 40 + 40 (dead) + 40 (alive) + 5 (unregistered); first run returned {first}, second {second}"
     );
     assert_eq!((first, second), (125, 0));
+    // A run that returned nothing says how to wake an original stuck in
+    // `BRPOP` on the empty queue (a rollback's routine kick).
+    let kick = |r: &serde_json::Value| r["notes"].to_string().contains("LPUSH q kick");
+    assert!(kick(&report), "{report}");
+    let (_, dry, _) = run(&env, &["return-inflight", "--dry-run", "--json"]);
+    assert!(!kick(&dry), "a dry run returns nothing by design: {dry}");
     assert_eq!(counts.len() as u64, total + 5, "every message is back");
     assert!(counts.values().all(|&n| n == 1), "each once");
 

@@ -60,9 +60,11 @@ pub(crate) fn binary(given: Option<&Path>) -> Result<PathBuf, String> {
         if !cfg!(debug_assertions) {
             build.arg("--release");
         }
-        let status = build
-            .status()
+        let mut child = build
+            .spawn()
             .map_err(|e| format!("cannot run cargo to build redis-dsg: {e}"))?;
+        let status = wait_saying_so(&mut child)
+            .map_err(|e| format!("cannot wait for cargo building redis-dsg: {e}"))?;
         if !status.success() {
             return Err(format!("building redis-dsg failed ({status})"));
         }
@@ -73,4 +75,36 @@ pub(crate) fn binary(given: Option<&Path>) -> Result<PathBuf, String> {
             sibling.display()
         )
     })
+}
+
+/// Waits for the quiet build; when it takes longer than an up-to-date
+/// check does, says what is happening (a first `cargo demo` otherwise
+/// printed `Running …` and then nothing for about 90 s).
+fn wait_saying_so(child: &mut std::process::Child) -> std::io::Result<std::process::ExitStatus> {
+    let started = std::time::Instant::now();
+    let mut said = false;
+    loop {
+        if let Some(status) = child.try_wait()? {
+            if said {
+                eprintln!(
+                    "redis-dsg built in {:.0} s",
+                    started.elapsed().as_secs_f64()
+                );
+            }
+            return Ok(status);
+        }
+        if !said && started.elapsed() >= std::time::Duration::from_secs(2) {
+            eprintln!(
+                "building redis-dsg from this workspace first (cargo build{}); \
+                 the first build takes a minute or two on 2 cores …",
+                if cfg!(debug_assertions) {
+                    ""
+                } else {
+                    " --release"
+                }
+            );
+            said = true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
 }

@@ -206,10 +206,7 @@ pub fn normalize_args(args: impl IntoIterator<Item = OsString>) -> Vec<OsString>
 impl Cli {
     /// The configuration sources given on the command line.
     pub fn overrides(&self) -> Overrides {
-        let mut o = Overrides {
-            config_file: self.config.clone(),
-            ..Default::default()
-        };
+        let mut o = Overrides::with_config_file(self.config.clone());
         o.set("redis.url", "--redis-url", self.redis_url.as_ref());
         o.set("redis.queue", "--queue", self.queue.as_ref());
         o.set(

@@ -7,12 +7,16 @@
 //!
 //! - [`config`]: settings, their sources, validation, URL parsing and
 //!   redaction; knows no connection.
+//! - [`cli`]: the command line that `main.rs` parses and dispatches (its
+//!   flags are configuration overrides).
 //! - [`redis`]: connections, TLS, credentials, key names, Lua scripts;
 //!   knows no role.
 //! - [`service`]: the application: role loop, lease, generator, consumer,
 //!   reaper, processor, HTTP, metrics.
-//! - [`ops`]: the operator's one-shot commands.
-//! - [`cli`]: the command line that `main.rs` parses and dispatches.
+//! - [`ops`]: the operator's one-shot commands, taking their arguments
+//!   from [`cli`].
+//!
+//! ([`logging`] stands apart: it imports only [`config`]'s log format.)
 
 pub mod cli;
 pub mod config;

@@ -43,15 +43,37 @@ pub const CONFIG_FILE_ENV: &str = "DSG_CONFIG";
 pub struct Overrides {
     /// `--config`: TOML file path (beats `DSG_CONFIG`).
     pub config_file: Option<PathBuf>,
-    /// Setting path (`redis.url`) → (flag name, value).
-    pub values: Vec<(&'static str, &'static str, String)>,
+    /// The settings the flags set, in the order given.
+    values: Vec<FlagValue>,
+}
+
+/// One setting a command-line flag sets.
+#[derive(Debug, Clone)]
+struct FlagValue {
+    /// The setting's path (`redis.url`).
+    path: &'static str,
+    /// The flag, as errors name it (`--redis-url`).
+    flag: &'static str,
+    value: String,
 }
 
 impl Overrides {
+    /// Overrides naming the TOML file `config_file` (`--config`), if any.
+    pub fn with_config_file(config_file: Option<PathBuf>) -> Overrides {
+        Overrides {
+            config_file,
+            values: Vec::new(),
+        }
+    }
+
     /// Records `flag` setting `path` to `value` when present.
     pub fn set(&mut self, path: &'static str, flag: &'static str, value: Option<impl ToString>) {
         if let Some(v) = value {
-            self.values.push((path, flag, v.to_string()));
+            self.values.push(FlagValue {
+                path,
+                flag,
+                value: v.to_string(),
+            });
         }
     }
 }
@@ -185,7 +207,7 @@ fn sources(
     let flags = overrides
         .values
         .iter()
-        .map(|(path, flag, value)| Var::new(flag, path, value))
+        .map(|v| Var::new(v.flag, v.path, &v.value))
         .collect();
     figment = figment.merge(NamedValues::new(SourceKind::Flag, flags));
     Ok((figment, problems))

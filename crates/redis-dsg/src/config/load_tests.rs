@@ -91,6 +91,16 @@ fn bad_config_names_setting_and_source() {
 
     let msg = problems(&[("DSG_CONSUMER__FECH_BATCH", "5")]);
     assert!(msg.contains("fech_batch"), "{msg}");
+
+    // An unknown section is reported once, under the variable that set it
+    // (it said `foo (from environment variable foo)`).
+    let msg = problems(&[("DSG_FOO__BAR", "1")]);
+    assert!(
+        msg.contains("foo (from environment variable DSG_FOO__BAR)"),
+        "{msg}"
+    );
+    let msg = problems(&[("DSG_FOO__A", "1"), ("DSG_FOO__B", "2")]);
+    assert!(msg.contains("DSG_FOO__A, DSG_FOO__B"), "{msg}");
 }
 
 #[test]

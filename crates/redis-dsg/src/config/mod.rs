@@ -9,7 +9,8 @@
 //! unknown setting, every value of the wrong type, every broken rule), each
 //! naming the setting, the source its value came from, and the rule it
 //! broke; echoed input is capped.
-//! The service exits with [`crate::exit::CONFIG`] before it touches Redis.
+//! The service exits with [`crate::ops::exit_codes::CONFIG`] before it
+//! touches Redis.
 
 mod extract;
 mod load;

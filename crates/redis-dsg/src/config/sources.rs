@@ -53,7 +53,22 @@ impl Provider for NamedValues {
             .collect();
         Metadata::named(self.kind.name()).interpolater(move |_: &Profile, path: &[&str]| {
             let path = path.join(".");
-            names.get(&path).cloned().unwrap_or(path)
+            if let Some(name) = names.get(&path) {
+                return name.clone();
+            }
+            // A section no setting has (`DSG_FOO__BAR` is reported as
+            // `foo`): named by the variables under it.
+            let section = format!("{path}.");
+            let under: Vec<&str> = names
+                .iter()
+                .filter(|(p, _)| p.starts_with(&section))
+                .map(|(_, name)| name.as_str())
+                .collect();
+            if under.is_empty() {
+                path
+            } else {
+                under.join(", ")
+            }
         })
     }
 

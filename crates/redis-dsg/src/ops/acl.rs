@@ -31,7 +31,7 @@ pub fn acl_rule_command(config: &Config, args: &AclRuleArgs) -> Result<String, C
     if !problems.is_empty() {
         return Err(ConfigError { problems });
     }
-    let keys = Keys::new(&config.redis.queue, &config.redis.error_queue);
+    let keys = Keys::of(&config.redis);
     let rule = keys.acl_rule_with(
         config.consumer.output_queue.as_deref(),
         config.compat.original_lock,

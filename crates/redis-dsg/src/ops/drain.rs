@@ -19,13 +19,12 @@
 use std::time::Duration;
 
 use fred::prelude::*;
-use fred::types::Value;
 
 use super::CliError;
-use super::errors::{Format, render};
+use super::entries::{ErrorsCommandError, Format, render};
 use super::stdout::ConfirmedStdout;
-use crate::redis::scripts::{DRAIN_ACK, DRAIN_CLAIM, DRAIN_KEEP, DRAIN_RESTORE};
-use crate::redis::{Keys, Redis, RedisError, int, value_bytes};
+use crate::redis::scripts;
+use crate::redis::{Keys, Redis, RedisError};
 use crate::service::error_entry;
 
 /// Entries claimed at once, at most.
@@ -39,17 +38,6 @@ const CLAIM_TTL_MS: u64 = 60_000;
 const KEEP_ALIVE: Duration = Duration::from_secs(10);
 /// How long the reader must still be there after taking the last batch.
 const LAST_BATCH_GRACE: Duration = Duration::from_millis(100);
-
-/// Why a drain stopped early.
-#[derive(Debug, thiserror::Error)]
-pub enum DrainError {
-    /// Redis failed.
-    #[error(transparent)]
-    Redis(#[from] RedisError),
-    /// Standard output failed or its reader went away.
-    #[error("the reader went away ({0})")]
-    Output(#[from] std::io::Error),
-}
 
 /// One claimed batch.
 #[derive(Debug)]
@@ -99,8 +87,7 @@ impl Drain {
             .await?;
         let mut back = 0;
         for member in members {
-            let n = self.restore(&member, false).await?;
-            back += n.max(0) as u64;
+            back += self.restore(&member, false).await?.unwrap_or(0);
         }
         Ok(back)
     }
@@ -110,25 +97,17 @@ impl Drain {
     pub async fn restore_own(&mut self) -> Result<u64, RedisError> {
         let mut back = 0;
         while let Some(claim) = self.open.first() {
-            let n = self.restore(&claim.member.clone(), true).await?;
-            back += n.max(0) as u64;
+            back += self
+                .restore(&claim.member.clone(), true)
+                .await?
+                .unwrap_or(0);
             self.open.remove(0);
         }
         Ok(back)
     }
 
-    async fn restore(&self, member: &str, force: bool) -> Result<i64, RedisError> {
-        self.redis
-            .run(
-                &DRAIN_RESTORE,
-                vec![
-                    self.keys.error_queue.clone(),
-                    self.keys.drains(),
-                    self.keys.draining(member),
-                ],
-                vec![member.into(), if force { "1" } else { "0" }.into()],
-            )
-            .await
+    async fn restore(&self, member: &str, force: bool) -> Result<Option<u64>, RedisError> {
+        scripts::drain_restore(&self.redis, &self.keys, member, force).await
     }
 
     /// Claims up to `n` of the oldest entries; empty when there are none.
@@ -141,23 +120,8 @@ impl Drain {
             member: member.clone(),
             entries: 0,
         });
-        let reply: Vec<Value> = self
-            .redis
-            .run(
-                &DRAIN_CLAIM,
-                vec![
-                    self.keys.error_queue.clone(),
-                    self.keys.drains(),
-                    self.keys.draining(&member),
-                ],
-                vec![int(n as u64), member.as_str().into(), int(CLAIM_TTL_MS)],
-            )
-            .await?;
-        let entries: Vec<Vec<u8>> = reply
-            .into_iter()
-            .filter_map(value_bytes)
-            .map(|b| b.to_vec())
-            .collect();
+        let entries =
+            scripts::drain_claim(&self.redis, &self.keys, &member, n as u64, CLAIM_TTL_MS).await?;
         if entries.is_empty() {
             self.open.pop();
         } else if let Some(last) = self.open.last_mut() {
@@ -171,15 +135,7 @@ impl Drain {
         let Some(claim) = self.open.first() else {
             return Ok(());
         };
-        let existed: i64 = self
-            .redis
-            .run(
-                &DRAIN_ACK,
-                vec![self.keys.drains(), self.keys.draining(&claim.member)],
-                vec![claim.member.as_str().into()],
-            )
-            .await?;
-        if existed == 1 {
+        if scripts::drain_ack(&self.redis, &self.keys, &claim.member).await? {
             self.drained += claim.entries as u64;
         } else {
             self.shown_again += claim.entries as u64;
@@ -193,18 +149,18 @@ impl Drain {
         if self.open.is_empty() {
             return Ok(());
         }
-        let mut args = vec![int(CLAIM_TTL_MS)];
-        args.extend(self.open.iter().map(|c| Value::from(c.member.as_str())));
-        let _: i64 = self
-            .redis
-            .run(&DRAIN_KEEP, vec![self.keys.drains()], args)
-            .await?;
-        Ok(())
+        scripts::drain_keep(
+            &self.redis,
+            &self.keys,
+            CLAIM_TTL_MS,
+            self.open.iter().map(|c| c.member.as_str()),
+        )
+        .await
     }
 
     /// Waits for `reader` (a wait on the pipe's reader), keeping the open
     /// claims alive meanwhile.
-    async fn waiting<F>(&self, reader: F) -> Result<(), DrainError>
+    async fn waiting<F>(&self, reader: F) -> Result<(), ErrorsCommandError>
     where
         F: std::future::Future<Output = std::io::Result<()>>,
     {
@@ -224,7 +180,7 @@ impl Drain {
         limit: Option<usize>,
         format: Format,
         out: &ConfirmedStdout,
-    ) -> Result<u64, DrainError> {
+    ) -> Result<u64, ErrorsCommandError> {
         out.grow_pipe();
         let limit = limit.unwrap_or(usize::MAX);
         let mut claimed = 0usize;
@@ -287,8 +243,8 @@ pub(super) async fn drain_command(
     let out = ConfirmedStdout::new();
     let stopped = tokio::select! {
         r = drain.run(limit, format, &out) => r.err().map(|e| match e {
-            DrainError::Redis(e) => Err(e),
-            DrainError::Output(e) => Ok(format!("the reader went away ({e})")),
+            ErrorsCommandError::Redis(e) => Err(e),
+            ErrorsCommandError::Output(e) => Ok(format!("the reader went away ({e})")),
         }),
         signal = crate::service::shutdown::signal() => Some(Ok(format!("interrupted by {signal}"))),
     };

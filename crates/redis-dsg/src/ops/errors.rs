@@ -7,49 +7,17 @@
 //! back to the queue in one atomic script that checks the entries are still
 //! the ones read ([`REQUEUE`]).
 
-use std::io;
-
 use fred::prelude::*;
 use fred::types::Value;
 
 use super::CliError;
+use super::entries::{ErrorsCommandError, Format, render};
 use super::stdout::ConfirmedStdout;
 use crate::cli::ErrorsCommand;
 use crate::config::Config;
-use crate::redis::scripts::{CONFIRM_DRAINED, REQUEUE};
-use crate::redis::{Keys, Redis, RedisError, int, value_bytes};
+use crate::redis::scripts;
+use crate::redis::{Keys, Redis, RedisError, value_bytes};
 use crate::service::error_entry::{self, ErrorEntry};
-
-/// What can stop an errors command.
-#[derive(Debug, thiserror::Error)]
-pub enum ErrorsCommandError {
-    /// Redis failed.
-    #[error(transparent)]
-    Redis(#[from] RedisError),
-    /// Standard output was closed or failed.
-    #[error("output closed: {0}")]
-    Output(#[from] io::Error),
-}
-
-/// How entries are printed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Format {
-    /// One human-readable line per entry.
-    Text,
-    /// One JSON object per line.
-    Json,
-}
-
-/// One entry as printed: a line of text or of JSON.
-pub(super) fn render(entry: &ErrorEntry, format: Format) -> Vec<u8> {
-    let mut line = match format {
-        Format::Text => entry.to_line(),
-        Format::Json => entry.to_json().to_string(),
-    }
-    .into_bytes();
-    line.push(b'\n');
-    line
-}
 
 /// Operations on one error list.
 #[derive(Debug)]
@@ -140,19 +108,12 @@ impl ErrorList {
             }
             let batch = requeue_batch(&raw);
             let n = batch.len();
-            let mut args = Vec::with_capacity(2 * n + 1);
-            args.push(int(n as u64));
-            args.extend(raw[..n].iter().map(|e| Value::from(sha1_hex(e))));
-            args.extend(batch.iter().map(|e| Value::Bytes(e.payload.clone().into())));
-            let done: i64 = self
-                .redis
-                .run(
-                    &REQUEUE,
-                    vec![self.keys.error_queue.clone(), self.keys.queue.clone()],
-                    args,
-                )
-                .await?;
-            if done == 0 {
+            let entries: Vec<(String, fred::bytes::Bytes)> = raw[..n]
+                .iter()
+                .zip(&batch)
+                .map(|(read, e)| (sha1_hex(read), e.payload.clone().into()))
+                .collect();
+            if !scripts::requeue(&self.redis, &self.keys, &entries).await? {
                 // The old end changed since it was read: read again.
                 continue;
             }
@@ -223,14 +184,8 @@ impl ErrorList {
                 )
                 .await
                 .map_err(RedisError::from)?;
-            let removed: i64 = self
-                .redis
-                .run(
-                    &CONFIRM_DRAINED,
-                    vec![self.keys.error_queue.clone()],
-                    vec![sha1_hex(&raw).into()],
-                )
-                .await?;
+            let removed =
+                scripts::confirm_drained(&self.redis, &self.keys, vec![sha1_hex(&raw)]).await?;
             if removed == 0 {
                 // Another drain or requeue took the entry meanwhile: take
                 // our copy back off the queue's head unless a consumer
@@ -265,29 +220,17 @@ pub(super) fn sha1_hex(bytes: &[u8]) -> String {
         .collect()
 }
 
-impl From<ErrorsCommandError> for CliError {
-    fn from(e: ErrorsCommandError) -> CliError {
-        match e {
-            ErrorsCommandError::Redis(e) => CliError::Redis(e),
-            ErrorsCommandError::Output(e) => CliError::Output(e),
-        }
-    }
-}
-
 /// Runs an `errors` subcommand.
 pub async fn errors_command(config: &Config, cmd: &ErrorsCommand) -> Result<(), CliError> {
     let redis = super::connect_once(config).await?;
     if let ErrorsCommand::Drain(a) = cmd {
-        let keys = Keys::new(&config.redis.queue, &config.redis.error_queue);
+        let keys = Keys::of(&config.redis);
         let format = if a.json { Format::Json } else { Format::Text };
         let result = super::drain::drain_command(&redis, keys, a.limit, format).await;
         redis.quit().await;
         return result;
     }
-    let list = ErrorList::new(
-        redis.clone(),
-        Keys::new(&config.redis.queue, &config.redis.error_queue),
-    );
+    let list = ErrorList::new(redis.clone(), Keys::of(&config.redis));
     let mut out = ConfirmedStdout::new();
     let fmt = |json: bool| if json { Format::Json } else { Format::Text };
     let result: Result<(), ErrorsCommandError> = async {

@@ -4,6 +4,7 @@
 
 mod acl;
 mod drain;
+mod entries;
 mod errors;
 mod exit;
 /// The exit codes, for callers that exit without a [`CliError`].
@@ -15,8 +16,9 @@ mod status;
 mod stdout;
 
 pub use acl::acl_rule_command;
-pub use drain::{Drain, DrainError, MAX_BATCH_BYTES, MAX_BATCH_ENTRIES};
-pub use errors::{ErrorList, Format, errors_command};
+pub use drain::{Drain, MAX_BATCH_BYTES, MAX_BATCH_ENTRIES};
+pub use entries::{ErrorsCommandError, Format};
+pub use errors::{ErrorList, errors_command};
 pub use exit::CliError;
 pub use return_inflight::return_inflight_command;
 pub use status::{ConsumerStatus, FleetStatus, status_command};

@@ -172,10 +172,22 @@ async fn return_inflight(
             return_one(redis, keys, c, force).await;
         }
     }
+    let returned = consumers.iter().map(|c| c.returned).sum();
+    if !dry_run && returned == 0 {
+        // In a rollback, these returns are what wakes an original that took
+        // `lock:gen` while blocked in `BRPOP` on the empty queue: without
+        // them it does not generate until a message arrives.
+        notes.push(format!(
+            "nothing was returned: if go-redis-dsg originals took over and nothing generates, \
+             push one message to wake the one holding lock:gen (redis-cli LPUSH {} kick; \
+             it is consumed as malformed)",
+            keys.queue
+        ));
+    }
     Ok(ReturnReport {
         queue: keys.queue.clone(),
         dry_run,
-        returned: consumers.iter().map(|c| c.returned).sum(),
+        returned,
         consumers,
         notes,
     })
@@ -242,7 +254,7 @@ pub async fn return_inflight_command(
     args: &ReturnInflightArgs,
 ) -> Result<(), CliError> {
     let redis = super::connect_once(config).await?;
-    let keys = Keys::new(&config.redis.queue, &config.redis.error_queue);
+    let keys = Keys::of(&config.redis);
     let report = return_inflight(&redis, &keys, args.force, args.dry_run).await;
     redis.quit().await;
     let report = report?;

@@ -249,7 +249,7 @@ impl FleetStatus {
 /// generates or no consumer is alive.
 pub async fn status_command(config: &Config, args: &StatusArgs) -> Result<(), CliError> {
     let redis = super::connect_once(config).await?;
-    let keys = Keys::new(&config.redis.queue, &config.redis.error_queue);
+    let keys = Keys::of(&config.redis);
     let status = read(&redis, &keys).await;
     redis.quit().await;
     let status = status?;

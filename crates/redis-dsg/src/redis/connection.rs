@@ -11,17 +11,13 @@ use super::credentials::{PasswordFile, SentinelSide};
 use super::tls::tls_config;
 use crate::config::{RedisConfig, UrlParts};
 
-pub(super) fn config_error(detail: String) -> RedisError {
-    RedisError::Setup(detail)
-}
-
 /// fred's client configuration, built from the parsed URL's parts (never
 /// from its text), with the separate credential settings on top.
 fn fred_config(cfg: &RedisConfig, fail_fast: bool) -> Result<Config, RedisError> {
     let url = cfg
         .url
         .parts()
-        .map_err(|e| config_error(format!("redis.url {e}")))?;
+        .map_err(|e| RedisError::Setup(format!("redis.url {e}")))?;
     let mut config = Config {
         server: server_config(url),
         username: url.username.clone(),

@@ -18,6 +18,15 @@ pub enum RedisError {
     /// The connection could not be set up (TLS material, URL).
     #[error("cannot set up the Redis connection: {0}")]
     Setup(String),
+    /// No answer within a deadline the caller set on top of the command
+    /// timeout (a release at shutdown waits 2 s, not the full timeout).
+    #[error("no answer from Redis to {what} within {} ms", within.as_millis())]
+    NoAnswer {
+        /// What was asked.
+        what: &'static str,
+        /// How long the caller waited.
+        within: std::time::Duration,
+    },
     /// A reply did not have the shape a script promises.
     #[error("unexpected reply from Redis script {script}: {detail}")]
     Reply {
@@ -36,6 +45,10 @@ impl RedisError {
             RedisError::Setup(detail) => Failure {
                 cause: Cause::Other,
                 detail: detail.clone(),
+            },
+            RedisError::NoAnswer { what, within } => Failure {
+                cause: Cause::Timeout,
+                detail: format!("no answer to {what} within {} ms", within.as_millis()),
             },
             RedisError::Reply { script, detail } => Failure {
                 cause: Cause::Other,

@@ -53,6 +53,11 @@ impl Keys {
         }
     }
 
+    /// Key names for the queue and error list `redis` configures.
+    pub fn of(redis: &crate::config::RedisConfig) -> Keys {
+        Keys::new(&redis.queue, &redis.error_queue)
+    }
+
     fn derived(&self, suffix: &str) -> String {
         format!("{}:{suffix}", self.base)
     }

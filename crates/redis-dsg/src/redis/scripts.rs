@@ -40,14 +40,26 @@ mod lease;
 mod script;
 
 pub use chores::{REAP_SCAN, RELEASE_CLAIM, RING_IF_QUEUED, SAMPLE};
+pub(crate) use chores::{Sample, reap_scan, release_claim, ring_if_queued, sample};
 pub use consumer::{
     ACK_ERROR, ACK_OUTPUT, ADOPT, FETCH, FORGET, HEARTBEAT, INFLIGHT_MARKER_FIELD,
     INFLIGHT_MARKER_VALUE, PUSH_ONCE, RETURN_INFLIGHT,
 };
 pub use drain::{DRAIN_ACK, DRAIN_CLAIM, DRAIN_KEEP, DRAIN_RESTORE};
+pub(crate) use drain::{drain_ack, drain_claim, drain_keep, drain_restore};
 pub use errors::{CONFIRM_DRAINED, REQUEUE};
+pub(crate) use errors::{confirm_drained, requeue};
 pub use lease::{ACQUIRE_LEASE, ACQUIRE_ORIGINAL_LOCK, FENCED_PUSH, RELEASE_LEASE, RENEW_LEASE};
+pub(crate) use lease::{
+    Acquired, Pushed, Released, acquire_lease, acquire_original_lock, fenced_push, release_lease,
+    renew,
+};
 pub use script::{GUARD, Memory, Script};
+
+/// A script's `1`/`0` flag argument.
+fn flag(on: bool) -> fred::types::Value {
+    if on { "1" } else { "0" }.into()
+}
 
 /// Every script, for the tests that prove contract 10 for each and for the
 /// ACL rule (which must grant every command they run). Add every new

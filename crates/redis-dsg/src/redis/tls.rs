@@ -5,23 +5,24 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use fred::rustls;
+
 use super::RedisError;
-use super::connection::config_error;
 use crate::config::RedisConfig;
 
 /// The rustls configuration for `rediss://`: the given CA bundle (or the
 /// system's roots), an optional client certificate, and verification on
 /// unless explicitly turned off.
 pub(super) fn tls_config(cfg: &RedisConfig) -> Result<fred::types::config::TlsConfig, RedisError> {
-    use fred::rustls::pki_types::pem::PemObject;
-    use fred::rustls::pki_types::{CertificateDer, PrivateKeyDer};
-    use fred::rustls::{ClientConfig, RootCertStore};
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    use rustls::{ClientConfig, RootCertStore};
 
     let read_certs = |path: &PathBuf| -> Result<Vec<CertificateDer<'static>>, RedisError> {
         CertificateDer::pem_file_iter(path)
             .and_then(|it| it.collect::<Result<Vec<_>, _>>())
             .map_err(|e| {
-                config_error(format!(
+                RedisError::Setup(format!(
                     "cannot read certificates from {}: {e}",
                     path.display()
                 ))
@@ -41,7 +42,7 @@ pub(super) fn tls_config(cfg: &RedisConfig) -> Result<fred::types::config::TlsCo
                 for cert in read_certs(ca)? {
                     roots
                         .add(cert)
-                        .map_err(|e| config_error(format!("{}: {e}", ca.display())))?;
+                        .map_err(|e| RedisError::Setup(format!("{}: {e}", ca.display())))?;
                 }
             }
             None => {
@@ -55,14 +56,15 @@ pub(super) fn tls_config(cfg: &RedisConfig) -> Result<fred::types::config::TlsCo
             // the client discovers by IP (Cluster nodes from CLUSTER SLOTS,
             // the primary a sentinel names), which fred dials by address.
             Some(name) => {
-                let name = fred::rustls::pki_types::ServerName::try_from(name.clone())
-                    .map_err(|e| config_error(format!("redis.tls_server_name {name:?}: {e}")))?;
-                let inner = fred::rustls::client::WebPkiServerVerifier::builder_with_provider(
+                let name = rustls::pki_types::ServerName::try_from(name.clone()).map_err(|e| {
+                    RedisError::Setup(format!("redis.tls_server_name {name:?}: {e}"))
+                })?;
+                let inner = rustls::client::WebPkiServerVerifier::builder_with_provider(
                     Arc::new(roots),
-                    Arc::new(fred::rustls::crypto::ring::default_provider()),
+                    Arc::new(rustls::crypto::ring::default_provider()),
                 )
                 .build()
-                .map_err(|e| config_error(format!("TLS roots: {e}")))?;
+                .map_err(|e| RedisError::Setup(format!("TLS roots: {e}")))?;
                 ClientConfig::builder()
                     .dangerous()
                     .with_custom_certificate_verifier(Arc::new(ExpectServerName { inner, name }))
@@ -74,14 +76,14 @@ pub(super) fn tls_config(cfg: &RedisConfig) -> Result<fred::types::config::TlsCo
         (Some(cert), Some(key)) => {
             let chain = read_certs(cert)?;
             let key = PrivateKeyDer::from_pem_file(key).map_err(|e| {
-                config_error(format!(
+                RedisError::Setup(format!(
                     "cannot read the private key {}: {e}",
                     key.display()
                 ))
             })?;
             builder
                 .with_client_auth_cert(chain, key)
-                .map_err(|e| config_error(format!("client certificate: {e}")))?
+                .map_err(|e| RedisError::Setup(format!("client certificate: {e}")))?
         }
         _ => builder.with_no_client_auth(),
     };
@@ -90,7 +92,7 @@ pub(super) fn tls_config(cfg: &RedisConfig) -> Result<fred::types::config::TlsCo
 
 /// The system's trusted roots, through fred's own default connector's
 /// source (rustls-native-certs).
-fn rustls_native_roots() -> Vec<fred::rustls::pki_types::CertificateDer<'static>> {
+fn rustls_native_roots() -> Vec<rustls::pki_types::CertificateDer<'static>> {
     rustls_native_certs::load_native_certs().certs
 }
 
@@ -98,19 +100,19 @@ fn rustls_native_roots() -> Vec<fred::rustls::pki_types::CertificateDer<'static>
 /// address was dialled.
 #[derive(Debug)]
 struct ExpectServerName {
-    inner: Arc<fred::rustls::client::WebPkiServerVerifier>,
-    name: fred::rustls::pki_types::ServerName<'static>,
+    inner: Arc<rustls::client::WebPkiServerVerifier>,
+    name: rustls::pki_types::ServerName<'static>,
 }
 
-impl fred::rustls::client::danger::ServerCertVerifier for ExpectServerName {
+impl rustls::client::danger::ServerCertVerifier for ExpectServerName {
     fn verify_server_cert(
         &self,
-        end_entity: &fred::rustls::pki_types::CertificateDer<'_>,
-        intermediates: &[fred::rustls::pki_types::CertificateDer<'_>],
-        _dialled: &fred::rustls::pki_types::ServerName<'_>,
+        end_entity: &rustls::pki_types::CertificateDer<'_>,
+        intermediates: &[rustls::pki_types::CertificateDer<'_>],
+        _dialled: &rustls::pki_types::ServerName<'_>,
         ocsp_response: &[u8],
-        now: fred::rustls::pki_types::UnixTime,
-    ) -> Result<fred::rustls::client::danger::ServerCertVerified, fred::rustls::Error> {
+        now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
         self.inner
             .verify_server_cert(end_entity, intermediates, &self.name, ocsp_response, now)
     }
@@ -118,55 +120,55 @@ impl fred::rustls::client::danger::ServerCertVerifier for ExpectServerName {
     fn verify_tls12_signature(
         &self,
         message: &[u8],
-        cert: &fred::rustls::pki_types::CertificateDer<'_>,
-        dss: &fred::rustls::DigitallySignedStruct,
-    ) -> Result<fred::rustls::client::danger::HandshakeSignatureValid, fred::rustls::Error> {
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
         self.inner.verify_tls12_signature(message, cert, dss)
     }
 
     fn verify_tls13_signature(
         &self,
         message: &[u8],
-        cert: &fred::rustls::pki_types::CertificateDer<'_>,
-        dss: &fred::rustls::DigitallySignedStruct,
-    ) -> Result<fred::rustls::client::danger::HandshakeSignatureValid, fred::rustls::Error> {
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
         self.inner.verify_tls13_signature(message, cert, dss)
     }
 
-    fn supported_verify_schemes(&self) -> Vec<fred::rustls::SignatureScheme> {
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
         self.inner.supported_verify_schemes()
     }
 }
 
 /// Accepts every server certificate (`redis.tls_insecure_skip_verify`).
 #[derive(Debug)]
-struct AcceptAnyCertificate(Arc<fred::rustls::crypto::CryptoProvider>);
+struct AcceptAnyCertificate(Arc<rustls::crypto::CryptoProvider>);
 
 impl AcceptAnyCertificate {
     fn new() -> AcceptAnyCertificate {
-        AcceptAnyCertificate(Arc::new(fred::rustls::crypto::ring::default_provider()))
+        AcceptAnyCertificate(Arc::new(rustls::crypto::ring::default_provider()))
     }
 }
 
-impl fred::rustls::client::danger::ServerCertVerifier for AcceptAnyCertificate {
+impl rustls::client::danger::ServerCertVerifier for AcceptAnyCertificate {
     fn verify_server_cert(
         &self,
-        _: &fred::rustls::pki_types::CertificateDer<'_>,
-        _: &[fred::rustls::pki_types::CertificateDer<'_>],
-        _: &fred::rustls::pki_types::ServerName<'_>,
+        _: &rustls::pki_types::CertificateDer<'_>,
+        _: &[rustls::pki_types::CertificateDer<'_>],
+        _: &rustls::pki_types::ServerName<'_>,
         _: &[u8],
-        _: fred::rustls::pki_types::UnixTime,
-    ) -> Result<fred::rustls::client::danger::ServerCertVerified, fred::rustls::Error> {
-        Ok(fred::rustls::client::danger::ServerCertVerified::assertion())
+        _: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
     }
 
     fn verify_tls12_signature(
         &self,
         message: &[u8],
-        cert: &fred::rustls::pki_types::CertificateDer<'_>,
-        dss: &fred::rustls::DigitallySignedStruct,
-    ) -> Result<fred::rustls::client::danger::HandshakeSignatureValid, fred::rustls::Error> {
-        fred::rustls::crypto::verify_tls12_signature(
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
             message,
             cert,
             dss,
@@ -177,10 +179,10 @@ impl fred::rustls::client::danger::ServerCertVerifier for AcceptAnyCertificate {
     fn verify_tls13_signature(
         &self,
         message: &[u8],
-        cert: &fred::rustls::pki_types::CertificateDer<'_>,
-        dss: &fred::rustls::DigitallySignedStruct,
-    ) -> Result<fred::rustls::client::danger::HandshakeSignatureValid, fred::rustls::Error> {
-        fred::rustls::crypto::verify_tls13_signature(
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
             message,
             cert,
             dss,
@@ -188,7 +190,7 @@ impl fred::rustls::client::danger::ServerCertVerifier for AcceptAnyCertificate {
         )
     }
 
-    fn supported_verify_schemes(&self) -> Vec<fred::rustls::SignatureScheme> {
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
         self.0.signature_verification_algorithms.supported_schemes()
     }
 }
@@ -199,11 +201,11 @@ mod tests {
 
     /// The test CA and the `redis.test` server certificate, in DER.
     fn ca_and_certificate() -> (
-        fred::rustls::pki_types::CertificateDer<'static>,
-        fred::rustls::pki_types::CertificateDer<'static>,
+        rustls::pki_types::CertificateDer<'static>,
+        rustls::pki_types::CertificateDer<'static>,
     ) {
-        use fred::rustls::pki_types::CertificateDer;
-        use fred::rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::CertificateDer;
+        use rustls::pki_types::pem::PemObject;
         let dir = tempfile::tempdir().expect("tempdir");
         dsg_testkit::local_redis::make_test_certificates(dir.path()).expect("certificates");
         let read = |f: &str| CertificateDer::from_pem_file(dir.path().join(f)).expect("pem");
@@ -212,16 +214,16 @@ mod tests {
 
     #[test]
     fn tls_server_name_is_checked_whatever_address_was_dialled() {
-        use fred::rustls::client::danger::ServerCertVerifier;
-        use fred::rustls::pki_types::{ServerName, UnixTime};
+        use rustls::client::danger::ServerCertVerifier;
+        use rustls::pki_types::{ServerName, UnixTime};
         let (ca, cert) = ca_and_certificate();
         let verifier = |name: &str| {
-            let mut roots = fred::rustls::RootCertStore::empty();
+            let mut roots = rustls::RootCertStore::empty();
             roots.add(ca.clone()).expect("root");
             ExpectServerName {
-                inner: fred::rustls::client::WebPkiServerVerifier::builder_with_provider(
+                inner: rustls::client::WebPkiServerVerifier::builder_with_provider(
                     Arc::new(roots),
-                    Arc::new(fred::rustls::crypto::ring::default_provider()),
+                    Arc::new(rustls::crypto::ring::default_provider()),
                 )
                 .build()
                 .expect("verifier"),

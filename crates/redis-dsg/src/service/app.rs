@@ -82,7 +82,7 @@ impl Application {
             .map(|a| a.port())
             .unwrap_or(config.http.port);
         let redis = Redis::for_service(&config.redis)?;
-        let keys = Keys::new(&config.redis.queue, &config.redis.error_queue);
+        let keys = Keys::of(&config.redis);
         let metrics = Metrics::new(&keys.queue, &keys.error_queue, &config.processor);
         let state = Arc::new(InstanceState::new(new_instance_id(), config.mode));
         let health = Health::new(

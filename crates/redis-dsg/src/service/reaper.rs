@@ -14,8 +14,8 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use crate::redis::Operation;
-use crate::redis::scripts::{REAP_SCAN, RETURN_INFLIGHT};
-use crate::redis::{Keys, Redis, RedisError, int};
+use crate::redis::scripts::{self, RETURN_INFLIGHT};
+use crate::redis::{Keys, Redis, RedisError};
 use crate::service::chores::{Chores, until_holding};
 use crate::service::health::Health;
 use crate::service::metrics::Metrics;
@@ -37,13 +37,7 @@ pub(super) async fn reap_once(
     metrics: &Metrics,
     legacy: bool,
 ) -> Result<u64, RedisError> {
-    let dead: Vec<String> = redis
-        .run(
-            &REAP_SCAN,
-            vec![keys.heartbeats(), keys.consumers()],
-            vec![int(PER_PASS), if legacy { "1" } else { "0" }.into()],
-        )
-        .await?;
+    let dead = scripts::reap_scan(redis, keys, PER_PASS, legacy).await?;
     let mut recovered = 0;
     for member in dead.iter().filter(|m| m.as_str() != own_id) {
         let returned: i64 = redis

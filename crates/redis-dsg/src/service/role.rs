@@ -242,13 +242,14 @@ async fn generate(
 /// expire): deleting it would open a moment in which an original could
 /// take it.
 async fn release_at_shutdown(ctx: &RoleContext, lease_client: &LeaseClient, lease: &Lease) {
-    let release = tokio::time::timeout(Duration::from_secs(2), lease_client.release(lease));
-    match release.await.unwrap_or_else(|_| {
-        Err(crate::redis::RedisError::Reply {
-            script: "release_lease",
-            detail: "no answer within 2 s".into(),
-        })
-    }) {
+    let within = Duration::from_secs(2);
+    let release = tokio::time::timeout(within, lease_client.release(lease));
+    match release
+        .await
+        .unwrap_or(Err(crate::redis::RedisError::NoAnswer {
+            what: "the lease release",
+            within,
+        })) {
         Ok(true) => {
             ctx.metrics.record_transition(Transition::Released);
             tracing::info!(epoch = lease.epoch, "released the generator lease");

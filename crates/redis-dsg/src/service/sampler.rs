@@ -21,13 +21,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use fred::prelude::*;
-use fred::types::Value;
 use time::OffsetDateTime;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Mode;
-use crate::redis::scripts::{RELEASE_CLAIM, SAMPLE};
-use crate::redis::{Keys, Operation, Redis, RedisError, int, value_bytes};
+use crate::redis::scripts;
+use crate::redis::{Keys, Operation, Redis, RedisError};
 use crate::service::chores::Chores;
 use crate::service::health::Health;
 use crate::service::lease::LeaseToken;
@@ -130,11 +129,8 @@ impl Sampler {
         self.chores.set_holding(false);
         if self.holding {
             self.metrics.forget_fleet_sample();
-            let release = self.redis.run::<i64>(
-                &RELEASE_CLAIM,
-                vec![self.keys.sampler()],
-                vec![self.state.id.as_str().into()],
-            );
+            let claim = self.keys.sampler();
+            let release = scripts::release_claim(&self.redis, &claim, &self.state.id);
             let _ = tokio::time::timeout(Duration::from_secs(1), release).await;
         }
     }
@@ -161,44 +157,23 @@ impl Sampler {
     /// One try: the script, and the error list's length if we hold the
     /// claim.
     async fn sample_once(&mut self) -> Result<Sampled, RedisError> {
-        let reply: Vec<Value> = self
-            .redis
-            .run(
-                &SAMPLE,
-                vec![
-                    self.keys.sampler(),
-                    self.keys.queue.clone(),
-                    self.keys.consumers(),
-                    self.keys.lease(),
-                ],
-                vec![
-                    self.state.id.as_str().into(),
-                    int(SAMPLE_MAX_AGE.as_millis() as u64),
-                    int(PREFIX_BYTES),
-                ],
-            )
-            .await?;
-        let bad = |detail: &str| RedisError::Reply {
-            script: SAMPLE.name,
-            detail: detail.to_string(),
-        };
-        let mut it = reply.into_iter();
-        if it.next().and_then(|v| v.as_i64()) != Some(1) {
+        let read = scripts::sample(
+            &self.redis,
+            &self.keys,
+            &self.state.id,
+            SAMPLE_MAX_AGE.as_millis() as u64,
+            PREFIX_BYTES,
+        )
+        .await?;
+        let scripts::Sample::Read {
+            queue_length,
+            oldest,
+            consumers,
+            lease,
+        } = read
+        else {
             return Ok(Sampled::HeldByAnother);
-        }
-        let queue_length = it
-            .next()
-            .and_then(|v| v.as_u64())
-            .ok_or_else(|| bad("no queue length"))?;
-        let oldest = it.next().and_then(value_bytes);
-        let consumers = it
-            .next()
-            .and_then(|v| v.as_u64())
-            .ok_or_else(|| bad("no consumer count"))?;
-        let lease = it
-            .next()
-            .and_then(value_bytes)
-            .map(|b| String::from_utf8_lossy(&b).into_owned());
+        };
         let errors = self
             .redis
             .client()

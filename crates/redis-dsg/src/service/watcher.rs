@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use fred::prelude::*;
 use tokio_util::sync::CancellationToken;
 
-use crate::redis::scripts::RING_IF_QUEUED;
+use crate::redis::scripts;
 use crate::redis::{Keys, Operation, Redis, RedisError};
 use crate::service::backoff::Backoff;
 use crate::service::chores::{Chores, until_holding};
@@ -124,15 +124,7 @@ impl Watcher {
             last_look = Instant::now();
             // Reading the length (in the script) is what arms tracking of
             // the key again.
-            let length: i64 = self
-                .redis
-                .run_on(
-                    client,
-                    &RING_IF_QUEUED,
-                    vec![self.keys.queue.clone(), self.keys.bell()],
-                    vec![],
-                )
-                .await?;
+            let length = scripts::ring_if_queued(&self.redis, client, &self.keys).await?;
             tracing::trace!(length, "queue read by the watcher");
             self.health.succeeded(Operation::Watch);
             tokio::select! {

@@ -4,7 +4,12 @@
 
 use std::sync::LazyLock;
 
-use super::{Memory, Script};
+use fred::bytes::Bytes;
+use fred::clients::Client;
+use fred::types::Value;
+
+use super::{Memory, Script, flag};
+use crate::redis::{Keys, Redis, RedisError, int, value_bytes};
 
 /// Rings the doorbell when the queue holds messages: the chores holder's
 /// answer to a change of the queue by any client (it runs this on its
@@ -100,3 +105,119 @@ return 0
 "#,
     )
 });
+
+/// Runs [`RING_IF_QUEUED`] on `client` (the watcher's tracking
+/// connection): the queue's length.
+pub(crate) async fn ring_if_queued(
+    redis: &Redis,
+    client: &Client,
+    keys: &Keys,
+) -> Result<i64, RedisError> {
+    redis
+        .run_on(
+            client,
+            &RING_IF_QUEUED,
+            vec![keys.queue.clone(), keys.bell()],
+            vec![],
+        )
+        .await
+}
+
+/// Runs [`REAP_SCAN`]: the ids of at most `max` consumers whose heartbeat
+/// expired, and with `legacy` of registered ones missing from the index.
+pub(crate) async fn reap_scan(
+    redis: &Redis,
+    keys: &Keys,
+    max: u64,
+    legacy: bool,
+) -> Result<Vec<String>, RedisError> {
+    redis
+        .run(
+            &REAP_SCAN,
+            vec![keys.heartbeats(), keys.consumers()],
+            vec![int(max), flag(legacy)],
+        )
+        .await
+}
+
+/// What [`SAMPLE`] read.
+#[derive(Debug)]
+pub(crate) enum Sample {
+    /// Another instance holds the claim; nothing was read.
+    HeldByAnother,
+    /// This instance holds the claim (taken or renewed).
+    Read {
+        /// The queue's length.
+        queue_length: u64,
+        /// The first bytes of the oldest message; `None` when the queue is
+        /// empty.
+        oldest: Option<Bytes>,
+        /// Registered consumers.
+        consumers: u64,
+        /// The lease's value; `None` when nobody holds it.
+        lease: Option<String>,
+    },
+}
+
+/// Runs [`SAMPLE`] for `holder`, keeping the claim `claim_ttl_ms` and
+/// reading `prefix_bytes` of the oldest message.
+pub(crate) async fn sample(
+    redis: &Redis,
+    keys: &Keys,
+    holder: &str,
+    claim_ttl_ms: u64,
+    prefix_bytes: u64,
+) -> Result<Sample, RedisError> {
+    let reply: Vec<Value> = redis
+        .run(
+            &SAMPLE,
+            vec![
+                keys.sampler(),
+                keys.queue.clone(),
+                keys.consumers(),
+                keys.lease(),
+            ],
+            vec![holder.into(), int(claim_ttl_ms), int(prefix_bytes)],
+        )
+        .await?;
+    let bad = |detail: &str| RedisError::Reply {
+        script: SAMPLE.name,
+        detail: detail.to_string(),
+    };
+    let mut it = reply.into_iter();
+    if it.next().and_then(|v| v.as_i64()) != Some(1) {
+        return Ok(Sample::HeldByAnother);
+    }
+    let queue_length = it
+        .next()
+        .and_then(|v| v.as_u64())
+        .ok_or_else(|| bad("no queue length"))?;
+    let oldest = it.next().and_then(value_bytes);
+    let consumers = it
+        .next()
+        .and_then(|v| v.as_u64())
+        .ok_or_else(|| bad("no consumer count"))?;
+    let lease = it
+        .next()
+        .and_then(value_bytes)
+        .map(|b| String::from_utf8_lossy(&b).into_owned());
+    Ok(Sample::Read {
+        queue_length,
+        oldest,
+        consumers,
+        lease,
+    })
+}
+
+/// Runs [`RELEASE_CLAIM`]: gives `claim` up if `holder` holds it; whether
+/// it did.
+pub(crate) async fn release_claim(
+    redis: &Redis,
+    claim: &str,
+    holder: &str,
+) -> Result<bool, RedisError> {
+    let released: i64 = redis
+        .run(&RELEASE_CLAIM, vec![claim.to_string()], vec![holder.into()])
+        .await?;
+    Ok(released == 1)
+}

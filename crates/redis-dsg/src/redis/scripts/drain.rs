@@ -11,7 +11,10 @@
 
 use std::sync::LazyLock;
 
-use super::{Memory, Script};
+use fred::types::Value;
+
+use super::{Memory, Script, flag};
+use crate::redis::{Keys, Redis, RedisError, int, value_bytes};
 
 /// Claims up to N of the oldest error entries for one drain.
 ///
@@ -118,3 +121,79 @@ return 1
 "#,
     )
 });
+
+/// Runs [`DRAIN_CLAIM`]: claims up to `n` of the oldest entries under
+/// `claim` for `ttl_ms`; the entries, oldest first.
+pub(crate) async fn drain_claim(
+    redis: &Redis,
+    keys: &Keys,
+    claim: &str,
+    n: u64,
+    ttl_ms: u64,
+) -> Result<Vec<Vec<u8>>, RedisError> {
+    let reply: Vec<Value> = redis
+        .run(
+            &DRAIN_CLAIM,
+            vec![
+                keys.error_queue.clone(),
+                keys.drains(),
+                keys.draining(claim),
+            ],
+            vec![int(n), claim.into(), int(ttl_ms)],
+        )
+        .await?;
+    Ok(reply
+        .into_iter()
+        .filter_map(value_bytes)
+        .map(|b| b.to_vec())
+        .collect())
+}
+
+/// Runs [`DRAIN_ACK`]: deletes `claim`; whether it still existed (else it
+/// had been restored meanwhile).
+pub(crate) async fn drain_ack(redis: &Redis, keys: &Keys, claim: &str) -> Result<bool, RedisError> {
+    let existed: i64 = redis
+        .run(
+            &DRAIN_ACK,
+            vec![keys.drains(), keys.draining(claim)],
+            vec![claim.into()],
+        )
+        .await?;
+    Ok(existed == 1)
+}
+
+/// Runs [`DRAIN_RESTORE`]: how many entries of `claim` went back, or `None`
+/// when the claim is still live (and not `force`d).
+pub(crate) async fn drain_restore(
+    redis: &Redis,
+    keys: &Keys,
+    claim: &str,
+    force: bool,
+) -> Result<Option<u64>, RedisError> {
+    let back: i64 = redis
+        .run(
+            &DRAIN_RESTORE,
+            vec![
+                keys.error_queue.clone(),
+                keys.drains(),
+                keys.draining(claim),
+            ],
+            vec![claim.into(), flag(force)],
+        )
+        .await?;
+    Ok(u64::try_from(back).ok())
+}
+
+/// Runs [`DRAIN_KEEP`]: moves the deadlines of `claims` to `ttl_ms` from
+/// now.
+pub(crate) async fn drain_keep(
+    redis: &Redis,
+    keys: &Keys,
+    ttl_ms: u64,
+    claims: impl IntoIterator<Item = &str>,
+) -> Result<(), RedisError> {
+    let mut args = vec![int(ttl_ms)];
+    args.extend(claims.into_iter().map(Value::from));
+    let _: i64 = redis.run(&DRAIN_KEEP, vec![keys.drains()], args).await?;
+    Ok(())
+}

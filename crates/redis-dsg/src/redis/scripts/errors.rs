@@ -3,7 +3,10 @@
 
 use std::sync::LazyLock;
 
+use fred::types::Value;
+
 use super::{Memory, Script};
+use crate::redis::{Keys, Redis, RedisError, int};
 
 /// Removes entries from the old end of the error list only if they are
 /// still exactly the ones the caller printed.
@@ -61,3 +64,42 @@ return n
 "#,
     )
 });
+
+/// Runs [`CONFIRM_DRAINED`]: removes the entries whose SHA1s are `sha1s`
+/// (oldest first) from the error list; how many were removed (all or none).
+pub(crate) async fn confirm_drained(
+    redis: &Redis,
+    keys: &Keys,
+    sha1s: Vec<String>,
+) -> Result<u64, RedisError> {
+    let removed: i64 = redis
+        .run(
+            &CONFIRM_DRAINED,
+            vec![keys.error_queue.clone()],
+            sha1s.into_iter().map(Value::from).collect(),
+        )
+        .await?;
+    Ok(removed.max(0) as u64)
+}
+
+/// Runs [`REQUEUE`]: moves the entries read as `(sha1, message)` (oldest
+/// first) back to the queue as their messages; whether they moved (false:
+/// the old end of the error list changed since it was read).
+pub(crate) async fn requeue(
+    redis: &Redis,
+    keys: &Keys,
+    entries: &[(String, fred::bytes::Bytes)],
+) -> Result<bool, RedisError> {
+    let mut args = Vec::with_capacity(2 * entries.len() + 1);
+    args.push(int(entries.len() as u64));
+    args.extend(entries.iter().map(|(sha1, _)| Value::from(sha1.as_str())));
+    args.extend(entries.iter().map(|(_, m)| Value::Bytes(m.clone())));
+    let done: i64 = redis
+        .run(
+            &REQUEUE,
+            vec![keys.error_queue.clone(), keys.queue.clone()],
+            args,
+        )
+        .await?;
+    Ok(done > 0)
+}

@@ -4,7 +4,12 @@
 
 use std::sync::LazyLock;
 
+use fred::bytes::Bytes;
+use fred::types::Value;
+
 use super::{Memory, Script};
+use crate::redis::keys::ORIGINAL_LOCK;
+use crate::redis::{Keys, Redis, RedisError, int, value_bytes};
 
 /// Takes the lease if nobody holds it, with a new fencing epoch.
 ///
@@ -161,3 +166,187 @@ return len
 "#,
     )
 });
+
+/// What [`ACQUIRE_LEASE`] and [`ACQUIRE_ORIGINAL_LOCK`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Acquired {
+    /// Taken: the key now holds `value`; for the lease, with `epoch`.
+    Taken {
+        /// The value written (the lease's token).
+        value: String,
+        /// The lease's new epoch (0 for `lock:gen`).
+        epoch: i64,
+    },
+    /// Held by someone else: its value and how long it lives (ms; `None`
+    /// when Redis did not say).
+    Held {
+        /// The holder's value.
+        value: String,
+        /// The key's remaining TTL, ms.
+        ttl_ms: Option<i64>,
+    },
+}
+
+/// Runs [`ACQUIRE_LEASE`] for `holder`, for `ttl_ms`, above `seen_epoch`.
+pub(crate) async fn acquire_lease(
+    redis: &Redis,
+    keys: &Keys,
+    holder: &str,
+    ttl_ms: u64,
+    seen_epoch: u64,
+) -> Result<Acquired, RedisError> {
+    let reply: Vec<Value> = redis
+        .run(
+            &ACQUIRE_LEASE,
+            vec![keys.lease(), keys.epoch()],
+            vec![holder.into(), int(ttl_ms), int(seen_epoch)],
+        )
+        .await?;
+    let bad = |detail: &str| RedisError::Reply {
+        script: ACQUIRE_LEASE.name,
+        detail: detail.to_string(),
+    };
+    let mut it = reply.into_iter();
+    let taken = it
+        .next()
+        .and_then(|v| v.as_i64())
+        .ok_or_else(|| bad("no status"))?;
+    let value = it
+        .next()
+        .and_then(value_bytes)
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .ok_or_else(|| bad("no token"))?;
+    let third = it
+        .next()
+        .and_then(|v| v.as_i64())
+        .ok_or_else(|| bad("no epoch/ttl"))?;
+    Ok(if taken == 1 {
+        Acquired::Taken {
+            value,
+            epoch: third,
+        }
+    } else {
+        Acquired::Held {
+            value,
+            ttl_ms: Some(third),
+        }
+    })
+}
+
+/// Runs [`RENEW_LEASE`] on `key` (the lease, or `lock:gen`): whether it
+/// still held `value` and was extended to `ttl_ms`.
+pub(crate) async fn renew(
+    redis: &Redis,
+    key: String,
+    value: &str,
+    ttl_ms: u64,
+) -> Result<bool, RedisError> {
+    let renewed: i64 = redis
+        .run(&RENEW_LEASE, vec![key], vec![value.into(), int(ttl_ms)])
+        .await?;
+    Ok(renewed == 1)
+}
+
+/// Runs [`ACQUIRE_ORIGINAL_LOCK`]: takes `lock:gen` with `value` for
+/// `ttl_ms`, or over a value starting with `own_prefix` (this fleet's).
+pub(crate) async fn acquire_original_lock(
+    redis: &Redis,
+    value: &str,
+    ttl_ms: u64,
+    own_prefix: &str,
+) -> Result<Acquired, RedisError> {
+    let reply: Vec<Value> = redis
+        .run(
+            &ACQUIRE_ORIGINAL_LOCK,
+            vec![ORIGINAL_LOCK.to_string()],
+            vec![value.into(), int(ttl_ms), own_prefix.into()],
+        )
+        .await?;
+    let mut it = reply.into_iter();
+    if it.next().and_then(|v| v.as_i64()) == Some(1) {
+        return Ok(Acquired::Taken {
+            value: value.to_string(),
+            epoch: 0,
+        });
+    }
+    let value = it
+        .next()
+        .and_then(value_bytes)
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .unwrap_or_default();
+    let ttl_ms = it.next().and_then(|v| v.as_i64());
+    Ok(Acquired::Held { value, ttl_ms })
+}
+
+/// What [`RELEASE_LEASE`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Released {
+    /// The lease was not ours (any more).
+    NotOurs,
+    /// Released and announced.
+    Announced,
+    /// Released, but the notice could not be published.
+    Unannounced,
+}
+
+/// Runs [`RELEASE_LEASE`] for `token`.
+pub(crate) async fn release_lease(
+    redis: &Redis,
+    keys: &Keys,
+    token: &str,
+) -> Result<Released, RedisError> {
+    let released: i64 = redis
+        .run(
+            &RELEASE_LEASE,
+            vec![keys.lease()],
+            vec![token.into(), keys.release_channel().into()],
+        )
+        .await?;
+    Ok(match released {
+        1 => Released::Announced,
+        2 => Released::Unannounced,
+        _ => Released::NotOurs,
+    })
+}
+
+/// What a fenced push did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Pushed {
+    /// Written; the queue's length afterwards.
+    Written(u64),
+    /// Refused: the lease is not ours any more. Nothing was written.
+    Fenced,
+    /// Not written: the queue holds the backlog bound or more.
+    HeldBack,
+}
+
+/// Runs [`FENCED_PUSH`]: `messages` (in order, with LPUSH) if `token` still
+/// holds the lease and the queue holds fewer than `max_backlog` (0: no
+/// bound).
+pub(crate) async fn fenced_push(
+    redis: &Redis,
+    keys: &Keys,
+    token: &str,
+    max_backlog: u64,
+    messages: Vec<Bytes>,
+) -> Result<Pushed, RedisError> {
+    let mut args = Vec::with_capacity(messages.len() + 2);
+    args.push(Value::from(token));
+    args.push(int(max_backlog));
+    args.extend(messages.into_iter().map(Value::Bytes));
+    let len: i64 = redis
+        .run(
+            &FENCED_PUSH,
+            vec![keys.lease(), keys.queue.clone(), keys.bell()],
+            args,
+        )
+        .await?;
+    Ok(match len {
+        -1 => Pushed::Fenced,
+        -2 => Pushed::HeldBack,
+        len => Pushed::Written(u64::try_from(len).map_err(|_| RedisError::Reply {
+            script: FENCED_PUSH.name,
+            detail: format!("{len} is neither a length nor -1 or -2"),
+        })?),
+    })
+}

@@ -14,14 +14,13 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use fred::bytes::Bytes;
-use fred::types::Value;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::GeneratorConfig;
 use crate::redis::Keys;
-use crate::redis::scripts::FENCED_PUSH;
+use crate::redis::scripts::{self, Pushed};
 use crate::redis::{Cause, Operation};
-use crate::redis::{Redis, RedisError, int};
+use crate::redis::{Redis, RedisError};
 use crate::service::backoff::Backoff;
 use crate::service::health::Health;
 use crate::service::lease::Lease;
@@ -29,17 +28,6 @@ use crate::service::message::MessageWriter;
 use crate::service::metrics::{HoldBack, Metrics};
 use crate::service::redis_memory::RedisMemory;
 use hold_back::HeldBack;
-
-/// What a fenced write did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Pushed {
-    /// Written; the queue's length afterwards.
-    Written(u64),
-    /// Refused: the lease is not ours any more. Nothing was written.
-    Fenced,
-    /// Not written: the queue holds the backlog bound or more.
-    HeldBack,
-}
 
 /// The single write path of the generator.
 #[derive(Debug, Clone)]
@@ -62,26 +50,7 @@ impl FencedWriter {
         max_backlog: u64,
         messages: Vec<Bytes>,
     ) -> Result<Pushed, RedisError> {
-        let mut args = Vec::with_capacity(messages.len() + 2);
-        args.push(Value::from(lease.wire()));
-        args.push(int(max_backlog));
-        args.extend(messages.into_iter().map(Value::Bytes));
-        let len: i64 = self
-            .redis
-            .run(
-                &FENCED_PUSH,
-                vec![self.keys.lease(), self.keys.queue.clone(), self.keys.bell()],
-                args,
-            )
-            .await?;
-        Ok(match len {
-            -1 => Pushed::Fenced,
-            -2 => Pushed::HeldBack,
-            len => Pushed::Written(u64::try_from(len).map_err(|_| RedisError::Reply {
-                script: FENCED_PUSH.name,
-                detail: format!("{len} is neither a length nor -1 or -2"),
-            })?),
-        })
+        scripts::fenced_push(&self.redis, &self.keys, lease.wire(), max_backlog, messages).await
     }
 }
 

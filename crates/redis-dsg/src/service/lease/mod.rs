@@ -24,13 +24,12 @@ mod token;
 
 use std::time::{Duration, Instant};
 
-use fred::types::Value;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::LeaseConfig;
 use crate::redis::Operation;
-use crate::redis::scripts::{ACQUIRE_LEASE, RELEASE_LEASE, RENEW_LEASE};
-use crate::redis::{Keys, Redis, RedisError, int, value_bytes};
+use crate::redis::scripts::{self, ACQUIRE_LEASE};
+use crate::redis::{Keys, Redis, RedisError};
 use crate::service::backoff::Backoff;
 use crate::service::health::Health;
 use crate::service::metrics::{Metrics, Transition};
@@ -121,47 +120,33 @@ impl LeaseClient {
     /// this instance has seen (new epochs are always above it).
     pub(super) async fn try_acquire(&self, seen_epoch: u64) -> Result<Attempt, RedisError> {
         let sent = Instant::now();
-        let reply: Vec<Value> = self
-            .redis
-            .run(
-                &ACQUIRE_LEASE,
-                vec![self.keys.lease(), self.keys.epoch()],
-                vec![
-                    self.id.clone().into(),
-                    int(self.cfg.ttl_ms),
-                    int(seen_epoch),
-                ],
-            )
-            .await?;
-        let bad = |detail: &str| RedisError::Reply {
-            script: ACQUIRE_LEASE.name,
-            detail: detail.to_string(),
-        };
-        let mut it = reply.into_iter();
-        let taken = it
-            .next()
-            .and_then(|v| v.as_i64())
-            .ok_or_else(|| bad("no status"))?;
-        let value = it
-            .next()
-            .and_then(value_bytes)
-            .map(|b| String::from_utf8_lossy(&b).into_owned())
-            .ok_or_else(|| bad("no token"))?;
-        let third = it
-            .next()
-            .and_then(|v| v.as_i64())
-            .ok_or_else(|| bad("no epoch/ttl"))?;
-        if taken == 1 {
-            let token = LeaseToken::parse(&value)
-                .filter(|t| t.holder == self.id && i64::try_from(t.epoch).ok() == Some(third))
-                .ok_or_else(|| bad("the token taken is not ours"))?;
-            Ok(Attempt::Acquired(Lease::new(
-                token,
-                sent + self.cfg.renew_deadline(),
-            )))
-        } else {
-            let remaining = u64::try_from(third).ok().map(Duration::from_millis);
-            Ok(Attempt::Held { value, remaining })
+        let acquired = scripts::acquire_lease(
+            &self.redis,
+            &self.keys,
+            &self.id,
+            self.cfg.ttl_ms,
+            seen_epoch,
+        )
+        .await?;
+        match acquired {
+            scripts::Acquired::Taken { value, epoch } => {
+                let token = LeaseToken::parse(&value)
+                    .filter(|t| t.holder == self.id && i64::try_from(t.epoch).ok() == Some(epoch))
+                    .ok_or_else(|| RedisError::Reply {
+                        script: ACQUIRE_LEASE.name,
+                        detail: "the token taken is not ours".to_string(),
+                    })?;
+                Ok(Attempt::Acquired(Lease::new(
+                    token,
+                    sent + self.cfg.renew_deadline(),
+                )))
+            }
+            scripts::Acquired::Held { value, ttl_ms } => {
+                let remaining = ttl_ms
+                    .and_then(|t| u64::try_from(t).ok())
+                    .map(Duration::from_millis);
+                Ok(Attempt::Held { value, remaining })
+            }
         }
     }
 
@@ -183,15 +168,13 @@ impl LeaseClient {
 
     /// Extends the lease key; `Ok(false)` when it is no longer ours.
     async fn renew_lease_key(&self, lease: &Lease) -> Result<bool, RedisError> {
-        let renewed: i64 = self
-            .redis
-            .run(
-                &RENEW_LEASE,
-                vec![self.keys.lease()],
-                vec![lease.wire().into(), int(self.cfg.ttl_ms)],
-            )
-            .await?;
-        Ok(renewed == 1)
+        scripts::renew(
+            &self.redis,
+            self.keys.lease(),
+            lease.wire(),
+            self.cfg.ttl_ms,
+        )
+        .await
     }
 
     /// Extends the lease and, in compatibility mode, `lock:gen` (two calls
@@ -220,21 +203,14 @@ impl LeaseClient {
     /// Gives the lease up and announces it to standbys.
     pub(super) async fn release(&self, lease: &Lease) -> Result<bool, RedisError> {
         lease.mark_lost();
-        let released: i64 = self
-            .redis
-            .run(
-                &RELEASE_LEASE,
-                vec![self.keys.lease()],
-                vec![lease.wire().into(), self.keys.release_channel().into()],
-            )
-            .await?;
-        if released == 2 {
+        let released = scripts::release_lease(&self.redis, &self.keys, lease.wire()).await?;
+        if released == scripts::Released::Unannounced {
             tracing::warn!(
                 channel = %self.keys.release_channel(),
                 "released the lease, but the release notice could not be published (PUBLISH refused: check the ACL user's +publish and channel); standbys take over when they next look"
             );
         }
-        Ok(released >= 1)
+        Ok(released != scripts::Released::NotOurs)
     }
 
     /// Keeps `lease` alive until `stop` fires or the lease is lost. Returns

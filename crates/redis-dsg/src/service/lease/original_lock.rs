@@ -26,8 +26,8 @@ use serde::{Deserialize, Serialize};
 use super::Lease;
 use crate::config::LeaseConfig;
 use crate::redis::keys::ORIGINAL_LOCK;
-use crate::redis::scripts::{ACQUIRE_ORIGINAL_LOCK, RENEW_LEASE};
-use crate::redis::{Keys, Redis, RedisError, int, value_bytes};
+use crate::redis::scripts;
+use crate::redis::{Keys, Redis, RedisError, value_bytes};
 use crate::service::status::OriginalLockView;
 
 /// The start of every `lock:gen` value redis-dsg writes.
@@ -202,48 +202,35 @@ impl OriginalLock {
 
     /// Takes `lock:gen` for the holder of `lease` ([`ACQUIRE_ORIGINAL_LOCK`]).
     pub(super) async fn acquire(&self, lease: &Lease) -> Result<Taken, RedisError> {
-        let reply: Vec<Value> = self
-            .redis
-            .run(
-                &ACQUIRE_ORIGINAL_LOCK,
-                vec![ORIGINAL_LOCK.to_string()],
-                vec![
-                    self.value(lease).into(),
-                    int(self.ttl_ms),
-                    format!("{VALUE_PREFIX}{} ", self.lease_key).into(),
-                ],
-            )
-            .await?;
-        let mut it = reply.into_iter();
-        if it.next().and_then(|v| v.as_i64()) == Some(1) {
-            return Ok(Taken::Yes);
-        }
-        let value = it
-            .next()
-            .and_then(value_bytes)
-            .map(|b| String::from_utf8_lossy(&b).into_owned())
-            .unwrap_or_default();
-        let remaining = it
-            .next()
-            .and_then(|v| v.as_i64())
-            .and_then(|t| u64::try_from(t).ok())
-            .map(Duration::from_millis);
-        Ok(Taken::No(LockGen { value, remaining }))
+        let acquired = scripts::acquire_original_lock(
+            &self.redis,
+            &self.value(lease),
+            self.ttl_ms,
+            &format!("{VALUE_PREFIX}{} ", self.lease_key),
+        )
+        .await?;
+        Ok(match acquired {
+            scripts::Acquired::Taken { .. } => Taken::Yes,
+            scripts::Acquired::Held { value, ttl_ms } => Taken::No(LockGen {
+                value,
+                remaining: ttl_ms
+                    .and_then(|t| u64::try_from(t).ok())
+                    .map(Duration::from_millis),
+            }),
+        })
     }
 
     /// Extends `lock:gen` while it holds our value; `Ok(false)` when it
     /// does not (deleted, flushed, lost in a failover, then taken by an
     /// original or an operator's pause): the holder must stop.
     pub(super) async fn renew(&self, lease: &Lease) -> Result<bool, RedisError> {
-        let renewed: i64 = self
-            .redis
-            .run(
-                &RENEW_LEASE,
-                vec![ORIGINAL_LOCK.to_string()],
-                vec![self.value(lease).into(), int(self.ttl_ms)],
-            )
-            .await?;
-        Ok(renewed == 1)
+        scripts::renew(
+            &self.redis,
+            ORIGINAL_LOCK.to_string(),
+            &self.value(lease),
+            self.ttl_ms,
+        )
+        .await
     }
 }
 
