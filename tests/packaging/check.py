@@ -21,6 +21,10 @@ Proves with the real tools, offline:
   password file without a restart, stops in time, and `helm test`'s command
   passes against it;
 - that deploy/ equals a fresh render (--update regenerates it);
+- that the chart's README.md is the values table generated from
+  values.yaml's comments (helm-docs' layout; --update regenerates it), that
+  Helm loads it (`helm show readme`), and that .helmignore keeps the chart's
+  files and drops VCS and editor leftovers;
 - that every PromQL expression of the dashboard and the alerts parses and
   names only metrics a live /metrics scrape shows (plus a commented
   allow-list), and the alerts pass `promtool check rules` and
@@ -71,6 +75,7 @@ DEPLOY = ROOT / "deploy"
 BASE = DEPLOY / "base"
 DASHBOARD = DEPLOY / "grafana" / "redis-dsg.json"
 CHART_DASHBOARD = CHART / "dashboards" / "redis-dsg.json"
+CHART_README = CHART / "README.md"
 ALERTS = DEPLOY / "prometheus" / "alerts.yaml"
 README = ROOT / "README.md"
 VENV_BIN = Path(sys.executable).parent
@@ -117,22 +122,17 @@ METRIC_ALLOW_LIST = {
     "up",
 }
 
-# Metrics of the product's contract 12 (memory bounded everywhere) that the
-# alerts and the dashboard use before every binary exports them: the product
-# adds them in parallel. While the binary's live /metrics lacks one, the
+# Metrics the alerts and the dashboard may use before the binary exports
+# them (a feature built in parallel): while the live /metrics lacks one, the
 # PromQL check accepts it and names it in its result, and the live
-# Prometheus test accepts no data from an expression that selects it; once
-# the binary exports one, it is checked like every other metric (and the
-# dashboard must show it). Drop a name once the product exports it.
-ANNOUNCED_METRICS = {
-    "dsg_generator_paused",
-    "dsg_generator_paused_seconds_total",
-    "dsg_error_entries_trimmed_total",
-    "dsg_redis_eviction_safe",
-    "dsg_redis_memory_used_bytes",
-    "dsg_redis_memory_max_bytes",
-    "dsg_in_flight_bytes",
-}
+# Prometheus test accepts no data from an expression that selects it. Empty
+# now: every metric they use is exported (contract 12's landed with the
+# product). Drop a name once the product exports it.
+ANNOUNCED_METRICS: set[str] = set()
+
+# Keys of values.yaml whose entries are the operator's own (labels,
+# annotations, a node selector): documented as one map, not entry by entry.
+FREE_MAPS = {"labels", "annotations", "podAnnotations", "podLabels", "nodeSelector"}
 
 # The Accept header of Prometheus 2.42's scrapes.
 PROMETHEUS_ACCEPT = ("application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,"
@@ -223,6 +223,42 @@ def load_yaml(path: Path) -> Any:
 
 def value_sets() -> dict[str, dict[str, Any]]:
     return {p.stem: load_yaml(p) for p in sorted((HERE / "values").glob("*.yaml"))}
+
+
+def values_keys() -> list[tuple[str, int, str]]:
+    """(dotted path, line number, comment) of every key of values.yaml, in
+    the file's order. The comment is the block of `#` lines right above the
+    key (blank lines between them allowed), or the key line's own trailing
+    comment. Entries of a free map (FREE_MAPS) and of list items are the
+    operator's, not keys of the chart."""
+    lines = (CHART / "values.yaml").read_text().splitlines()
+    keys = []
+    # (indent, key, whether its descendants are keys of the chart)
+    stack: list[tuple[int, str, bool]] = []
+    for i, line in enumerate(lines):
+        m = re.match(r"^(\s*)(- )?([A-Za-z_][\w.-]*):(\s|$)", line)
+        if not m or line.lstrip().startswith("#"):
+            continue
+        indent = len(m.group(1))
+        while stack and stack[-1][0] >= indent:
+            stack.pop()
+        key = m.group(3)
+        inside = all(documented for _, _, documented in stack)
+        stack.append((indent, key, inside and not m.group(2) and key not in FREE_MAPS))
+        if m.group(2) or not inside:
+            continue
+        comment: list[str] = []
+        j = i - 1
+        while j >= 0 and not lines[j].strip():
+            j -= 1
+        while j >= 0 and lines[j].strip().startswith("#"):
+            comment.insert(0, lines[j].strip().lstrip("#").strip())
+            j -= 1
+        trailing = line.split(":", 1)[1]
+        if not comment and "#" in trailing:
+            comment = [trailing.split("#", 1)[1].strip()]
+        keys.append((".".join(k for _, k, _ in stack), i + 1, " ".join(c for c in comment if c)))
+    return keys
 
 
 # --------------------------------------------------------------------------
@@ -325,16 +361,112 @@ def generated_files() -> dict[Path, str]:
     rules = Render({"prometheusRule": {"enabled": True}}, RELEASE, README_NAMESPACE).one("PrometheusRule")
     files[ALERTS] = (
         GENERATED_HEADER
-        + "# The rules of the chart's PrometheusRule, as a Prometheus rule file, for\n"
-        + f"# namespace {README_NAMESPACE} (the README's). Series need the labels a ServiceMonitor\n"
-        + "# gives them: job = the Service's name, namespace, pod. RedisDsgNoGenerator\n"
-        + f"# names the namespace once (namespace=\"{README_NAMESPACE}\"): change it there if you\n"
-        + "# deploy elsewhere. Readiness and RedisDsgNoGenerator also read\n"
-        + "# kube-state-metrics when it is there.\n"
+        + "# The rules of the chart's PrometheusRule, as a Prometheus rule file. Series\n"
+        + "# need the labels a ServiceMonitor gives them: job = the Service's name,\n"
+        + "# namespace, pod. No rule names a namespace: each alerts per namespace, so the\n"
+        + "# file holds wherever deploy/base is applied (kustomize `namespace:`).\n"
+        + "# Readiness and RedisDsgNoGenerator also read kube-state-metrics when it is\n"
+        + "# there.\n"
         + dump_rules(rules["spec"])
     )
     files[CHART_DASHBOARD] = DASHBOARD.read_text()
+    files[CHART_README] = chart_readme()
     return files
+
+
+# The one command of the chart's README: the try-out install of the
+# project's README (its Kubernetes section), a Redis of the chart's own.
+CHART_README_INSTALL = "helm install redis-dsg ./helm/redis-dsg -n redis-dsg --create-namespace --set redis.enabled=true"
+
+
+def helm_docs_type(value: Any, path: str, schema: dict[str, Any]) -> str:
+    """helm-docs' name of a value's type; a null default takes the type its
+    schema allows besides null."""
+    if value is None:
+        node: dict[str, Any] | None = schema
+        for key in path.split("."):
+            node = (node or {}).get("properties", {}).get(key)
+        allowed = (node or {}).get("type", "string")
+        allowed = [t for t in ([allowed] if isinstance(allowed, str) else allowed) if t != "null"] or ["string"]
+        names = {"integer": "int", "number": "float", "boolean": "bool", "array": "list"}
+        return names.get(allowed[0], allowed[0])
+    for kind, name in ((bool, "bool"), (int, "int"), (float, "float"), (str, "string"), (list, "list"), (dict, "object")):
+        if isinstance(value, kind):
+            return name
+    raise AssertionError(f"values.yaml {path}: a value of type {type(value).__name__}")
+
+
+def markdown_cell(text: str) -> str:
+    """Text for a Markdown table cell: no pipe ends the cell, no asterisk or
+    tilde starts emphasis or strikethrough."""
+    return text.replace("|", "\\|").replace("*", "\\*").replace("~", "\\~")
+
+
+def chart_readme() -> str:
+    """helm/redis-dsg/README.md in helm-docs' layout: title, badges,
+    Chart.yaml's description, links and requirements, then one row per key
+    of values.yaml (Key | Type | Default | Description) in the file's order,
+    the description being the key's comment. A key whose keys follow it has
+    no default of its own (its keys' defaults apply)."""
+    meta = load_yaml(CHART / "Chart.yaml")
+    values = load_yaml(CHART / "values.yaml")
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    keys = values_keys()
+    parents = {path.rsplit(".", 1)[0] for path, _, _ in keys if "." in path}
+
+    def badge(label: str, value: str) -> str:
+        return f"![{label}: {value}](https://img.shields.io/badge/{label}-{value.replace('-', '--')}-informational?style=flat-square)"
+
+    rows = []
+    for path, _, comment in keys:
+        value: Any = values
+        for key in path.split("."):
+            value = value[key]
+        default = "" if path in parents else "`" + json.dumps(value, separators=(",", ":"), ensure_ascii=False) + "`"
+        rows.append(f"| {path} | {helm_docs_type(value, path, schema)} | {markdown_cell(default)} | {markdown_cell(comment)} |")
+    readme_url = f"{meta['home']}/blob/main/README.md"
+    return "\n".join([
+        "<!-- Generated by tests/packaging/run --update from Chart.yaml and the comments of",
+        "values.yaml (helm-docs' layout). Do not edit: change values.yaml. -->",
+        f"# {meta['name']}",
+        "",
+        " ".join([badge("Version", str(meta["version"])), badge("Type", meta.get("type", "application")),
+                  badge("AppVersion", str(meta["appVersion"]))]),
+        "",
+        " ".join(meta["description"].split()),
+        "",
+        f"**Homepage:** <{meta['home']}>",
+        "",
+        "## Source Code",
+        "",
+        *[f"* <{url}>" for url in meta.get("sources", [])],
+        "",
+        "## Requirements",
+        "",
+        f"Kubernetes: `{meta['kubeVersion']}`",
+        "",
+        "## Installing",
+        "",
+        "To try it out with a small Redis of the chart's own (one pod, no persistence; not for production):",
+        "",
+        "```sh",
+        CHART_README_INSTALL,
+        "```",
+        "",
+        f"The project's README shows installing against your own Redis, scaling, upgrading and draining the error list "
+        f"([Run on Kubernetes]({readme_url}#run-on-kubernetes)), and a runbook per alert "
+        f"([Alerts and runbooks]({readme_url}#alerts-and-runbooks)).",
+        "",
+        "## Values",
+        "",
+        "`values.schema.json` checks every value: unknown keys and wrong types are refused before anything renders. "
+        "Keys are listed in the order of `values.yaml`; a key whose keys follow it has no default of its own.",
+        "",
+        "| Key | Type | Default | Description |",
+        "|-----|------|---------|-------------|",
+        *rows,
+        "",
+    ])
 
 
 class _RulesDumper(yaml.SafeDumper):
@@ -771,33 +903,69 @@ class Checks:
 
     def values_documented(self) -> str:
         """Every key of values.yaml has a comment and is camelCase."""
-        lines = (CHART / "values.yaml").read_text().splitlines()
-        free_maps = {"labels", "annotations", "podAnnotations", "podLabels", "nodeSelector"}
         problems = []
-        stack: list[tuple[int, str]] = []
-        count = 0
-        for i, line in enumerate(lines):
-            m = re.match(r"^(\s*)(- )?([A-Za-z_][\w.-]*):(\s|$)", line)
-            if not m or line.lstrip().startswith("#"):
-                continue
-            indent = len(m.group(1))
-            while stack and stack[-1][0] >= indent:
-                stack.pop()
-            key = m.group(3)
-            parent = stack[-1][1] if stack else ""
-            stack.append((indent, key))
-            if m.group(2):  # an example list item, not a key of the chart
-                continue
-            if parent in free_maps:
-                continue
-            count += 1
-            prev = next((lines[j] for j in range(i - 1, -1, -1) if lines[j].strip()), "")
-            if not (prev.strip().startswith("#") or "#" in line.split(":", 1)[1]):
-                problems.append(f"line {i + 1}: {key} has no comment")
+        keys = values_keys()
+        for path, line, comment in keys:
+            key = path.rsplit(".", 1)[-1]
+            if not comment:
+                problems.append(f"line {line}: {key} has no comment")
             if not re.fullmatch(r"[a-z][a-zA-Z0-9]*", key):
-                problems.append(f"line {i + 1}: {key} is not camelCase")
+                problems.append(f"line {line}: {key} is not camelCase")
         expect(not problems, "\n".join(problems))
-        return f"{count} keys"
+        return f"{len(keys)} keys"
+
+    def chart_readme(self) -> str:
+        """helm/redis-dsg/README.md is what chart_readme() generates (a row
+        for every key of values.yaml, counted here from the parsed YAML, not
+        from the generator's line reader), Helm loads it as the chart's
+        README (`helm show readme`, Artifact Hub), its command is one the
+        schema accepts, and .helmignore keeps the chart's own files while it
+        drops VCS and editor leftovers."""
+        want = chart_readme()
+        have = CHART_README.read_text() if CHART_README.exists() else ""
+        if have != want:
+            diff = "".join(difflib.unified_diff(have.splitlines(True), want.splitlines(True), "helm/redis-dsg/README.md (committed)", "generated", n=1))
+            fail("helm/redis-dsg/README.md differs from the values table of values.yaml; run tests/packaging/run --update\n" + diff[:3000])
+        # Every key of the parsed values, parents included; free maps and
+        # lists are one row each.
+        def walk(node: Any, prefix: str) -> Iterator[str]:
+            for key, value in node.items():
+                path = f"{prefix}{key}"
+                yield path
+                if isinstance(value, dict) and key not in FREE_MAPS:
+                    yield from walk(value, path + ".")
+
+        paths = list(walk(load_yaml(CHART / "values.yaml"), ""))
+        rows = [row for row in re.findall(r"^\| ([\w.]+) \| ", have, re.M) if row != "Key"]
+        expect(rows == paths,
+               f"the README's rows are not the keys of values.yaml: missing {sorted(set(paths) - set(rows))}, extra {sorted(set(rows) - set(paths) - {'Key'})}")
+        with helm.Chart.load(CHART) as chart:
+            readme = next((f["data"] for f in chart.files if f["name"] == "README.md"), None)
+            expect(readme is not None, "Helm does not load README.md (.helmignore?)")
+            expect(readme == have, "the README.md Helm loads differs from the file")
+            for expression in re.findall(r"--set (\S+)", CHART_README_INSTALL):
+                chart.validate_schema(chart.merge_values(helm.parse_set_string(expression)))
+        # .helmignore: a copy of the chart with VCS and editor leftovers
+        # loads without them and with every file of the chart.
+        copy = self.work / "helmignore" / CHART.name
+        shutil.rmtree(copy.parent, ignore_errors=True)
+        shutil.copytree(CHART, copy)
+        leftovers = [".git/HEAD", ".svn/entries", ".hg/store", "values.yaml.orig", "values.yaml~", "templates/deployment.yaml.swp",
+                     "notes.tmp", "Chart.yaml.bak", ".DS_Store", ".idea/workspace.xml", ".vscode/settings.json", "chart.tmproj"]
+        for leftover in leftovers:
+            (copy / leftover).parent.mkdir(parents=True, exist_ok=True)
+            (copy / leftover).write_text("x\n")
+        with helm.Chart.load(copy) as chart:
+            loaded = {f["name"] for f in chart.files} | {t["name"] for t in chart.templates}
+            has_schema = chart.schema is not None
+        kept = loaded & set(leftovers)
+        expect(not kept, f".helmignore keeps {', '.join(sorted(kept))}")
+        needed = {str(p.relative_to(CHART)) for p in CHART.rglob("*")
+                  if p.is_file() and p.name not in (".helmignore", "Chart.yaml", "values.yaml", "values.schema.json")}
+        expect(needed <= loaded, f"Helm does not load {', '.join(sorted(needed - loaded))} (.helmignore?)")
+        expect(has_schema, "Helm does not load values.schema.json (.helmignore?)")
+        return (f"{len(paths)} keys of values.yaml, each a row; Helm loads it as the chart's README; "
+                f".helmignore drops {len(leftovers)} leftovers, keeps {len(needed)} files and the schema")
 
     def schema_strict(self) -> str:
         """additionalProperties: false on every object of the schema whose keys are ours."""
@@ -1226,8 +1394,13 @@ class Checks:
                     expect(q in (toml["redis"]["queue"], toml["redis"]["error_queue"]), f"{r['alert']}: unknown queue {q}")
             by_name = {r["alert"]: r for r in rules}
             expect(by_name["RedisDsgNoGenerator"].get("for") == "1m", "no generator alerts after 1 minute")
-            expect(f'namespace="{render.namespace}"' in by_name["RedisDsgNoGenerator"]["expr"],
-                   "RedisDsgNoGenerator's absent() branch must name the release namespace (a stable label set when every pod is gone)")
+            # Per namespace, wherever the rules are loaded: deploy/'s copy is
+            # applied to any namespace (kustomize `namespace:`).
+            for r in rules:
+                expect(not re.search(r"\bnamespace\s*(=|!=|=~|!~)", r["expr"]), f"{r['alert']}: the expression names a namespace:\n{r['expr']}")
+                expect("absent(" not in r["expr"], f"{r['alert']}: absent() yields only the labels its selector fixes, not the namespace")
+            expect(re.search(r"_over_time\(dsg_is_generator\{[^}]*\}\[", by_name["RedisDsgNoGenerator"]["expr"]),
+                   "RedisDsgNoGenerator must remember a namespace's fleet after its last pod is gone (without kube-state-metrics)")
             expect(f'queue="{toml["redis"]["queue"]}"' in by_name["RedisDsgBacklogOld"]["expr"], "backlog alert on the wrong list")
             expect("dsg_processor_invalid_ratio" in by_name["RedisDsgErrorShareHigh"]["expr"],
                    "the error-share alert must compare with the configured invalid ratio")
@@ -1888,7 +2061,7 @@ def pkg_version(name: str) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--binary", type=Path, required=True, help="the redis-dsg binary to run")
-    parser.add_argument("--update", action="store_true", help="regenerate deploy/ and the chart's dashboard copy first")
+    parser.add_argument("--update", action="store_true", help="regenerate deploy/, the chart's dashboard copy and README.md first")
     args = parser.parse_args()
     # A SIGTERM (CI ending the run) unwinds like Ctrl-C: every started
     # process is stopped on the way out.
@@ -1906,6 +2079,7 @@ def main() -> int:
         report.check("Dockerfile: the builder stage run outside Docker ships one stripped product binary", checks.dockerfile_build)
         report.check("chart: Chart.yaml appVersion = crate version", checks.chart_metadata)
         report.check("chart: every value commented, camelCase", checks.values_documented)
+        report.check("chart: README.md is values.yaml's table (helm-docs), loaded by Helm; .helmignore", checks.chart_readme)
         report.check("chart: values.schema.json is strict and accepts the defaults", checks.schema_strict)
         report.check("chart: config.* covers every setting of the binary", checks.config_coverage)
         report.check("chart: bad values are refused with clear messages", checks.bad_values)

@@ -45,7 +45,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import check  # noqa: E402  (the packaging checks' helpers)
 
-NAMESPACE = check.README_NAMESPACE  # the namespace deploy/prometheus/alerts.yaml is rendered for
+NAMESPACE = check.README_NAMESPACE  # the namespace the scraped replicas' series carry (the README's)
 JOB = check.RELEASE
 REPLICAS = 3
 SCRAPE = "1s"

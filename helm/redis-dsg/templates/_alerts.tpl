@@ -1,11 +1,14 @@
 {{/*
 The alerting rules, shared by the PrometheusRule and (rendered with the
-chart's defaults for release redis-dsg in namespace redis-dsg)
-deploy/prometheus/alerts.yaml.
+chart's defaults for release redis-dsg) deploy/prometheus/alerts.yaml.
 
 What every rule keeps to:
 - Series are selected by job = the Service's name, which a ServiceMonitor
   sets; kube-state-metrics series by deployment = the same name.
+- No rule names a namespace: each one alerts per namespace (by
+  (namespace)), so the plain rule file holds wherever the manifests are
+  applied (kustomize `namespace:`), and a fleet in one namespace never
+  alerts for another.
 - Every alert carries exactly one label besides alertname and severity:
   namespace. It never changes while the alert fires (not even when the last
   pod vanishes), so routing by namespace and the `for` clock survive it.
@@ -23,7 +26,6 @@ What every rule keeps to:
 */}}
 {{- define "redis-dsg.alertGroups" -}}
 {{- $job := include "redis-dsg.fullname" . -}}
-{{- $ns := .Release.Namespace -}}
 {{- $v := .Values.prometheusRule -}}
 {{- $sel := printf "job=%q" $job -}}
 {{- $queue := printf "job=%q, queue=%q" $job .Values.config.redis.queue -}}
@@ -38,10 +40,16 @@ groups:
       {{- if ne .Values.config.mode "consumer" }}
       - alert: RedisDsgNoGenerator
         # No scraped pod generates; or the Deployment wants pods and none is
-        # scraped (kube-state-metrics); or, without kube-state-metrics, no
-        # pod of the release's namespace is scraped at all. Every branch
-        # yields {namespace}. Not rendered with config.mode=consumer, where
-        # no pod of this release may generate.
+        # scraped (kube-state-metrics); or, without kube-state-metrics, a
+        # namespace whose pods were scraped within the last hour has none
+        # scraped now. Every branch yields {namespace}. The last branch is
+        # not absent(): absent() knows only the labels its selector fixes,
+        # so it needs the namespace written in, and then alerts forever for
+        # that namespace wherever the fleet really runs. The hour bounds
+        # how long a fleet that vanished without kube-state-metrics keeps
+        # the alert firing (then it resolves; kube-state-metrics' branch
+        # has no bound). Not rendered with config.mode=consumer, where no
+        # pod of this release may generate.
         expr: |
           (sum by (namespace) (dsg_is_generator{ {{- $sel -}} }) < 1)
           or on (namespace)
@@ -51,8 +59,9 @@ groups:
           )
           or on (namespace)
           (
-            sum by (namespace) (absent(dsg_is_generator{ {{- $sel -}}, namespace={{ $ns | quote }}}))
-            unless on (namespace) (sum by (namespace) (kube_deployment_spec_replicas{ {{- $deployment -}}, namespace={{ $ns | quote }}}) == 0)
+            group by (namespace) (max_over_time(dsg_is_generator{ {{- $sel -}} }[1h]))
+            unless on (namespace) group by (namespace) (dsg_is_generator{ {{- $sel -}} })
+            unless on (namespace) (sum by (namespace) (kube_deployment_spec_replicas{ {{- $deployment -}} }) == 0)
           )
         for: 1m
         labels:
