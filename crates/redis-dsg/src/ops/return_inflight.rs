@@ -21,7 +21,7 @@ use serde::Serialize;
 use super::CliError;
 use crate::cli::ReturnInflightArgs;
 use crate::config::Config;
-use crate::redis::scripts::RETURN_INFLIGHT;
+use crate::redis::scripts;
 use crate::redis::{Keys, Redis, RedisError};
 use crate::service::registry::{self, RegisteredConsumer};
 
@@ -118,20 +118,11 @@ async fn owners(
 /// Returns what `owner` holds with one script; `force` takes it from a
 /// live consumer too.
 async fn return_one(redis: &Redis, keys: &Keys, owner: &mut InflightOwner, force: bool) {
-    let result: Result<i64, RedisError> = redis
-        .run(
-            &RETURN_INFLIGHT,
-            keys.return_inflight(&owner.id),
-            vec![
-                owner.id.as_str().into(),
-                if force { "1" } else { "0" }.into(),
-            ],
-        )
-        .await;
+    let result = scripts::return_inflight(redis, keys, &owner.id, force).await;
     owner.outcome = match result {
-        Ok(-1) => "skipped: alive".into(),
-        Ok(n) => {
-            owner.returned = u64::try_from(n).unwrap_or(0);
+        Ok(None) => "skipped: alive".into(),
+        Ok(Some(n)) => {
+            owner.returned = n;
             "returned".into()
         }
         // The script is never re-sent, so it ran once or not at all.

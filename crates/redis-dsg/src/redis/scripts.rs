@@ -45,6 +45,9 @@ pub use consumer::{
     ACK_ERROR, ACK_OUTPUT, ADOPT, FETCH, FORGET, HEARTBEAT, INFLIGHT_MARKER_FIELD,
     INFLIGHT_MARKER_VALUE, PUSH_ONCE, RETURN_INFLIGHT,
 };
+pub(crate) use consumer::{
+    Fetch, ack_error, ack_output, adopt, fetch, forget, heartbeat, push_once, return_inflight,
+};
 pub use drain::{DRAIN_ACK, DRAIN_CLAIM, DRAIN_KEEP, DRAIN_RESTORE};
 pub(crate) use drain::{drain_ack, drain_claim, drain_keep, drain_restore};
 pub use errors::{CONFIRM_DRAINED, REQUEUE};

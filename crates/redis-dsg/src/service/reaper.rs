@@ -14,7 +14,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use crate::redis::Operation;
-use crate::redis::scripts::{self, RETURN_INFLIGHT};
+use crate::redis::scripts;
 use crate::redis::{Keys, Redis, RedisError};
 use crate::service::chores::{Chores, until_holding};
 use crate::service::health::Health;
@@ -40,19 +40,17 @@ pub(super) async fn reap_once(
     let dead = scripts::reap_scan(redis, keys, PER_PASS, legacy).await?;
     let mut recovered = 0;
     for member in dead.iter().filter(|m| m.as_str() != own_id) {
-        let returned: i64 = redis
-            .run(
-                &RETURN_INFLIGHT,
-                keys.return_inflight(member),
-                vec![member.as_str().into(), "0".into()],
-            )
-            .await?;
-        if returned > 0 {
-            tracing::warn!(consumer = %member, returned, "returned a dead consumer's messages to the queue");
-            metrics.record_recovered(returned as u64);
-            recovered += returned as u64;
-        } else if returned == 0 {
-            tracing::info!(consumer = %member, "unregistered a dead consumer that held nothing");
+        match scripts::return_inflight(redis, keys, member, false).await? {
+            Some(0) => {
+                tracing::info!(consumer = %member, "unregistered a dead consumer that held nothing");
+            }
+            Some(returned) => {
+                tracing::warn!(consumer = %member, returned, "returned a dead consumer's messages to the queue");
+                metrics.record_recovered(returned);
+                recovered += returned;
+            }
+            // Alive after all (its heartbeat came back): it keeps them.
+            None => {}
         }
     }
     Ok(recovered)

@@ -4,7 +4,11 @@
 
 use std::sync::LazyLock;
 
-use super::{Memory, Script};
+use fred::bytes::Bytes;
+use fred::types::Value;
+
+use super::{Memory, Script, flag};
+use crate::redis::{Keys, Redis, RedisError, int};
 
 /// The field every in-flight hash carries besides its messages, and its
 /// value. The value is longer than Redis' `hash-max-listpack-value` (64
@@ -39,9 +43,10 @@ pub const INFLIGHT_MARKER_VALUE: &str =
 /// message larger than the limit is returned as its size (an integer)
 /// instead of its bytes, so it never crosses the network, and costs none
 /// of the budget. The queue is read in chunks that the budget can hold (at
-/// first as many messages of the limit's size as fit, then as many of the
+/// first as many messages of the limit's size as fit, but at least 32, so
+/// the small fetches of a steady rate read once; then as many of the
 /// average size seen), so a backlog of large messages is not copied whole
-/// into the script. On an empty queue it writes nothing (a fallback poll
+/// into the script (at most 32 of them at a time). On an empty queue it writes nothing (a fallback poll
 /// costs Redis no writes, no replication). Atomic: every message is in the
 /// queue or in the hash at all times, and the consumer is registered
 /// (heartbeat key, set, and its expiry on Redis' clock in the index, so a
@@ -62,7 +67,7 @@ local max = tonumber(ARGV[3])
 local budget = tonumber(ARGV[9])
 local alone = ARGV[10] == '1'
 local msgs, used, need, read = {}, 0, 0, 0
-local chunk = math.max(1, math.min(n, math.floor(budget / max)))
+local chunk = math.min(n, math.max(32, math.floor(budget / max)))
 while #msgs < n do
   local part = guard('LRANGE', KEYS[1], -(read + chunk), -(read + 1))
   read = read + #part
@@ -344,3 +349,270 @@ return flags
 "#,
     )
 });
+
+/// A [`FETCH`] call: what a consumer asks for.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Fetch<'a> {
+    /// The consumer's id.
+    pub consumer: &'a str,
+    /// Its heartbeat value (its details, for `status`).
+    pub heartbeat_value: &'a str,
+    /// Messages to take, at most.
+    pub max: u64,
+    /// The heartbeat's TTL, ms.
+    pub heartbeat_ttl_ms: u64,
+    /// A message larger than this comes back as its size.
+    pub max_message_bytes: u64,
+    /// The delivery id of the first message taken.
+    pub first_id: u64,
+    /// Bytes the messages may fill.
+    pub budget: u64,
+    /// The consumer holds nothing else: one message is taken whatever its
+    /// size.
+    pub alone: bool,
+}
+
+/// What [`FETCH`] took.
+#[derive(Debug)]
+pub(crate) struct Fetched {
+    /// 0, or the bytes the next message needs when the budget stopped the
+    /// fetch.
+    pub need: u64,
+    /// The messages, oldest first, the i-th under delivery id
+    /// `first_id + i`: bytes, or a size (an integer) when too large.
+    pub bodies: Vec<Value>,
+}
+
+/// Runs [`FETCH`].
+pub(crate) async fn fetch(
+    redis: &Redis,
+    keys: &Keys,
+    call: &Fetch<'_>,
+) -> Result<Fetched, RedisError> {
+    let reply: Vec<Value> = redis
+        .run(
+            &FETCH,
+            vec![
+                keys.queue.clone(),
+                keys.inflight(call.consumer),
+                keys.heartbeat(call.consumer),
+                keys.consumers(),
+                keys.heartbeats(),
+                keys.bell(),
+            ],
+            vec![
+                int(call.max),
+                int(call.heartbeat_ttl_ms),
+                int(call.max_message_bytes),
+                call.consumer.into(),
+                call.heartbeat_value.into(),
+                INFLIGHT_MARKER_FIELD.into(),
+                INFLIGHT_MARKER_VALUE.into(),
+                int(call.first_id),
+                int(call.budget),
+                flag(call.alone),
+            ],
+        )
+        .await?;
+    let mut reply = reply.into_iter();
+    let need = reply
+        .next()
+        .and_then(|v| v.as_u64())
+        .ok_or_else(|| RedisError::Reply {
+            script: FETCH.name,
+            detail: "the reply does not start with the bytes needed".into(),
+        })?;
+    Ok(Fetched {
+        need,
+        bodies: reply.collect(),
+    })
+}
+
+/// Runs [`ADOPT`]: what `consumer`'s hash still holds under `ids`, as
+/// (id, message or size) pairs.
+pub(crate) async fn adopt(
+    redis: &Redis,
+    keys: &Keys,
+    consumer: &str,
+    max_message_bytes: u64,
+    ids: &[u64],
+) -> Result<Vec<(u64, Value)>, RedisError> {
+    let mut args = Vec::with_capacity(ids.len() + 1);
+    args.push(int(max_message_bytes));
+    args.extend(ids.iter().map(|&id| int(id)));
+    let reply: Vec<Value> = redis
+        .run(&ADOPT, vec![keys.inflight(consumer)], args)
+        .await?;
+    let mut out = Vec::with_capacity(reply.len() / 2);
+    let mut it = reply.into_iter();
+    while let (Some(id), Some(body)) = (it.next(), it.next()) {
+        let id = id.as_u64().ok_or_else(|| RedisError::Reply {
+            script: ADOPT.name,
+            detail: "delivery id is not a number".into(),
+        })?;
+        out.push((id, body));
+    }
+    Ok(out)
+}
+
+/// Runs [`ACK_OUTPUT`]: moves `ids` from `consumer`'s hash to `output`; how
+/// many were still held.
+pub(crate) async fn ack_output(
+    redis: &Redis,
+    keys: &Keys,
+    consumer: &str,
+    output: &str,
+    ids: &[u64],
+) -> Result<u64, RedisError> {
+    redis
+        .run(
+            &ACK_OUTPUT,
+            vec![keys.inflight(consumer), output.to_string()],
+            ids.iter().map(|&id| int(id)).collect(),
+        )
+        .await
+}
+
+/// What [`ACK_ERROR`] did.
+#[derive(Debug)]
+pub(crate) struct MovedToErrors {
+    /// Oldest entries trimmed to keep the error list within its bound.
+    pub trimmed: u64,
+    /// Per entry, whether it was still held (and moved).
+    pub moved: Vec<bool>,
+}
+
+/// Runs [`ACK_ERROR`]: moves `entries` (delivery id, entry header) from
+/// `consumer`'s hash to the error list, kept within `max_entries`.
+pub(crate) async fn ack_error(
+    redis: &Redis,
+    keys: &Keys,
+    consumer: &str,
+    max_entries: u64,
+    entries: &[(u64, &str)],
+) -> Result<MovedToErrors, RedisError> {
+    let mut args = Vec::with_capacity(entries.len() * 2 + 1);
+    args.push(int(max_entries));
+    for (id, header) in entries {
+        args.push(int(*id));
+        args.push(Value::from(*header));
+    }
+    let reply: Vec<i64> = redis
+        .run(
+            &ACK_ERROR,
+            vec![keys.inflight(consumer), keys.error_queue.clone()],
+            args,
+        )
+        .await?;
+    let Some((trimmed, flags)) = reply.split_first() else {
+        return Err(RedisError::Reply {
+            script: ACK_ERROR.name,
+            detail: "no trimmed count".into(),
+        });
+    };
+    Ok(MovedToErrors {
+        trimmed: (*trimmed).max(0) as u64,
+        moved: flags.iter().map(|f| *f == 1).collect(),
+    })
+}
+
+/// Runs [`PUSH_ONCE`]: pushes each (delivery token, entry) to `target`
+/// unless its token is marked already (the marker set `marker`, entries
+/// kept `ttl_ms` from `now_ms`), then keeps `target` within `max_entries`.
+/// Returns (pushed, trimmed).
+pub(crate) async fn push_once(
+    redis: &Redis,
+    target: &str,
+    marker: &str,
+    now_ms: u64,
+    ttl_ms: u64,
+    max_entries: u64,
+    entries: Vec<(String, Bytes)>,
+) -> Result<(u64, u64), RedisError> {
+    let mut args = vec![int(now_ms), int(ttl_ms), int(max_entries)];
+    for (token, entry) in entries {
+        args.push(Value::from(token));
+        args.push(Value::Bytes(entry));
+    }
+    let (pushed, trimmed): (i64, i64) = redis
+        .run(
+            &PUSH_ONCE,
+            vec![target.to_string(), marker.to_string()],
+            args,
+        )
+        .await?;
+    Ok((pushed.max(0) as u64, trimmed.max(0) as u64))
+}
+
+/// Runs [`FORGET`]: removes `ids` from `consumer`'s hash; per id, whether
+/// it was still held.
+pub(crate) async fn forget(
+    redis: &Redis,
+    keys: &Keys,
+    consumer: &str,
+    ids: &[u64],
+) -> Result<Vec<bool>, RedisError> {
+    let flags: Vec<i64> = redis
+        .run(
+            &FORGET,
+            vec![keys.inflight(consumer)],
+            ids.iter().map(|&id| int(id)).collect(),
+        )
+        .await?;
+    Ok(flags.iter().map(|f| *f == 1).collect())
+}
+
+/// What [`HEARTBEAT`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Heartbeat {
+    /// The heartbeat was still alive (else a reaper may have returned this
+    /// consumer's messages meanwhile).
+    pub was_alive: bool,
+    /// Some instance holds the chores claim.
+    pub chores_claimed: bool,
+}
+
+/// Runs [`HEARTBEAT`] for `consumer`: its heartbeat set to `value` for
+/// `ttl_ms`, its membership and its expiry in the index.
+pub(crate) async fn heartbeat(
+    redis: &Redis,
+    keys: &Keys,
+    consumer: &str,
+    ttl_ms: u64,
+    value: &str,
+) -> Result<Heartbeat, RedisError> {
+    let (alive, claimed): (i64, i64) = redis
+        .run(
+            &HEARTBEAT,
+            vec![
+                keys.heartbeat(consumer),
+                keys.consumers(),
+                keys.heartbeats(),
+                keys.sampler(),
+            ],
+            vec![consumer.into(), int(ttl_ms), value.into()],
+        )
+        .await?;
+    Ok(Heartbeat {
+        was_alive: alive == 1,
+        chores_claimed: claimed != 0,
+    })
+}
+
+/// Runs [`RETURN_INFLIGHT`] for `consumer`: how many messages went back,
+/// or `None` when the consumer is alive (and not `force`d).
+pub(crate) async fn return_inflight(
+    redis: &Redis,
+    keys: &Keys,
+    consumer: &str,
+    force: bool,
+) -> Result<Option<u64>, RedisError> {
+    let returned: i64 = redis
+        .run(
+            &RETURN_INFLIGHT,
+            keys.return_inflight(consumer),
+            vec![consumer.into(), flag(force)],
+        )
+        .await?;
+    Ok(u64::try_from(returned).ok())
+}

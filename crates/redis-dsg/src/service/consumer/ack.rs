@@ -14,8 +14,8 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::{Ack, Consumer};
-use crate::redis::scripts::{ACK_ERROR, ACK_OUTPUT, FORGET, PUSH_ONCE};
-use crate::redis::{Keys, Operation, RedisError, int, value_bytes};
+use crate::redis::scripts;
+use crate::redis::{Keys, Operation, RedisError, value_bytes};
 use crate::service::backoff::Backoff;
 use crate::service::metrics::Outcome;
 
@@ -150,8 +150,7 @@ impl Consumer {
     /// outcome is unknown, a message found gone was most likely removed by
     /// that attempt, so it counts as processed rather than late.
     async fn ack_oks(&self, acks: &[Ack], attempt: u32) -> Result<(), RedisError> {
-        let inflight = self.keys.inflight(&self.id);
-        let ids: Vec<String> = acks.iter().map(|a| a.id.to_string()).collect();
+        let ids: Vec<u64> = acks.iter().map(|a| a.id).collect();
         let removed: u64 = match &self.cfg.output_queue {
             Some(output) if self.split_output => {
                 let (moved, _) = self
@@ -165,15 +164,14 @@ impl Consumer {
             }
             // The hand-off and the acknowledgement are one step.
             Some(output) => {
+                scripts::ack_output(&self.redis, &self.keys, &self.id, output, &ids).await?
+            }
+            None => {
                 self.redis
-                    .run(
-                        &ACK_OUTPUT,
-                        vec![inflight, output.clone()],
-                        ids.iter().map(|id| Value::from(id.as_str())).collect(),
-                    )
+                    .client()
+                    .hdel(self.keys.inflight(&self.id).as_str(), ids)
                     .await?
             }
-            None => self.redis.client().hdel(inflight.as_str(), ids).await?,
         };
         let n = acks.len() as u64;
         let removed = removed.min(n);
@@ -190,41 +188,22 @@ impl Consumer {
     /// the hash is not pushed again).
     async fn ack_errors(&self, acks: &[Ack], attempt: u32) -> Result<(), RedisError> {
         let max_entries = self.max_error_entries;
-        let (trimmed, flags): (u64, Vec<i64>) = if self.split_errors {
-            let items: Vec<(u64, &str)> = acks.iter().map(|a| (a.id, a.error_header())).collect();
+        let items: Vec<(u64, &str)> = acks.iter().map(|a| (a.id, a.error_header())).collect();
+        let (trimmed, flags): (u64, Vec<bool>) = if self.split_errors {
             let (flags, trimmed) = self
                 .move_in_two_steps(&self.keys.error_queue, max_entries, &items)
                 .await?;
-            (trimmed, flags.into_iter().map(i64::from).collect())
+            (trimmed, flags)
         } else {
-            let mut args = Vec::with_capacity(acks.len() * 2 + 1);
-            args.push(int(max_entries));
-            for a in acks {
-                args.push(int(a.id));
-                args.push(Value::from(a.error_header()));
-            }
-            let mut reply: Vec<i64> = self
-                .redis
-                .run(
-                    &ACK_ERROR,
-                    vec![self.keys.inflight(&self.id), self.keys.error_queue.clone()],
-                    args,
-                )
-                .await?;
-            if reply.is_empty() {
-                return Err(RedisError::Reply {
-                    script: ACK_ERROR.name,
-                    detail: "no trimmed count".into(),
-                });
-            }
-            let trimmed = reply.remove(0);
-            (trimmed.max(0) as u64, reply)
+            let moved =
+                scripts::ack_error(&self.redis, &self.keys, &self.id, max_entries, &items).await?;
+            (moved.trimmed, moved.moved)
         };
         self.error_entries_trimmed(trimmed);
         let mut late = 0;
         let mut counts = [0u64; Outcome::ALL.len()];
         for (flag, a) in flags.iter().zip(acks) {
-            if *flag == 1 || attempt > 1 {
+            if *flag || attempt > 1 {
                 counts[a.outcome as usize] += 1;
             } else {
                 late += 1;
@@ -255,46 +234,41 @@ impl Consumer {
         /// Long past any retry of one move; markers left by a crash between
         /// the steps are dropped after it.
         const MARKER_TTL_MS: u64 = 3_600_000;
-        let inflight = self.keys.inflight(&self.id);
-        let ids: Vec<String> = items.iter().map(|(id, _)| id.to_string()).collect();
+        let ids: Vec<u64> = items.iter().map(|(id, _)| *id).collect();
         let bodies: Vec<Value> = self
             .redis
             .client()
-            .hmget(inflight.as_str(), ids.clone())
+            .hmget(self.keys.inflight(&self.id).as_str(), ids.clone())
             .await?;
         let marker = Keys::moved_marker(target);
         let now_ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64);
-        let mut args = vec![int(now_ms), int(MARKER_TTL_MS), int(max_entries)];
-        let mut tokens = Vec::new();
+        let mut entries = Vec::new();
         for ((id, prefix), body) in items.iter().zip(bodies) {
             if let Some(body) = value_bytes(body) {
                 let token = format!("{}:{id}", self.id);
                 let mut entry = Vec::with_capacity(prefix.len() + body.len());
                 entry.extend_from_slice(prefix.as_bytes());
                 entry.extend_from_slice(&body);
-                args.push(Value::from(token.as_str()));
-                args.push(Value::Bytes(entry.into()));
-                tokens.push(token);
+                entries.push((token, entry.into()));
             }
         }
+        let tokens: Vec<String> = entries.iter().map(|(t, _)| t.clone()).collect();
         let mut trimmed = 0;
-        if !tokens.is_empty() {
-            let (_pushed, t): (i64, i64) = self
-                .redis
-                .run(&PUSH_ONCE, vec![target.to_string(), marker.clone()], args)
-                .await?;
-            trimmed = t.max(0) as u64;
-        }
-        let flags: Vec<i64> = self
-            .redis
-            .run(
-                &FORGET,
-                vec![inflight],
-                ids.into_iter().map(Value::from).collect(),
+        if !entries.is_empty() {
+            (_, trimmed) = scripts::push_once(
+                &self.redis,
+                target,
+                &marker,
+                now_ms,
+                MARKER_TTL_MS,
+                max_entries,
+                entries,
             )
             .await?;
+        }
+        let flags = scripts::forget(&self.redis, &self.keys, &self.id, &ids).await?;
         if !tokens.is_empty() {
             // Only tidiness: a marker left behind is dropped after the TTL.
             if let Err(e) = self
@@ -306,7 +280,7 @@ impl Consumer {
                 tracing::debug!(error = %e, "could not clear move markers");
             }
         }
-        Ok((flags.iter().map(|f| *f == 1).collect(), trimmed))
+        Ok((flags, trimmed))
     }
 
     /// `n` of the oldest error entries were trimmed by `errors.max_entries`:

@@ -23,8 +23,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::ack::AckSender;
 use super::{Body, Consumer, Delivery, HeldBytes};
-use crate::redis::scripts::{ADOPT, FETCH, INFLIGHT_MARKER_FIELD, INFLIGHT_MARKER_VALUE};
-use crate::redis::{Operation, RedisError, int, value_bytes};
+use crate::redis::scripts::{self, ADOPT, FETCH};
+use crate::redis::{Operation, RedisError, value_bytes};
 use crate::service::backoff::Backoff;
 
 /// What the fetch loops of one consumer share.
@@ -391,41 +391,25 @@ impl Consumer {
         budget: u64,
         alone: bool,
     ) -> Result<(Vec<Delivery>, u64), RedisError> {
-        let reply: Vec<Value> = self
-            .redis
-            .run(
-                &FETCH,
-                vec![
-                    self.keys.queue.clone(),
-                    self.keys.inflight(&self.id),
-                    self.keys.heartbeat(&self.id),
-                    self.keys.consumers(),
-                    self.keys.heartbeats(),
-                    self.keys.bell(),
-                ],
-                vec![
-                    int(n as u64),
-                    int(self.cfg.heartbeat_ttl_ms),
-                    int(self.cfg.max_message_bytes as u64),
-                    self.id.as_str().into(),
-                    self.heartbeat_value.as_str().into(),
-                    INFLIGHT_MARKER_FIELD.into(),
-                    INFLIGHT_MARKER_VALUE.into(),
-                    int(first_id),
-                    int(budget),
-                    if alone { "1" } else { "0" }.into(),
-                ],
-            )
-            .await?;
-        let mut reply = reply.into_iter();
-        let need = reply
-            .next()
-            .and_then(|v| v.as_u64())
-            .ok_or_else(|| RedisError::Reply {
-                script: FETCH.name,
-                detail: "the reply does not start with the bytes needed".into(),
-            })?;
-        let deliveries = reply
+        let fetched = scripts::fetch(
+            &self.redis,
+            &self.keys,
+            &scripts::Fetch {
+                consumer: &self.id,
+                heartbeat_value: &self.heartbeat_value,
+                max: n as u64,
+                heartbeat_ttl_ms: self.cfg.heartbeat_ttl_ms,
+                max_message_bytes: self.cfg.max_message_bytes as u64,
+                first_id,
+                budget,
+                alone,
+            },
+        )
+        .await?;
+        let need = fetched.need;
+        let deliveries = fetched
+            .bodies
+            .into_iter()
             .zip(first_id..)
             .map(|(body, id)| {
                 Ok(Delivery {
@@ -439,13 +423,14 @@ impl Consumer {
 
     /// Re-reads what the hash holds under `ids` (see [`crate::redis::scripts::ADOPT`]).
     async fn adopt(&self, ids: &[u64]) -> Result<Vec<Delivery>, RedisError> {
-        let mut args = Vec::with_capacity(ids.len() + 1);
-        args.push(int(self.cfg.max_message_bytes as u64));
-        args.extend(ids.iter().map(|&id| int(id)));
-        let reply: Vec<Value> = self
-            .redis
-            .run(&ADOPT, vec![self.keys.inflight(&self.id)], args)
-            .await?;
+        let reply = scripts::adopt(
+            &self.redis,
+            &self.keys,
+            &self.id,
+            self.cfg.max_message_bytes as u64,
+            ids,
+        )
+        .await?;
         let found = deliveries(reply, ADOPT.name)?;
         if !found.is_empty() {
             tracing::info!(
@@ -457,21 +442,17 @@ impl Consumer {
     }
 }
 
-/// Parses `{id, message or size, …}` replies of ADOPT.
-fn deliveries(reply: Vec<Value>, script: &'static str) -> Result<Vec<Delivery>, RedisError> {
-    let mut out = Vec::with_capacity(reply.len() / 2);
-    let mut it = reply.into_iter();
-    while let (Some(id), Some(body)) = (it.next(), it.next()) {
-        let id = id.as_u64().ok_or_else(|| RedisError::Reply {
-            script,
-            detail: "delivery id is not a number".into(),
-        })?;
-        out.push(Delivery {
-            id,
-            body: body_of(body, script)?,
-        });
-    }
-    Ok(out)
+/// The deliveries of ADOPT's (id, message or size) pairs.
+fn deliveries(reply: Vec<(u64, Value)>, script: &'static str) -> Result<Vec<Delivery>, RedisError> {
+    reply
+        .into_iter()
+        .map(|(id, body)| {
+            Ok(Delivery {
+                id,
+                body: body_of(body, script)?,
+            })
+        })
+        .collect()
 }
 
 /// Messages this large get an allocation of their own.

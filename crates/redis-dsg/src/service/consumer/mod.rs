@@ -37,8 +37,8 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::ConsumerConfig;
-use crate::redis::scripts::{HEARTBEAT, RETURN_INFLIGHT};
-use crate::redis::{Keys, Operation, Redis, RedisError, int};
+use crate::redis::scripts;
+use crate::redis::{Keys, Operation, Redis, RedisError};
 use crate::service::chores::Chores;
 use crate::service::error_entry::{self, Reason};
 use crate::service::health::Health;
@@ -396,43 +396,30 @@ impl Consumer {
         }
     }
 
-    async fn return_once(&self) -> Result<i64, RedisError> {
-        self.redis
-            .run(
-                &RETURN_INFLIGHT,
-                self.keys.return_inflight(&self.id),
-                vec![self.id.as_str().into(), "1".into()],
-            )
-            .await
+    async fn return_once(&self) -> Result<u64, RedisError> {
+        // Forced: its own heartbeat is alive; `None` cannot come back.
+        let returned = scripts::return_inflight(&self.redis, &self.keys, &self.id, true).await?;
+        Ok(returned.unwrap_or(0))
     }
 
     async fn heartbeat_loop(self: Arc<Self>, stop: CancellationToken) {
         let interval = Duration::from_millis(self.cfg.heartbeat_interval_ms);
         loop {
-            let alive: Result<(i64, i64), _> = self
-                .redis
-                .run(
-                    &HEARTBEAT,
-                    vec![
-                        self.keys.heartbeat(&self.id),
-                        self.keys.consumers(),
-                        self.keys.heartbeats(),
-                        self.keys.sampler(),
-                    ],
-                    vec![
-                        self.id.as_str().into(),
-                        int(self.cfg.heartbeat_ttl_ms),
-                        self.heartbeat_value.as_str().into(),
-                    ],
-                )
-                .await;
-            match alive {
-                Ok((alive, claimed)) => {
+            let beat = scripts::heartbeat(
+                &self.redis,
+                &self.keys,
+                &self.id,
+                self.cfg.heartbeat_ttl_ms,
+                &self.heartbeat_value,
+            )
+            .await;
+            match beat {
+                Ok(beat) => {
                     self.health.succeeded(Operation::Heartbeat);
-                    if alive != 1 {
+                    if !beat.was_alive {
                         tracing::debug!("heartbeat (re)registered");
                     }
-                    if claimed == 0 {
+                    if !beat.chores_claimed {
                         self.chores.claim_seen_free();
                     }
                 }
