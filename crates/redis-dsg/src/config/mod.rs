@@ -31,10 +31,10 @@ use serde::{Deserialize, Serialize, Serializer};
 pub use load::{
     CONFIG_FILE_ENV, ConfigError, ENV_PREFIX, LEGACY_ENV, Loaded, Overrides, load, load_from,
 };
-pub use migration::MigrationNote;
-pub use render::RenderError;
-pub use url::{HostPort, MAX_URL_BYTES, RedisUrl, Scheme, SentinelParams, UrlError, UrlParts};
-pub use validate::{BOUNDS, Bound, MAX_NAME_BYTES, validate};
+pub(crate) use render::RenderError;
+pub use url::RedisUrl;
+pub(crate) use url::UrlParts;
+pub use validate::validate;
 
 /// Which roles this instance may take.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

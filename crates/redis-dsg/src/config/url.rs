@@ -182,7 +182,7 @@ pub enum UrlError {
 }
 
 /// The longest `REDIS_URL` accepted.
-pub const MAX_URL_BYTES: usize = 4096;
+pub(crate) const MAX_URL_BYTES: usize = 4096;
 
 const PERCENT_HINT: &str = "percent-encode / ? # @ : % + and spaces in a user name or password (%2F %3F %23 %40 %3A %25 %2B %20)";
 

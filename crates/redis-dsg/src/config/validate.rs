@@ -12,7 +12,7 @@ use super::{Config, names};
 
 /// A number setting's accepted range (inclusive).
 #[derive(Debug)]
-pub struct Bound {
+pub(crate) struct Bound {
     /// The setting's path.
     pub path: &'static str,
     /// Smallest accepted value.
@@ -37,7 +37,7 @@ const HOUR_MS: u64 = 3_600_000;
 const TEN_MINUTES_MS: u64 = 600_000;
 
 /// Every number setting's bounds.
-pub const BOUNDS: &[Bound] = &[
+pub(crate) const BOUNDS: &[Bound] = &[
     bound("http.header_read_timeout_ms", 100, 60_000, |c| {
         c.http.header_read_timeout_ms
     }),
@@ -122,7 +122,7 @@ pub const BOUNDS: &[Bound] = &[
 ];
 
 /// The longest list name accepted (a key name, shown in logs and rules).
-pub const MAX_NAME_BYTES: usize = 1_024;
+pub(crate) const MAX_NAME_BYTES: usize = 1_024;
 /// The highest `generator.rate` accepted (messages per second).
 pub(super) const MAX_RATE: f64 = 10_000_000.0;
 

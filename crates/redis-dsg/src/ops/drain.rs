@@ -28,9 +28,9 @@ use crate::redis::{Keys, Redis, RedisError};
 use crate::service::error_entry;
 
 /// Entries claimed at once, at most.
-pub const MAX_BATCH_ENTRIES: usize = 1_000;
+pub(crate) const MAX_BATCH_ENTRIES: usize = 1_000;
 /// Bytes of output per batch above which batches shrink again.
-pub const MAX_BATCH_BYTES: usize = 512 * 1024;
+pub(crate) const MAX_BATCH_BYTES: usize = 512 * 1024;
 /// How long a claim lives in Redis without being confirmed or kept alive:
 /// after that, another drain may put it back.
 const CLAIM_TTL_MS: u64 = 60_000;
@@ -48,7 +48,7 @@ struct Claim {
 
 /// One run of `errors drain`.
 #[derive(Debug)]
-pub struct Drain {
+pub(crate) struct Drain {
     redis: Redis,
     keys: Keys,
     id: String,
@@ -64,7 +64,7 @@ pub struct Drain {
 
 impl Drain {
     /// A drain of `keys`' error list.
-    pub fn new(redis: Redis, keys: Keys) -> Drain {
+    pub(crate) fn new(redis: Redis, keys: Keys) -> Drain {
         let id = uuid::Uuid::new_v4().simple().to_string()[..12].to_string();
         Drain {
             redis,
@@ -79,7 +79,7 @@ impl Drain {
 
     /// Puts back the claims of drains that were killed (their deadline
     /// passed); returns how many entries went back.
-    pub async fn restore_abandoned(&self) -> Result<u64, RedisError> {
+    pub(crate) async fn restore_abandoned(&self) -> Result<u64, RedisError> {
         let members: Vec<String> = self
             .redis
             .client()
@@ -94,7 +94,7 @@ impl Drain {
 
     /// Puts back every claim of this drain not confirmed yet; returns how
     /// many entries went back.
-    pub async fn restore_own(&mut self) -> Result<u64, RedisError> {
+    pub(crate) async fn restore_own(&mut self) -> Result<u64, RedisError> {
         let mut back = 0;
         while let Some(claim) = self.open.first() {
             back += self
@@ -175,7 +175,7 @@ impl Drain {
 
     /// Prints and removes up to `limit` entries, oldest first. On error
     /// the open claims are still open: call [`Drain::restore_own`].
-    pub async fn run(
+    pub(crate) async fn run(
         &mut self,
         limit: Option<usize>,
         format: Format,

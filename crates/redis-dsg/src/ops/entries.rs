@@ -29,7 +29,7 @@ impl From<ErrorsCommandError> for CliError {
 
 /// How entries are printed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Format {
+pub(crate) enum Format {
     /// One human-readable line per entry.
     Text,
     /// One JSON object per line.

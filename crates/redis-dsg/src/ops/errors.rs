@@ -21,19 +21,19 @@ use crate::service::error_entry::{self, ErrorEntry};
 
 /// Operations on one error list.
 #[derive(Debug)]
-pub struct ErrorList {
+pub(crate) struct ErrorList {
     redis: Redis,
     keys: Keys,
 }
 
 impl ErrorList {
     /// The error list of `keys`.
-    pub fn new(redis: Redis, keys: Keys) -> ErrorList {
+    pub(crate) fn new(redis: Redis, keys: Keys) -> ErrorList {
         ErrorList { redis, keys }
     }
 
     /// Number of entries.
-    pub async fn count(&self) -> Result<u64, RedisError> {
+    pub(crate) async fn count(&self) -> Result<u64, RedisError> {
         Ok(self
             .redis
             .client()
@@ -59,7 +59,7 @@ impl ErrorList {
     }
 
     /// Prints up to `limit` entries without removing them; returns how many.
-    pub async fn list(
+    pub(crate) async fn list(
         &self,
         limit: Option<usize>,
         format: Format,
@@ -87,7 +87,7 @@ impl ErrorList {
     /// moved by one script that first checks the entries are still the
     /// oldest ones, by SHA1: a batch that changed meanwhile (another drain
     /// or requeue) moves nothing and is read again.
-    pub async fn requeue(
+    pub(crate) async fn requeue(
         &self,
         limit: Option<usize>,
         format: Format,

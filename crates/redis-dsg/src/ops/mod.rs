@@ -16,13 +16,10 @@ mod status;
 mod stdout;
 
 pub use acl::acl_rule_command;
-pub use drain::{Drain, MAX_BATCH_BYTES, MAX_BATCH_ENTRIES};
-pub use entries::{ErrorsCommandError, Format};
-pub use errors::{ErrorList, errors_command};
+pub use errors::errors_command;
 pub use exit::CliError;
 pub use return_inflight::return_inflight_command;
-pub use status::{ConsumerStatus, FleetStatus, status_command};
-pub use stdout::ConfirmedStdout;
+pub use status::status_command;
 
 use crate::config::Config;
 use crate::redis::Redis;

@@ -17,7 +17,7 @@ use crate::service::{original_lock, registry};
 
 /// The fleet as Redis records it.
 #[derive(Debug, Serialize)]
-pub struct FleetStatus {
+pub(crate) struct FleetStatus {
     /// The message list.
     pub queue: String,
     /// Its length.
@@ -44,7 +44,7 @@ pub struct FleetStatus {
 
 /// One registered consumer.
 #[derive(Debug, Serialize)]
-pub struct ConsumerStatus {
+pub(crate) struct ConsumerStatus {
     /// Its id.
     pub id: String,
     /// Whether its heartbeat is alive.
@@ -124,7 +124,7 @@ pub(super) async fn read(redis: &Redis, keys: &Keys) -> Result<FleetStatus, Redi
 
 impl FleetStatus {
     /// A short human-readable report.
-    pub fn to_text(&self) -> String {
+    pub(crate) fn to_text(&self) -> String {
         let mut s = self.generator_text();
         s.push_str(&format!(
             "queue:     {} ({} messages)\n",
@@ -221,7 +221,7 @@ impl FleetStatus {
     /// two (the lease holder and an original holding `lock:gen`), no live
     /// consumer (unless an original generates: its consumers register
     /// nowhere).
-    pub fn problems(&self) -> Vec<String> {
+    pub(crate) fn problems(&self) -> Vec<String> {
         let mut p = Vec::new();
         let foreign = self.foreign_generator();
         match (&self.holder, foreign) {

@@ -25,7 +25,7 @@ pub(super) const PIPE_BYTES: usize = 1024 * 1024;
 
 /// Standard output with read confirmation.
 #[derive(Debug)]
-pub struct ConfirmedStdout {
+pub(crate) struct ConfirmedStdout {
     fd: RawFd,
     is_pipe: bool,
 }
@@ -38,7 +38,7 @@ impl Default for ConfirmedStdout {
 
 impl ConfirmedStdout {
     /// Wraps this process's standard output.
-    pub fn new() -> ConfirmedStdout {
+    pub(crate) fn new() -> ConfirmedStdout {
         let fd = io::stdout().as_raw_fd();
         ConfirmedStdout {
             fd,
@@ -48,13 +48,13 @@ impl ConfirmedStdout {
 
     /// Whether standard output is a pipe (then deliveries are confirmed by
     /// watching the reader).
-    pub fn is_pipe(&self) -> bool {
+    pub(crate) fn is_pipe(&self) -> bool {
         self.is_pipe
     }
 
     /// Asks for a pipe buffer of [`PIPE_BYTES`]; keeps the old one if the
     /// system refuses (a smaller buffer only means smaller writes).
-    pub fn grow_pipe(&self) {
+    pub(crate) fn grow_pipe(&self) {
         if self.is_pipe {
             // SAFETY: F_SETPIPE_SZ takes an int and touches no memory of ours.
             unsafe {
@@ -64,7 +64,7 @@ impl ConfirmedStdout {
     }
 
     /// Writes `bytes` completely and flushes.
-    pub fn write(&mut self, bytes: &[u8]) -> io::Result<()> {
+    pub(crate) fn write(&mut self, bytes: &[u8]) -> io::Result<()> {
         let mut out = io::stdout().lock();
         out.write_all(bytes)?;
         out.flush()
@@ -73,7 +73,7 @@ impl ConfirmedStdout {
     /// Writes `bytes` completely and flushes, on a thread of its own: a
     /// pipe whose reader stalls blocks the write, and the caller must stay
     /// free to react to signals meanwhile.
-    pub async fn write_detached(&self, bytes: Vec<u8>) -> io::Result<()> {
+    pub(crate) async fn write_detached(&self, bytes: Vec<u8>) -> io::Result<()> {
         tokio::task::spawn_blocking(move || {
             let mut out = io::stdout().lock();
             out.write_all(&bytes)?;
@@ -85,7 +85,7 @@ impl ConfirmedStdout {
 
     /// Resolves once the reader has read everything written so far; fails
     /// when it went away first.
-    pub async fn read_all(&self) -> io::Result<()> {
+    pub(crate) async fn read_all(&self) -> io::Result<()> {
         if !self.is_pipe {
             return Ok(());
         }
@@ -104,7 +104,7 @@ impl ConfirmedStdout {
     /// (it reads fewer than `written` remain unread), which it does only
     /// after it has dealt with what it read before; fails when it went
     /// away first.
-    pub async fn reader_moved_on(&self, written: usize) -> io::Result<()> {
+    pub(crate) async fn reader_moved_on(&self, written: usize) -> io::Result<()> {
         if !self.is_pipe {
             return Ok(());
         }
@@ -119,7 +119,7 @@ impl ConfirmedStdout {
 
     /// After the last write: resolves once the reader has read everything
     /// and is still there `grace` later.
-    pub async fn reader_kept_everything(&self, grace: Duration) -> io::Result<()> {
+    pub(crate) async fn reader_kept_everything(&self, grace: Duration) -> io::Result<()> {
         self.read_all().await?;
         if self.is_pipe {
             tokio::time::sleep(grace).await;

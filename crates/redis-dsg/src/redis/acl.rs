@@ -112,7 +112,7 @@ impl Keys {
 
 /// Escapes the characters Redis' ACL patterns (glob, `stringmatchlen`)
 /// treat specially, so a pattern matches exactly `name`.
-pub fn glob_escape(name: &str) -> String {
+pub(crate) fn glob_escape(name: &str) -> String {
     let mut out = String::with_capacity(name.len());
     for c in name.chars() {
         if matches!(c, '*' | '?' | '[' | ']' | '\\') {
@@ -126,7 +126,7 @@ pub fn glob_escape(name: &str) -> String {
 /// Why `name` cannot appear in an ACL pattern or as a user name, if it
 /// cannot: Redis refuses whitespace there, and control characters would
 /// not survive being pasted.
-pub fn acl_unexpressible(name: &str) -> Option<&'static str> {
+pub(crate) fn acl_unexpressible(name: &str) -> Option<&'static str> {
     if name.is_empty() {
         Some("it is empty")
     } else if name.chars().any(char::is_whitespace) {
@@ -140,7 +140,7 @@ pub fn acl_unexpressible(name: &str) -> Option<&'static str> {
 
 /// One argument as `redis-cli` reads it: as is when plain, else in double
 /// quotes with `"`, `\` and non-printable bytes escaped (`sdssplitargs`).
-pub fn cli_quote(arg: &str) -> String {
+pub(crate) fn cli_quote(arg: &str) -> String {
     let plain = !arg.is_empty()
         && arg
             .bytes()

@@ -23,11 +23,11 @@ use fred::prelude::*;
 use fred::types::Value;
 
 use crate::config::RedisConfig;
-pub use acl::{acl_unexpressible, cli_quote, glob_escape};
+pub(crate) use acl::{acl_unexpressible, cli_quote};
 use connection::builder;
 pub use error::{Operation, RedisError};
 pub use keys::Keys;
-pub use link::{Cause, Failure, Link, LinkEvent};
+pub(crate) use link::{Cause, Failure, Link, LinkEvent};
 pub use scripts::Script;
 
 /// The service's Redis connections.
