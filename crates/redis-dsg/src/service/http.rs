@@ -19,7 +19,6 @@
 //! nothing here).
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use axum::Router;
@@ -157,7 +156,6 @@ async fn status(State(app): State<AppState>) -> Json<InstanceStatus> {
     let sample = app.metrics.fresh_fleet_sample();
     let s = &app.state;
     let holder = s.holder();
-    let counters = app.metrics.counters();
     Json(InstanceStatus {
         id: s.id.clone(),
         mode: s.mode,
@@ -174,8 +172,8 @@ async fn status(State(app): State<AppState>) -> Json<InstanceStatus> {
             epoch: s.epoch(),
         },
         original_lock: s.original_lock(),
-        in_flight: counters.in_flight.load(Ordering::Relaxed),
-        counters: counters.snapshot(),
+        in_flight: app.metrics.in_flight(),
+        counters: app.metrics.counts(),
         uptime_seconds: s.uptime_seconds(),
         version: env!("CARGO_PKG_VERSION").to_string(),
     })

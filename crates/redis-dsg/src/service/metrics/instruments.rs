@@ -3,7 +3,7 @@
 //! at start, and the zero of every series that must exist from start.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
 use opentelemetry::KeyValue;
 use opentelemetry::metrics::{
@@ -14,23 +14,93 @@ use opentelemetry_sdk::metrics::SdkMeterProvider;
 use super::{HoldBack, Observed, Outcome, Transition, buckets};
 use crate::redis::Operation;
 
+/// A counter kept once for both readers: the instrument `/metrics`
+/// exports and the total `/status` shows (they cannot drift apart: every
+/// `add` feeds both).
+#[derive(Debug)]
+pub(super) struct Counted {
+    counter: Counter<u64>,
+    total: AtomicU64,
+}
+
+impl Counted {
+    fn new(counter: Counter<u64>) -> Counted {
+        Counted {
+            counter,
+            total: AtomicU64::new(0),
+        }
+    }
+
+    /// Adds `n` under `attributes` (the total counts every label set).
+    pub(super) fn add(&self, n: u64, attributes: &[KeyValue]) {
+        self.counter.add(n, attributes);
+        self.total.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Everything added so far.
+    pub(super) fn total(&self) -> u64 {
+        self.total.load(Ordering::Relaxed)
+    }
+}
+
+/// `dsg_messages_processed_total{outcome}` and its total per outcome.
+#[derive(Debug)]
+pub(super) struct Processed {
+    counter: Counter<u64>,
+    by_outcome: [AtomicU64; Outcome::ALL.len()],
+}
+
+impl Processed {
+    /// `n` messages ended with `outcome`.
+    pub(super) fn add(&self, outcome: Outcome, n: u64) {
+        self.counter
+            .add(n, &[KeyValue::new("outcome", outcome.as_str())]);
+        self.by_outcome[outcome as usize].fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Messages that ended with `outcome` so far.
+    pub(super) fn total(&self, outcome: Outcome) -> u64 {
+        self.by_outcome[outcome as usize].load(Ordering::Relaxed)
+    }
+}
+
+/// `dsg_in_flight_messages` and its value now.
+#[derive(Debug)]
+pub(super) struct InFlight {
+    counter: UpDownCounter<i64>,
+    now: AtomicI64,
+}
+
+impl InFlight {
+    /// The number of held messages changed by `delta`.
+    pub(super) fn add(&self, delta: i64) {
+        self.counter.add(delta, &[]);
+        self.now.fetch_add(delta, Ordering::Relaxed);
+    }
+
+    /// Messages held now.
+    pub(super) fn now(&self) -> i64 {
+        self.now.load(Ordering::Relaxed)
+    }
+}
+
 /// The instruments the service records into.
 #[derive(Debug)]
 pub(super) struct Instruments {
-    pub generated: Counter<u64>,
-    pub processed: Counter<u64>,
-    pub in_flight: UpDownCounter<i64>,
+    pub generated: Counted,
+    pub processed: Processed,
+    pub in_flight: InFlight,
     /// Bound to `{queue}`: exported with zero counts from start.
     pub processing_duration: BoundHistogram<f64>,
     /// Bound to `{queue}`: exported with zero counts from start.
     pub message_age: BoundHistogram<f64>,
     pub age_implausible: Counter<u64>,
-    pub recovered: Counter<u64>,
-    pub redis_errors: Counter<u64>,
-    pub late_acks: Counter<u64>,
+    pub recovered: Counted,
+    pub redis_errors: Counted,
+    pub late_acks: Counted,
     pub is_generator: Gauge<u64>,
-    pub lease_transitions: Counter<u64>,
-    pub fenced_rejected: Counter<u64>,
+    pub lease_transitions: Counted,
+    pub fenced_rejected: Counted,
     pub notice_resubscriptions: Counter<u64>,
     pub redis_memory_used: Gauge<u64>,
     pub redis_memory_max: Gauge<u64>,
@@ -74,21 +144,27 @@ impl Instruments {
                 .build()
         };
         Instruments {
-            generated: counter(
+            generated: Counted::new(counter(
                 "dsg_messages_generated",
                 "{message}",
                 "Messages this instance wrote to the queue as generator.",
-            ),
-            processed: counter(
-                "dsg_messages_processed",
-                "{message}",
-                "Messages whose processing finished, by outcome.",
-            ),
-            in_flight: meter
-                .i64_up_down_counter("dsg_in_flight_messages")
-                .with_unit("{message}")
-                .with_description("Messages held by this consumer: fetched and not yet acknowledged.")
-                .build(),
+            )),
+            processed: Processed {
+                counter: counter(
+                    "dsg_messages_processed",
+                    "{message}",
+                    "Messages whose processing finished, by outcome.",
+                ),
+                by_outcome: Default::default(),
+            },
+            in_flight: InFlight {
+                counter: meter
+                    .i64_up_down_counter("dsg_in_flight_messages")
+                    .with_unit("{message}")
+                    .with_description("Messages held by this consumer: fetched and not yet acknowledged.")
+                    .build(),
+                now: AtomicI64::new(0),
+            },
             processing_duration: meter
                 .f64_histogram("dsg_processing_duration")
                 .with_unit("s")
@@ -108,36 +184,36 @@ impl Instruments {
                 "{message}",
                 "Messages stamped more than 60 s ahead or more than 30 days back: not in dsg_message_age_seconds.",
             ),
-            recovered: counter(
+            recovered: Counted::new(counter(
                 "dsg_messages_recovered",
                 "{message}",
                 "Messages returned to the queue from consumers whose heartbeat expired.",
-            ),
-            redis_errors: counter(
+            )),
+            redis_errors: Counted::new(counter(
                 "dsg_redis_errors",
                 "{error}",
                 "Failed Redis operations, by operation.",
-            ),
-            late_acks: counter(
+            )),
+            late_acks: Counted::new(counter(
                 "dsg_late_acks",
                 "{message}",
                 "Acknowledgements that found the message already reclaimed by a reaper.",
-            ),
+            )),
             is_generator: meter
                 .u64_gauge("dsg_is_generator")
                 .with_unit("{instance}")
                 .with_description("1 while this instance holds the lease and generates, else 0.")
                 .build(),
-            lease_transitions: counter(
+            lease_transitions: Counted::new(counter(
                 "dsg_lease_transitions",
                 "{transition}",
                 "Lease acquisitions, releases and losses by this instance.",
-            ),
-            fenced_rejected: counter(
+            )),
+            fenced_rejected: Counted::new(counter(
                 "dsg_generator_fenced_writes_rejected",
                 "{write}",
                 "Generator writes Redis refused because the lease was no longer this instance's.",
-            ),
+            )),
             notice_resubscriptions: counter(
                 "dsg_lease_notice_resubscriptions",
                 "{subscription}",
@@ -183,8 +259,7 @@ impl Instruments {
     /// series appears only once recorded; the histograms are bound).
     pub(super) fn record_zeros(&self) {
         for outcome in Outcome::ALL {
-            self.processed
-                .add(0, &[KeyValue::new("outcome", outcome.as_str())]);
+            self.processed.add(outcome, 0);
         }
         for op in Operation::ALL {
             self.redis_errors
@@ -199,7 +274,7 @@ impl Instruments {
                 .add(0, &[KeyValue::new("reason", reason)]);
         }
         self.generated.add(0, &[]);
-        self.in_flight.add(0, &[]);
+        self.in_flight.add(0);
         self.recovered.add(0, &[]);
         self.late_acks.add(0, &[]);
         self.fenced_rejected.add(0, &[]);

@@ -7,14 +7,15 @@
 //! histograms are bound to their label set), except the fleet's gauges
 //! (queue lengths, oldest message age, consumers), which only the instance
 //! holding a fresh sample exports (`service::sampler`), and
-//! `dsg_lease_epoch`, absent until an epoch was seen. The same events are
-//! also counted in plain atomics for `/status`.
+//! `dsg_lease_epoch`, absent until an epoch was seen. The counts `/status`
+//! shows are read from the same instruments ([`instruments::Counted`]):
+//! one source per counter.
 
 mod buckets;
 mod instruments;
 
 use std::fmt::Debug;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -108,52 +109,6 @@ impl Transition {
     }
 }
 
-/// Plain counters mirrored from the instruments, for `/status` and the demo.
-#[derive(Debug, Default)]
-pub(super) struct Counters {
-    /// Messages written by this instance's generator.
-    pub generated: AtomicU64,
-    /// Messages processed `ok`.
-    pub processed_ok: AtomicU64,
-    /// Messages routed to the error list as invalid.
-    pub invalid: AtomicU64,
-    /// Messages routed to the error list as malformed.
-    pub malformed: AtomicU64,
-    /// Messages routed to the error list as oversized.
-    pub oversized: AtomicU64,
-    /// Messages returned to the queue from dead consumers by this instance.
-    pub recovered: AtomicU64,
-    /// Acknowledgements that found the message already reclaimed.
-    pub late_acks: AtomicU64,
-    /// Fenced writes Redis refused.
-    pub fenced_writes_rejected: AtomicU64,
-    /// Lease acquisitions, releases and losses.
-    pub lease_transitions: AtomicU64,
-    /// Failed Redis operations.
-    pub redis_errors: AtomicU64,
-    /// Messages currently held (fetched, not yet acknowledged).
-    pub in_flight: AtomicI64,
-}
-
-impl Counters {
-    /// The counters now, for `/status`.
-    pub(super) fn snapshot(&self) -> Counts {
-        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        Counts {
-            generated: load(&self.generated),
-            processed_ok: load(&self.processed_ok),
-            invalid: load(&self.invalid),
-            malformed: load(&self.malformed),
-            oversized: load(&self.oversized),
-            recovered: load(&self.recovered),
-            late_acks: load(&self.late_acks),
-            fenced_writes_rejected: load(&self.fenced_writes_rejected),
-            lease_transitions: load(&self.lease_transitions),
-            redis_errors: load(&self.redis_errors),
-        }
-    }
-}
-
 /// What the health gauges read at each scrape (`service::health`).
 pub(super) trait HealthProbe: Debug + Send + Sync {
     /// Whether Redis answers this instance.
@@ -222,7 +177,6 @@ pub(super) struct Metrics {
 struct Inner {
     registry: prometheus::Registry,
     provider: SdkMeterProvider,
-    counters: Counters,
     instruments: Instruments,
     observed: Arc<Observed>,
 }
@@ -242,7 +196,6 @@ impl Metrics {
             inner: Arc::new(Inner {
                 registry,
                 provider,
-                counters: Counters::default(),
                 instruments,
                 observed,
             }),
@@ -255,9 +208,26 @@ impl Metrics {
         let _ = self.inner.observed.health.set(health);
     }
 
-    /// The plain counters (for `/status`).
-    pub(super) fn counters(&self) -> &Counters {
-        &self.inner.counters
+    /// The counts `/status` shows, read from the instruments themselves.
+    pub(super) fn counts(&self) -> Counts {
+        let i = self.i();
+        Counts {
+            generated: i.generated.total(),
+            processed_ok: i.processed.total(Outcome::Ok),
+            invalid: i.processed.total(Outcome::Invalid),
+            malformed: i.processed.total(Outcome::Malformed),
+            oversized: i.processed.total(Outcome::Oversized),
+            recovered: i.recovered.total(),
+            late_acks: i.late_acks.total(),
+            fenced_writes_rejected: i.fenced_rejected.total(),
+            lease_transitions: i.lease_transitions.total(),
+            redis_errors: i.redis_errors.total(),
+        }
+    }
+
+    /// Messages this consumer holds now.
+    pub(super) fn in_flight(&self) -> i64 {
+        self.i().in_flight.now()
     }
 
     /// The exposition in Prometheus text format.
@@ -277,10 +247,6 @@ impl Metrics {
     /// `n` messages were written by the generator.
     pub(super) fn record_generated(&self, n: u64) {
         self.i().generated.add(n, &[]);
-        self.inner
-            .counters
-            .generated
-            .fetch_add(n, Ordering::Relaxed);
     }
 
     /// `n` messages' processing ended with `outcome` and was acknowledged.
@@ -288,17 +254,7 @@ impl Metrics {
         if n == 0 {
             return;
         }
-        self.i()
-            .processed
-            .add(n, &[KeyValue::new("outcome", outcome.as_str())]);
-        let c = &self.inner.counters;
-        match outcome {
-            Outcome::Ok => &c.processed_ok,
-            Outcome::Invalid => &c.invalid,
-            Outcome::Malformed => &c.malformed,
-            Outcome::Oversized => &c.oversized,
-        }
-        .fetch_add(n, Ordering::Relaxed);
+        self.i().processed.add(outcome, n);
     }
 
     /// How long processing one message took.
@@ -325,11 +281,7 @@ impl Metrics {
 
     /// The number of held messages changed by `delta`.
     pub(super) fn add_in_flight(&self, delta: i64) {
-        self.i().in_flight.add(delta, &[]);
-        self.inner
-            .counters
-            .in_flight
-            .fetch_add(delta, Ordering::Relaxed);
+        self.i().in_flight.add(delta);
     }
 
     /// A fresh sample of the fleet's gauges; exported for
@@ -362,19 +314,11 @@ impl Metrics {
     /// `n` messages of dead consumers went back to the queue.
     pub(super) fn record_recovered(&self, n: u64) {
         self.i().recovered.add(n, &[]);
-        self.inner
-            .counters
-            .recovered
-            .fetch_add(n, Ordering::Relaxed);
     }
 
     /// `n` acknowledgements found their message already reclaimed.
     pub(super) fn record_late_acks(&self, n: u64) {
         self.i().late_acks.add(n, &[]);
-        self.inner
-            .counters
-            .late_acks
-            .fetch_add(n, Ordering::Relaxed);
     }
 
     /// A Redis operation failed (see `service::health`, which calls this).
@@ -382,10 +326,6 @@ impl Metrics {
         self.i()
             .redis_errors
             .add(1, &[KeyValue::new("operation", operation.metric_label())]);
-        self.inner
-            .counters
-            .redis_errors
-            .fetch_add(1, Ordering::Relaxed);
     }
 
     /// This instance started or stopped generating.
@@ -406,19 +346,11 @@ impl Metrics {
         self.i()
             .lease_transitions
             .add(1, &[KeyValue::new("transition", t.as_str())]);
-        self.inner
-            .counters
-            .lease_transitions
-            .fetch_add(1, Ordering::Relaxed);
     }
 
     /// Redis refused a fenced write.
     pub(super) fn record_fenced_rejection(&self) {
         self.i().fenced_rejected.add(1, &[]);
-        self.inner
-            .counters
-            .fenced_writes_rejected
-            .fetch_add(1, Ordering::Relaxed);
     }
 
     /// What `INFO memory` said: `used_memory`, `maxmemory` (0: none), and

@@ -132,3 +132,93 @@ fn issue11_an_implausible_age_is_counted_not_observed() {
         assert!(text.contains(name), "missing {name} in\n{text}");
     }
 }
+
+/// Each count `/status` shows, and the series it must equal in `/metrics`
+/// (summed over its labels). A count added to `Counts` and not here fails
+/// the test below; so does one that no recording feeds.
+const STATUS_SERIES: [(&str, &str); 10] = [
+    ("generated", "dsg_messages_generated_total"),
+    (
+        "processed_ok",
+        "dsg_messages_processed_total{outcome=\"ok\"}",
+    ),
+    (
+        "invalid",
+        "dsg_messages_processed_total{outcome=\"invalid\"}",
+    ),
+    (
+        "malformed",
+        "dsg_messages_processed_total{outcome=\"malformed\"}",
+    ),
+    (
+        "oversized",
+        "dsg_messages_processed_total{outcome=\"oversized\"}",
+    ),
+    ("recovered", "dsg_messages_recovered_total"),
+    ("late_acks", "dsg_late_acks_total"),
+    (
+        "fenced_writes_rejected",
+        "dsg_generator_fenced_writes_rejected_total",
+    ),
+    ("lease_transitions", "dsg_lease_transitions_total"),
+    ("redis_errors", "dsg_redis_errors_total"),
+];
+
+/// The sum of the samples of `series` (a name, or a name with one label)
+/// in an exposition.
+fn exposed(text: &str, series: &str) -> f64 {
+    let (name, label) = match series.split_once('{') {
+        Some((name, rest)) => (name, Some(rest.trim_end_matches('}'))),
+        None => (series, None),
+    };
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let (key, value) = l.rsplit_once(' ')?;
+            let (key_name, labels) = key.split_once('{').unwrap_or((key, ""));
+            (key_name == name && label.is_none_or(|want| labels.contains(want)))
+                .then(|| value.parse::<f64>().ok())
+                .flatten()
+        })
+        .sum()
+}
+
+#[test]
+fn issue24_every_status_count_is_its_metric() {
+    let m = Metrics::new("a", "errors", &processor());
+    m.record_generated(3);
+    m.record_processed(Outcome::Ok, 5);
+    m.record_processed(Outcome::Invalid, 7);
+    m.record_processed(Outcome::Malformed, 11);
+    m.record_processed(Outcome::Oversized, 13);
+    m.record_recovered(17);
+    m.record_late_acks(19);
+    m.record_fenced_rejection();
+    m.record_transition(Transition::Acquired);
+    m.record_transition(Transition::Lost);
+    m.record_redis_error(Operation::Fetch);
+    m.record_redis_error(Operation::Ack);
+    m.record_redis_error(Operation::Push);
+    m.add_in_flight(4);
+    m.add_in_flight(-1);
+    let counts = serde_json::to_value(m.counts()).expect("Counts serializes");
+    let text = m.render().expect("renders");
+    let fields = counts.as_object().expect("Counts is an object");
+    for (field, value) in fields {
+        let series = STATUS_SERIES
+            .iter()
+            .find(|(f, _)| f == field)
+            .map(|(_, s)| *s)
+            .unwrap_or_else(|| panic!("/status count {field} names no series in STATUS_SERIES"));
+        let value = value.as_u64().expect("a count");
+        assert!(value > 0, "{field}: no recording feeds it");
+        assert_eq!(exposed(&text, series), value as f64, "{field} vs {series}");
+    }
+    assert_eq!(
+        fields.len(),
+        STATUS_SERIES.len(),
+        "a series for a count that is gone"
+    );
+    assert_eq!(m.in_flight(), 3);
+    assert_eq!(exposed(&text, "dsg_in_flight_messages"), 3.0);
+}
