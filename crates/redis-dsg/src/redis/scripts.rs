@@ -1,7 +1,8 @@
 //! Every Lua script the service runs, each with a comment saying what it
 //! guarantees. Key names are in [`super::keys`]. One file per owner:
-//! `lease` (the generator), `consumer`, `chores` (one replica for the
-//! fleet), `errors` and `drain` (the `errors` command).
+//! `lease` (the generator), `consumer` (what a consumer holds) and `ack`
+//! (its acknowledgements), `chores` (one replica for the fleet), `errors`
+//! and `drain` (the `errors` command).
 //!
 //! # No destructive step before a fallible one (DESIGN.md, contract 10)
 //!
@@ -32,6 +33,7 @@
 //! against every key of the wrong type and without each command it runs
 //! (register a new script in [`all`] and give it a case there).
 
+mod ack;
 mod chores;
 mod consumer;
 mod drain;
@@ -39,15 +41,14 @@ mod errors;
 mod lease;
 mod script;
 
+pub use ack::{ACK_ERROR, ACK_OUTPUT, FORGET, PUSH_ONCE};
+pub(crate) use ack::{ack_error, ack_output, forget, push_once};
 pub use chores::{REAP_SCAN, RELEASE_CLAIM, RING_IF_QUEUED, SAMPLE};
 pub(crate) use chores::{Sample, reap_scan, release_claim, ring_if_queued, sample};
 pub use consumer::{
-    ACK_ERROR, ACK_OUTPUT, ADOPT, FETCH, FORGET, HEARTBEAT, INFLIGHT_MARKER_FIELD,
-    INFLIGHT_MARKER_VALUE, PUSH_ONCE, RETURN_INFLIGHT,
+    ADOPT, FETCH, HEARTBEAT, INFLIGHT_MARKER_FIELD, INFLIGHT_MARKER_VALUE, RETURN_INFLIGHT,
 };
-pub(crate) use consumer::{
-    Fetch, ack_error, ack_output, adopt, fetch, forget, heartbeat, push_once, return_inflight,
-};
+pub(crate) use consumer::{Fetch, adopt, fetch, heartbeat, return_inflight};
 pub use drain::{DRAIN_ACK, DRAIN_CLAIM, DRAIN_KEEP, DRAIN_RESTORE};
 pub(crate) use drain::{drain_ack, drain_claim, drain_keep, drain_restore};
 pub use errors::{CONFIRM_DRAINED, REQUEUE};

@@ -131,6 +131,7 @@ mod tests {
         // Every file of the scripts module: add a new one here.
         let sources = [
             include_str!("../scripts.rs"),
+            include_str!("ack.rs"),
             include_str!("chores.rs"),
             include_str!("consumer.rs"),
             include_str!("drain.rs"),
